@@ -1,0 +1,136 @@
+"""params.yaml → typed, validated settings.
+
+One pydantic model per params.yaml section. Unknown keys are rejected (a typo must not be silently
+ignored) and every error names the dotted key at fault, e.g. ``preprocess.split_ratios``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+RawFormatName = Literal["criteo", "avazu", "movielens", "schema"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Section):
+    source: Literal["synthetic", "real"] | RawFormatName = "synthetic"
+    format: RawFormatName = "criteo"
+    input: str = ""
+
+
+class GenerateParams(_Section):
+    format: Literal["criteo", "avazu", "movielens"] = "criteo"
+    rows: int = Field(200_000, gt=0)
+    seed: int = 2024
+    out: str = "data/raw/synthetic.txt"
+
+
+class ValidateParams(_Section):
+    out_dir: str = "data/validation"
+    min_rows: int = Field(100, ge=1)
+    max_field_bytes: int = Field(65_536, gt=0)
+    gx_chunk_rows: int = Field(200_000, gt=0)
+    gx_max_rows: int = Field(2_000_000, gt=0)
+    max_null_fraction: float = Field(0.99, ge=0, le=1)
+    seed: int = 2024
+
+
+class PreprocessParams(_Section):
+    out_dir: str = "data/processed"
+    preset: Literal["none", "dagfm", "bars_x4_001"] = "none"
+    split: Literal["random", "time"] = "random"
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 2022
+    min_count: int = Field(10, ge=1)
+    numeric: Literal["log2_bucket", "log2_bucket_dagfm", "dense"] = "log2_bucket"
+    numeric_min_count: int = Field(1, ge=1)
+    rating_threshold: int = Field(4, ge=1, le=5)
+    drop_neutral_rating: bool = True
+    batch_rows: int = Field(500_000, gt=0)
+
+    @field_validator("split_ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(r < 0 for r in v) or abs(sum(v) - 1.0) > 1e-6 or v[0] <= 0:
+            raise ValueError(f"must be three non-negative numbers summing to 1 with train > 0, got {list(v)}")
+        return v
+
+
+class SchemaParams(_Section):
+    separator: str = ","
+    has_header: bool = True
+    label: str = "label"
+    categorical: list[str] = []
+    numeric: list[str] = []
+    time_column: str | None = None
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> SchemaParams:
+        both = set(self.categorical) & set(self.numeric)
+        if both:
+            raise ValueError(f"columns declared both categorical and numeric: {sorted(both)}")
+        return self
+
+
+class Params(_Section):
+    """The whole params.yaml. Sections added by later stages are optional here."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    data: DataParams = DataParams()
+    generate: GenerateParams = GenerateParams()
+    validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    preprocess: PreprocessParams = PreprocessParams()
+    schema_: SchemaParams = Field(SchemaParams(), alias="schema")
+
+    @property
+    def validation(self) -> ValidateParams:
+        return self.validate_
+
+    @property
+    def schema_spec(self) -> SchemaParams:
+        return self.schema_
+
+    def raw_input(self) -> tuple[str, Path]:
+        """(format, path) of the raw log the pipeline reads, resolving the synthetic default."""
+        if self.data.source == "synthetic":
+            return self.generate.format, Path(self.generate.out)
+        return self.data.format, Path(self.data.input)
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unparsable or breaks a rule; the message names file and key."""
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict | None = None) -> Params:
+    """Read and validate params.yaml; ``overrides`` maps dotted keys to values (CLI ``--set``)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            key = ".".join(str(p) for p in err["loc"]).replace("validate_", "validate").replace("schema_", "schema")
+            msgs.append(f"{path}: {key}: {err['msg']}")
+        raise ConfigError("\n".join(msgs)) from e

@@ -1,0 +1,1 @@
+"""Data layer: raw formats, synthetic generator, validation gate, preprocessing, batch loader."""

@@ -1,1 +1,154 @@
-def main(): pass
+"""`ctrflow`: the command-line entry point, one subcommand per pipeline stage.
+
+Every subcommand reads params.yaml (``--params``), accepts ``--set key=value`` overrides, and calls
+the same stage function (components/stages.py) that the DVC stages and the Prefect flow call.
+Bad input ends with a one-paragraph error on stderr (file, line, column, rule) and exit status 1;
+a bad params.yaml with exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import yaml
+
+from flows import _env  # noqa: F401  (offline-safe env defaults before prefect/GX are imported)
+
+
+def _overrides(pairs: tuple[str, ...]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _load(ctx: click.Context):
+    from components.config import ConfigError, load_params
+
+    try:
+        return load_params(ctx.obj["params"], ctx.obj["overrides"])
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        ctx.exit(2)
+
+
+def _run_stage(fn, *args, **kwargs):
+    """Call a stage; turn the data layer's typed errors into a clean message and exit 1."""
+    from components.data.errors import CtrflowDataError
+
+    try:
+        result = fn(*args, **kwargs)
+    except CtrflowDataError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    click.echo(result.summary)
+    return result
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--params", "params_path", default="params.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="The parameter file.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a parameter, e.g. --set preprocess.min_count=5 (repeatable).")
+@click.pass_context
+def main(ctx: click.Context, params_path: str, sets: tuple[str, ...]) -> None:
+    """ctrflow: CTR teacher training and distillation, versioned by DVC, orchestrated by Prefect."""
+    ctx.ensure_object(dict)
+    ctx.obj["params"] = params_path
+    ctx.obj["overrides"] = _overrides(sets)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["criteo", "avazu", "movielens"]),
+              help="Raw format to write [default: generate.format].")
+@click.option("--rows", type=click.IntRange(min=1), help="Number of rows [default: generate.rows].")
+@click.option("--seed", type=int, help="Random seed [default: generate.seed].")
+@click.argument("out", required=False, type=click.Path())
+@click.pass_context
+def generate(ctx, fmt, rows, seed, out):
+    """Write a synthetic raw log with planted interactions to OUT [default: generate.out].
+
+    Also writes OUT.proba.parquet (each row's true click probability) and OUT.oracle.json (the
+    oracle AUC/LogLoss: the best any model can reach on this log). Same seed, same bytes.
+    For movielens, OUT is a directory in the MovieLens-100K layout.
+    """
+    from components.stages import generate_stage
+
+    _run_stage(generate_stage, _load(ctx), fmt, rows, seed, out)
+
+
+@main.command()
+@click.option("--format", "fmt", type=click.Choice(["criteo", "avazu", "movielens", "schema"]),
+              help="Raw format of PATH [default: the pipeline's input format].")
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="Where validation.json and data_docs/ go [default: validate.out_dir].")
+@click.argument("path", required=False, type=click.Path())
+@click.pass_context
+def validate(ctx, fmt, out_dir, path):
+    """Run the validation gate (structure + Great Expectations suite) on PATH.
+
+    Without PATH, validates the pipeline's raw input (data.source / data.input, or generate.out for
+    the synthetic default). Exit status 0 when the input passes; 1 with the broken rule (file, line,
+    column) on stderr when it does not. A failed run leaves earlier reports untouched.
+    """
+    from components.stages import validate_stage
+
+    _run_stage(validate_stage, _load(ctx), fmt, path, out_dir)
+
+
+@main.command()
+@click.option("--skip-gate", is_flag=True,
+              help="Do not require a passed validation report for the same input (not recommended).")
+@click.pass_context
+def preprocess(ctx, skip_gate):
+    """Split, fit vocabularies on train only, encode → Parquet + feature_map.json.
+
+    Reads the raw input named in params.yaml and writes preprocess.out_dir atomically: a failure
+    leaves the previous outputs intact. Requires a passed validation gate for the same input.
+    """
+    from components.stages import preprocess_stage
+
+    _run_stage(preprocess_stage, _load(ctx), require_gate=not skip_gate)
+
+
+@main.command()
+@click.option("--no-dvc-commit", is_flag=True, help="Do not record the outputs in dvc.lock.")
+@click.pass_context
+def run(ctx, no_dvc_commit):
+    """Run the whole pipeline end to end as a Prefect flow.
+
+    No server needed: without PREFECT_API_URL, Prefect starts a temporary local server. Set
+    PREFECT_API_URL to a running `prefect server start` to watch the run in the Prefect UI.
+    At the end the outputs are recorded in dvc.lock (`dvc commit`), so `dvc repro` afterwards is a
+    no-op and `dvc push` versions them.
+    """
+    from components.config import ConfigError
+    from flows.pipeline import pipeline
+
+    try:
+        _load(ctx)  # fail fast on a bad params.yaml, before the Prefect server starts
+        summary = pipeline(params_path=str(Path(ctx.obj["params"])), overrides=ctx.obj["overrides"],
+                           dvc_commit=not no_dvc_commit)
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except Exception as e:  # the flow already logged the traceback; print the cause plainly
+        from components.data.errors import CtrflowDataError
+
+        if isinstance(e, CtrflowDataError | FileNotFoundError | RuntimeError | ValueError):
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        raise
+    click.echo("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()

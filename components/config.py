@@ -20,9 +20,8 @@ class _Section(BaseModel):
 
 
 class DataParams(_Section):
-    source: Literal["synthetic", "real"] | RawFormatName = "synthetic"
     format: RawFormatName = "criteo"
-    input: str = ""
+    input: str = "data/raw/synthetic.txt"
 
 
 class GenerateParams(_Section):
@@ -90,6 +89,14 @@ class Params(_Section):
     preprocess: PreprocessParams = PreprocessParams()
     schema_: SchemaParams = Field(SchemaParams(), alias="schema")
 
+    @model_validator(mode="after")
+    def _synthetic_format_matches(self) -> Params:
+        if self.uses_synthetic and self.generate.format != self.data.format:
+            raise ValueError(
+                f"data.input is the synthetic log (generate.out) but data.format is "
+                f"{self.data.format!r} while generate.format is {self.generate.format!r}")
+        return self
+
     @property
     def validation(self) -> ValidateParams:
         return self.validate_
@@ -99,10 +106,13 @@ class Params(_Section):
         return self.schema_
 
     def raw_input(self) -> tuple[str, Path]:
-        """(format, path) of the raw log the pipeline reads, resolving the synthetic default."""
-        if self.data.source == "synthetic":
-            return self.generate.format, Path(self.generate.out)
+        """(format, path) of the raw log the pipeline reads."""
         return self.data.format, Path(self.data.input)
+
+    @property
+    def uses_synthetic(self) -> bool:
+        """True when the pipeline reads the log that the `generate` stage writes."""
+        return Path(self.data.input) == Path(self.generate.out)
 
 
 class ConfigError(ValueError):

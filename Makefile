@@ -1,0 +1,45 @@
+# ctrflow developer commands. Both quick-start targets set themselves up on a fresh clone:
+#   make run    end-to-end pipeline on the embedded default data (Prefect flow, ephemeral server)
+#   make test   the test suite (what .ci/run calls)
+# The virtualenv is (re)built whenever pyproject.toml or constraints.txt change.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.ctrflow-installed
+
+# Offline-safe tool settings (shared/design/toolchain.md). flows/_env.py applies the same defaults
+# for anyone calling the CLI or flows directly.
+export PREFECT_HOME := $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export GX_ANALYTICS_ENABLED := False
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup run test lint bench-preprocess repro clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/ctrflow run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+repro: $(STAMP)
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+
+bench-preprocess: $(STAMP)
+	$(BIN)/python benchmarks/preprocess.py
+
+clean:
+	rm -rf $(VENV) .prefect

@@ -1,0 +1,97 @@
+"""One function per pipeline stage: (settings, input paths) → output paths.
+
+The three doors into the pipeline — DVC stage commands (`ctrflow <stage>`), the Prefect flow
+(flows/pipeline.py) and the CLI — all call these functions, so they cannot drift apart. Nothing here
+imports Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.config import Params
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a stage wrote and a one-line human summary of it."""
+
+    outputs: tuple[str, ...]
+    summary: str
+    details: dict
+
+
+def generate_stage(params: Params, fmt: str | None = None, rows: int | None = None,
+                   seed: int | None = None, out: str | Path | None = None) -> StageResult:
+    """Write the synthetic raw log (and its true click probabilities) per ``params.generate``."""
+    from components.data.generate import generate
+
+    g = params.generate
+    log = generate(fmt or g.format, rows or g.rows, g.seed if seed is None else seed, Path(out or g.out))
+    summary = (f"generated {log.rows:,} {fmt or g.format} rows → {log.path} "
+               f"(CTR {log.positives / max(log.rows, 1):.3f}, oracle AUC {log.oracle_auc:.4f}, "
+               f"oracle LogLoss {log.oracle_logloss:.4f})")
+    return StageResult((str(log.path), str(log.proba_path)), summary,
+                       {"rows": log.rows, "positives": log.positives,
+                        "oracle_auc": log.oracle_auc, "oracle_logloss": log.oracle_logloss})
+
+
+def read_raw(params: Params, fmt: str | None = None, path: str | Path | None = None,
+             require_label: bool = True):
+    """Open the raw log named by params (or the explicit fmt/path) as a lazy SourceTable."""
+    from components.data.formats import read_source
+
+    default_fmt, default_path = params.raw_input()
+    return read_source(fmt or default_fmt, Path(path or default_path), params=params,
+                       require_label=require_label)
+
+
+def validate_stage(params: Params, fmt: str | None = None, path: str | Path | None = None,
+                   out_dir: str | Path | None = None) -> StageResult:
+    """Run the validation gate; raises DataFormatError / ValidationFailed on bad input.
+
+    On success writes ``<out_dir>/validation.json`` and ``<out_dir>/data_docs/``; on failure the
+    previous good outputs are left untouched.
+    """
+    from components.data.validate import validate_source
+
+    table = read_raw(params, fmt, path)
+    out = Path(out_dir or params.validation.out_dir)
+    report = validate_source(table, params.validation, out)
+    rows = report.get("rows")
+    summary = f"validation passed: {table.main_file} ({table.format}, {rows:,} rows) → {out}/validation.json"
+    return StageResult((str(out),), summary, report)
+
+
+def _require_passed_gate(params: Params, table) -> None:
+    """Preprocess runs only behind a passed gate for the same input files."""
+    report_path = Path(params.validation.out_dir) / "validation.json"
+    if not report_path.exists():
+        raise FileNotFoundError(
+            f"{report_path}: no validation report; run `ctrflow validate` first (the gate must pass "
+            f"before preprocessing)")
+    report = json.loads(report_path.read_text())
+    if not report.get("success", False):
+        raise RuntimeError(f"{report_path}: the last validation failed; fix the input and re-validate")
+    validated = [str(Path(f).resolve()) for f in report.get("files", [])]
+    current = [str(Path(f).resolve()) for f in table.files]
+    if validated and validated[0] != current[0]:
+        raise RuntimeError(f"{report_path} validated {validated[0]}, not the current input "
+                           f"{current[0]}; run `ctrflow validate` first")
+
+
+def preprocess_stage(params: Params, require_gate: bool = True) -> StageResult:
+    """Split, fit vocabularies on train, encode → Parquet splits + feature_map.json."""
+    from components.data.preprocess import preprocess
+
+    table = read_raw(params)
+    if require_gate:
+        _require_passed_gate(params, table)
+    out = Path(params.preprocess.out_dir)
+    fmap = preprocess(table, params.preprocess, out)
+    rows = {k: v.get("rows") for k, v in fmap.splits.items()}
+    summary = (f"preprocessed {table.main_file} → {out}: {fmap.num_fields} fields, "
+               f"{sum(fmap.vocab_sizes):,} ids, rows {rows}")
+    return StageResult((str(out),), summary, {"splits": fmap.splits, "num_fields": fmap.num_fields})

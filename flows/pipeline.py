@@ -1,0 +1,84 @@
+"""The retraining flow: generate (synthetic default only) → validate → preprocess [→ dvc commit].
+
+Thin orchestration: each task calls one function of components/stages.py and passes paths and small
+dicts, never frames (Prefect's default cache policy would hash them). Later stages (train, distill,
+evaluate, report) are added here as they land.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from flows import _env  # noqa: F401
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from components.config import load_params
+from components import stages
+
+# DVC stages whose outputs this flow produces, in order (must match dvc.yaml).
+DVC_STAGES_SYNTHETIC = ["generate", "validate", "preprocess"]
+
+
+def _params(params_path: str, overrides: dict):
+    return load_params(params_path, overrides)
+
+
+@task(name="generate", cache_policy=NO_CACHE)
+def generate_task(params_path: str, overrides: dict) -> str:
+    result = stages.generate_stage(_params(params_path, overrides))
+    get_run_logger().info(result.summary)
+    return result.summary
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate_task(params_path: str, overrides: dict) -> str:
+    result = stages.validate_stage(_params(params_path, overrides))
+    get_run_logger().info(result.summary)
+    return result.summary
+
+
+@task(name="preprocess", cache_policy=NO_CACHE)
+def preprocess_task(params_path: str, overrides: dict) -> str:
+    result = stages.preprocess_stage(_params(params_path, overrides))
+    get_run_logger().info(result.summary)
+    return result.summary
+
+
+@task(name="dvc-commit", cache_policy=NO_CACHE)
+def dvc_commit_task(stage_names: list[str]) -> str:
+    """Record the outputs the flow wrote in dvc.lock, so they are versioned and `dvc repro` is a no-op."""
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    proc = subprocess.run([dvc, "commit", "--force", *stage_names], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc commit failed: {proc.stderr.strip()}")
+    return f"recorded in dvc.lock: {', '.join(stage_names)}"
+
+
+@flow(name="ctrflow-pipeline", log_prints=True)
+def pipeline(params_path: str = "params.yaml", overrides: dict | None = None,
+             dvc_commit: bool = True) -> list[str]:
+    """Run the pipeline end to end; returns one summary line per stage."""
+    overrides = overrides or {}
+    params = _params(params_path, overrides)
+    summaries = []
+    synthetic = params.uses_synthetic
+    if synthetic:
+        summaries.append(generate_task(params_path, overrides))
+    summaries.append(validate_task(params_path, overrides))
+    summaries.append(preprocess_task(params_path, overrides))
+    in_dvc_repo = Path(".dvc").is_dir()
+    same_params = not overrides and Path(params_path).resolve() == Path("params.yaml").resolve()
+    if dvc_commit and in_dvc_repo and same_params:
+        names = DVC_STAGES_SYNTHETIC if synthetic else DVC_STAGES_SYNTHETIC[1:]
+        summaries.append(dvc_commit_task(names))
+    elif dvc_commit:
+        get_run_logger().info("not recording in dvc.lock: the run used overrides or another params file")
+    return summaries
+
+
+if __name__ == "__main__":
+    pipeline()

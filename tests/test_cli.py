@@ -1,0 +1,70 @@
+"""`ctrflow` subcommands: help texts, exit codes, errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cli import main
+from tests.conftest import VENV_BIN
+
+
+def run_cli(*args, cwd=None):
+    return subprocess.run([str(VENV_BIN / "ctrflow"), *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_every_stage_subcommand():
+    out = CliRunner().invoke(main, ["--help"]).output
+    for cmd in ["generate", "validate", "preprocess", "run"]:
+        assert cmd in out
+    gen_help = CliRunner().invoke(main, ["generate", "--help"]).output
+    assert "--format" in gen_help and "--rows" in gen_help and "OUT" in gen_help
+
+
+def test_generate_validate_preprocess_on_a_small_log(small_params: Path):
+    tmp = small_params.parent
+    r = run_cli("generate", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert "generated 4,000 criteo rows" in r.stdout
+    assert (tmp / "data/raw/synthetic.txt").exists()
+
+    r = run_cli("validate", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp / "data/validation/validation.json").read_text())
+    assert report["success"] is True and report["rows"] == 4000
+
+    r = run_cli("preprocess", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    fmap = json.loads((tmp / "data/processed/feature_map.json").read_text())
+    assert fmap["num_fields"] == 39
+    assert sum(s["rows"] for s in fmap["splits"].values()) == 4000
+
+
+def test_validate_bad_file_exits_nonzero_with_location_on_stderr(tmp_path):
+    bad = tmp_path / "bad.txt"
+    good_line = "\t".join(["0"] + ["1"] * 13 + ["0a1b2c3d"] * 26)
+    short_line = "\t".join(["1"] + ["1"] * 13 + ["0a1b2c3d"] * 25)
+    bad.write_text("\n".join([good_line] * 5 + [short_line] + [good_line] * 3) + "\n")
+    r = run_cli("validate", "--format", "criteo", str(bad), "--out-dir", str(tmp_path / "v"), cwd=tmp_path)
+    assert r.returncode == 1
+    assert "bad.txt" in r.stderr and "line 6" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_params_exit_2_naming_the_key(tmp_path):
+    (tmp_path / "params.yaml").write_text("preprocess:\n  min_count: -1\n")
+    r = run_cli("preprocess", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "preprocess.min_count" in r.stderr
+
+
+def test_preprocess_refuses_without_a_passed_gate(small_params: Path):
+    tmp = small_params.parent
+    assert run_cli("generate", cwd=tmp).returncode == 0
+    r = run_cli("preprocess", cwd=tmp)
+    assert r.returncode == 1
+    assert "validation" in r.stderr
+    assert not (tmp / "data/processed").exists()

@@ -78,6 +78,29 @@ class SchemaParams(_Section):
         return self
 
 
+class TrainParams(_Section):
+    model: str = "dcnv2"
+    embedding_dim: int = Field(16, gt=0)
+    model_params: dict = {}
+    batch_size: int = Field(4096, gt=0)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    embedding_l2: float = Field(0.0, ge=0)
+    net_l2: float = Field(0.0, ge=0)
+    max_epochs: int = Field(20, ge=1)
+    patience: int = Field(2, ge=1)
+    lr_decay: float = Field(0.1, gt=0, le=1)
+    min_lr: float = Field(1e-6, ge=0)
+    grad_clip: float = Field(10.0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_threads: int = Field(0, ge=0)
+    seed: int = 2024
+    in_memory: bool = True
+    out_dir: str = "models/teacher"
+    metrics: str = "metrics/teacher.json"
+    curve: str = "metrics/teacher_curve.csv"
+
+
 class Params(_Section):
     """The whole params.yaml. Sections added by later stages are optional here."""
 
@@ -88,6 +111,7 @@ class Params(_Section):
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
     preprocess: PreprocessParams = PreprocessParams()
     schema_: SchemaParams = Field(SchemaParams(), alias="schema")
+    train: TrainParams = TrainParams()
 
     @model_validator(mode="after")
     def _synthetic_format_matches(self) -> Params:

@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export GX_ANALYTICS_ENABLED := False
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test lint bench-preprocess repro clean
+.PHONY: setup run test lint bench-preprocess repro server server-stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ repro: $(STAMP)
 
 bench-preprocess: $(STAMP)
 	$(BIN)/python benchmarks/preprocess.py
+
+server: $(STAMP)   ## a real Prefect server + UI on http://127.0.0.1:4200 (for schedules and watching runs)
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 --background
+	@echo "export PREFECT_API_URL=http://127.0.0.1:4200/api   # then: make run, or ctrflow serve"
+
+server-stop: $(STAMP)
+	$(BIN)/prefect server stop
 
 clean:
 	rm -rf $(VENV) .prefect

@@ -150,5 +150,26 @@ def run(ctx, no_dvc_commit):
     click.echo("\n".join(summary))
 
 
+@main.command()
+@click.option("--name", default="nightly", show_default=True, help="Deployment name.")
+@click.option("--cron", default="0 3 * * *", show_default=True, help="Cron schedule (UTC).")
+@click.pass_context
+def serve(ctx, name, cron):
+    """Serve the pipeline as a scheduled Prefect deployment (needs a running Prefect server).
+
+    Start the server with `make server`, export PREFECT_API_URL=http://127.0.0.1:4200/api, then run
+    this; scheduled and manual runs (`prefect deployment run 'ctrflow-pipeline/NAME'`) show in the UI.
+    """
+    import os
+
+    from flows.serve import serve as serve_flow
+
+    if not os.environ.get("PREFECT_API_URL"):
+        click.echo("error: PREFECT_API_URL is not set; schedules need a running Prefect server "
+                   "(make server; export PREFECT_API_URL=http://127.0.0.1:4200/api)", err=True)
+        sys.exit(2)
+    serve_flow(name=name, cron=cron, params_path=ctx.obj["params"])
+
+
 if __name__ == "__main__":
     main()

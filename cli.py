@@ -27,11 +27,34 @@ def _overrides(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+def _nest(dotted: dict) -> dict:
+    out: dict = {}
+    for key, value in dotted.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
 def _load(ctx: click.Context):
     from components.config import ConfigError, load_params
 
+    params_path = Path(ctx.obj["params"])
+    if ctx.obj["params"] == "params.yaml" and not params_path.exists():
+        # Outside a ctrflow checkout (e.g. `ctrflow validate --format criteo some.txt`): built-in
+        # defaults, which equal the repository's params.yaml.
+        click.echo("note: no params.yaml here; using the built-in defaults", err=True)
+        from components.config import Params
+
+        try:
+            return Params.model_validate(_nest(ctx.obj["overrides"]))
+        except ValueError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
     try:
-        return load_params(ctx.obj["params"], ctx.obj["overrides"])
+        return load_params(params_path, ctx.obj["overrides"])
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         ctx.exit(2)

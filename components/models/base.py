@@ -1,0 +1,108 @@
+"""CTRModel: the base class of every model in the zoo.
+
+A model = the shared :class:`~components.models.embedding.FeatureEmbedding` (``self.embedding``)
+plus an interaction part. ``forward(categorical, dense)`` is ``interact(embed(categorical, dense))``
+and returns raw **logits** [B] — no sigmoid inside, so losses use ``BCEWithLogits`` and
+distillation can read logits. The split lets a caller run the interaction on embeddings it
+computed (or detached) itself, e.g. a KD student on the teacher's frozen embeddings.
+
+Parameters are split for regularisation: :meth:`embedding_parameters` are the parameters of the
+embedding module (categorical tables, dense-field projections, first-order weights);
+:meth:`dense_parameters` are all the others (network weights, biases, BatchNorm affine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from components.data.feature_map import FeatureMap
+
+from .embedding import Embedded, FeatureEmbedding
+
+
+class CTRModel(nn.Module):
+    """Base of every CTR model: embedding + ``interact`` → logits [B]."""
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        *,
+        embedding_dim: int = 16,
+        embedding_init: str = "normal",
+        embedding_std: float = 1e-4,
+        first_order: bool = False,
+        embed_dense: bool = True,
+    ) -> None:
+        super().__init__()
+        self.feature_map = feature_map
+        self.embedding = FeatureEmbedding(
+            feature_map,
+            embedding_dim,
+            first_order=first_order,
+            embed_dense=embed_dense,
+            init=embedding_init,
+            std=embedding_std,
+        )
+        self.num_fields = self.embedding.num_fields  # vectors per sample in E
+        self.embedding_dim = embedding_dim
+        # global bias w0 of the first-order (linear) term, a network parameter
+        self.bias = nn.Parameter(torch.zeros(1)) if first_order else None
+
+    def embed(self, categorical: torch.Tensor, dense: torch.Tensor | None = None) -> Embedded:
+        """Look up E (and first-order terms) for a batch; see FeatureEmbedding.forward."""
+        return self.embedding(categorical, dense)
+
+    def interact(self, emb: Embedded) -> torch.Tensor:
+        """The model proper: embeddings → logits [B]. Implemented by every subclass."""
+        raise NotImplementedError
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
+        """categorical [B, F_cat] ids, dense [B, F_dense] floats (or None) → logits [B]."""
+        return self.interact(self.embed(categorical, dense))
+
+    def linear_logit(self, emb: Embedded) -> torch.Tensor:
+        """First-order term w0 + Σ_i w_i(x_i): [B] (models built with first_order=True)."""
+        return emb.linear.sum(dim=1) + self.bias
+
+    def flat_vectors(self, emb: Embedded) -> torch.Tensor:
+        """E flattened to [B, F·d] (the input of MLPs and cross networks)."""
+        return emb.vectors.flatten(start_dim=1)
+
+    def embedding_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the shared embedding module (tables, dense projections, first order)."""
+        return self.embedding.parameters()
+
+    def dense_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter outside the embedding module."""
+        emb_ids = {id(p) for p in self.embedding.parameters()}
+        return (p for p in self.parameters() if id(p) not in emb_ids)
+
+    def l2_penalty(self, emb_l2: float = 0.0, net_l2: float = 0.0) -> torch.Tensor:
+        """FuxiCTR-style explicit L2: emb_l2/2 · Σ‖θ_emb‖² + net_l2/2 · Σ‖θ_net‖² over whole tensors.
+
+        Only trainable parameters count (a frozen embedding adds nothing). A scalar tensor; 0 when
+        both coefficients are 0.
+        """
+        if emb_l2 < 0 or net_l2 < 0:
+            raise ValueError(f"L2 coefficients must be >= 0, got emb_l2={emb_l2}, net_l2={net_l2}")
+        ref = next(self.parameters())
+        total = torch.zeros((), dtype=ref.dtype, device=ref.device)
+        for coef, params in (
+            (emb_l2, self.embedding_parameters()),
+            (net_l2, self.dense_parameters()),
+        ):
+            if coef:
+                for p in params:
+                    if p.requires_grad:
+                        total = total + (coef / 2.0) * p.pow(2).sum()
+        return total
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise ValueError naming the hyperparameter."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value

@@ -1,0 +1,180 @@
+"""Shared feature embedding built from the FeatureMap: (categorical ids, dense values) → E [B, F, d].
+
+Layout
+- Categorical fields share ONE ``nn.Embedding`` over the total vocabulary; field i's id x is row
+  ``offsets[i] + x`` (offsets = exclusive cumsum of vocab sizes), so a lookup is one gather.
+  Id 0 (OOV) and 1 (missing) are ordinary trainable rows (no padding row): feature_map.py.
+- Dense fields (``type == "dense"``), with ``embed_dense=True``, become vectors x_j · w_j with a
+  per-field weight w_j ∈ R^d (FuxiCTR's bias-free ``nn.Linear(1, d)`` per numeric field, stored as
+  one [F_dense, d] matrix). E stacks categorical fields first, then dense ones: F = F_cat + F_dense.
+  With ``embed_dense=False`` (DLRM) E holds the categorical fields only and the model consumes the
+  raw dense values itself.
+- ``first_order=True`` adds the linear terms (dim 1): a weight per categorical id and per dense field.
+  They come back per field ([B, F]); the model adds its own global bias.
+- ``embedding_dim=0`` builds no vector table (LR).
+
+Init (``init``):
+- ``"normal"`` (default, FuxiCTR): categorical rows ~ N(0, ``std``²), std = 1e-4 by default.
+- ``"xavier"``: each field's table [vocab_i, d] Xavier-normal, std = √(2 / (vocab_i + d)).
+Dense-field weights are Xavier-normal as an ``nn.Linear(1, d)`` (std √(2/(1+d))) in both modes,
+which is what FuxiCTR's generic Linear init gives them.
+
+Every lookup checks ids against the vocabulary (an out-of-range id would silently read the next
+field's rows with a shared table) and raises ValueError naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from components.data.feature_map import FeatureMap
+
+EMBEDDING_INITS = ("normal", "xavier")
+
+
+class Embedded(NamedTuple):
+    """What every model's interaction part consumes.
+
+    vectors: [B, F, d] field vectors (None when the layer has embedding_dim 0);
+    linear: [B, F_lin] first-order terms per field (None without first_order);
+    dense: [B, F_dense] the raw dense values (empty [B, 0] when there are none).
+    """
+
+    vectors: torch.Tensor | None
+    linear: torch.Tensor | None
+    dense: torch.Tensor
+
+    def detach(self) -> Embedded:
+        """A copy cut from the autograd graph (a distillation student on frozen shared embeddings)."""
+        return Embedded(*(None if t is None else t.detach() for t in self))
+
+
+class FeatureEmbedding(nn.Module):
+    """One table over all categorical vocabularies (+ dense projections, + optional first order)."""
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        embedding_dim: int = 16,
+        *,
+        first_order: bool = False,
+        embed_dense: bool = True,
+        init: str = "normal",
+        std: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        if embedding_dim < 0:
+            raise ValueError(f"embedding_dim must be >= 0, got {embedding_dim}")
+        if init not in EMBEDDING_INITS:
+            raise ValueError(f"embedding init must be one of {list(EMBEDDING_INITS)}, got {init!r}")
+        if std <= 0:
+            raise ValueError(f"embedding std must be > 0, got {std}")
+        cat = feature_map.categorical_fields
+        bad = [f.name for f in cat if f.vocab_size < 1]
+        if bad:
+            raise ValueError(f"categorical fields with vocab_size < 1: {bad}")
+        if not feature_map.fields:
+            raise ValueError("feature map has no fields")
+        self.field_names = [f.name for f in cat] + [f.name for f in feature_map.dense_fields]
+        self.num_categorical = len(cat)
+        self.num_dense = len(feature_map.dense_fields)
+        self.embedding_dim = embedding_dim
+        self.embed_dense = embed_dense
+        sizes = torch.tensor(feature_map.vocab_sizes, dtype=torch.long)
+        self.register_buffer("vocab_sizes", sizes, persistent=False)
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
+        total = int(sizes.sum())
+        self.num_fields = self.num_categorical + (self.num_dense if embed_dense else 0)
+
+        self.table = self.dense_weight = None
+        if embedding_dim > 0:
+            if total:
+                self.table = nn.Embedding(total, embedding_dim)
+                with torch.no_grad():
+                    if init == "normal":
+                        self.table.weight.normal_(0.0, std)
+                    else:
+                        row_std = torch.sqrt(2.0 / (sizes.double() + embedding_dim)).float()
+                        self.table.weight.normal_().mul_(
+                            torch.repeat_interleave(row_std, sizes).unsqueeze(1)
+                        )
+            if embed_dense and self.num_dense:
+                dense_std = math.sqrt(2.0 / (1 + embedding_dim))
+                self.dense_weight = nn.Parameter(
+                    torch.randn(self.num_dense, embedding_dim) * dense_std
+                )
+
+        self.first_order_table = self.first_order_dense = None
+        self.first_order = first_order
+        if first_order:
+            if total:
+                self.first_order_table = nn.Embedding(total, 1)
+                with torch.no_grad():
+                    if init == "normal":
+                        self.first_order_table.weight.normal_(0.0, std)
+                    else:
+                        row_std = torch.sqrt(2.0 / (sizes.double() + 1)).float()
+                        self.first_order_table.weight.normal_().mul_(
+                            torch.repeat_interleave(row_std, sizes).unsqueeze(1)
+                        )
+            if self.num_dense:
+                self.first_order_dense = nn.Parameter(
+                    torch.randn(self.num_dense)
+                )  # Linear(1,1) Xavier: std 1
+
+    def _check(self, categorical: torch.Tensor, dense: torch.Tensor) -> None:
+        if categorical.dim() != 2 or categorical.shape[1] != self.num_categorical:
+            raise ValueError(
+                f"categorical input must be [B, {self.num_categorical}], got {list(categorical.shape)}"
+            )
+        if categorical.dtype.is_floating_point or categorical.dtype == torch.bool:
+            raise ValueError(f"categorical ids must be an integer tensor, got {categorical.dtype}")
+        if (
+            dense.dim() != 2
+            or dense.shape[1] != self.num_dense
+            or dense.shape[0] != categorical.shape[0]
+        ):
+            raise ValueError(
+                f"dense input must be [B={categorical.shape[0]}, {self.num_dense}], got {list(dense.shape)}"
+            )
+        if self.num_categorical and categorical.numel():
+            bad = (categorical < 0) | (categorical >= self.vocab_sizes)
+            if bool(bad.any()):
+                row, col = (int(i) for i in bad.nonzero()[0])
+                raise ValueError(
+                    f"field {self.field_names[col]!r} (column {col}): id {int(categorical[row, col])} "
+                    f"at batch row {row} is outside [0, {int(self.vocab_sizes[col])})"
+                )
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor | None = None) -> Embedded:
+        """Look up one batch: categorical [B, F_cat] integer ids, dense [B, F_dense] floats."""
+        if dense is None:
+            dense = categorical.new_zeros(
+                (categorical.shape[0], 0), dtype=torch.get_default_dtype()
+            )
+        self._check(categorical, dense)
+        idx = categorical.long() + self.offsets
+        vectors = linear = None
+        if self.embedding_dim > 0:
+            parts = []
+            if self.table is not None:
+                parts.append(self.table(idx))
+            if self.dense_weight is not None:
+                parts.append(dense.unsqueeze(2) * self.dense_weight)
+            vectors = (
+                torch.cat(parts, dim=1)
+                if parts
+                else dense.new_zeros((len(dense), 0, self.embedding_dim))
+            )
+        if self.first_order:
+            parts = []
+            if self.first_order_table is not None:
+                parts.append(self.first_order_table(idx).squeeze(2))
+            if self.first_order_dense is not None:
+                parts.append(dense * self.first_order_dense)
+            linear = torch.cat(parts, dim=1) if parts else dense.new_zeros((len(dense), 0))
+        return Embedded(vectors, linear, dense)

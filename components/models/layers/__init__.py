@@ -1,0 +1,1 @@
+"""Reusable building blocks of the model zoo: MLP, cross layers, CIN, attention, interactions."""

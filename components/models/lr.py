@@ -1,0 +1,44 @@
+"""LR: logistic regression on one-hot fields (the linear baseline of every CTR benchmark).
+
+Paper: McMahan et al., "Ad Click Prediction: a View from the Trenches", KDD 2013 (the model form
+used as "LR" in BARS). Equation: z = w0 + Σ_i w_{x_i} (+ Σ_j w_j·x_j for dense fields).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from components.data.feature_map import FeatureMap
+
+from .base import CTRModel
+from .embedding import Embedded
+from .registry import register
+
+
+@register(
+    "lr",
+    family="linear",
+    paper="McMahan et al., Ad Click Prediction: a View from the Trenches, KDD 2013",
+)
+class LR(CTRModel):
+    """First-order weights only. ``embedding_dim`` is accepted for a uniform config but unused."""
+
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        *,
+        embedding_dim: int = 16,
+        embedding_init: str = "normal",
+        embedding_std: float = 1e-4,
+    ) -> None:
+        super().__init__(
+            feature_map,
+            embedding_dim=0,
+            embedding_init=embedding_init,
+            embedding_std=embedding_std,
+            first_order=True,
+        )
+
+    def interact(self, emb: Embedded) -> torch.Tensor:
+        """z = w0 + Σ_i w_i."""
+        return self.linear_logit(emb)

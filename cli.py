@@ -174,6 +174,21 @@ def run(ctx, no_dvc_commit):
 
 
 @main.command()
+@click.option("--verbose", "-v", is_flag=True, help="Also print each model's default hyperparameters.")
+def models(verbose):
+    """List every registered model: name, family and paper (one a line)."""
+    from components.models.registry import list_models
+
+    infos = list_models()
+    width = max(len(m.name) for m in infos)
+    fam = max(len(m.family) for m in infos)
+    for m in infos:
+        click.echo(f"{m.name:<{width}}  {m.family:<{fam}}  {m.paper}")
+        if verbose:
+            click.echo(f"{'':<{width}}  {'':<{fam}}  defaults: {m.hyperparameters}")
+
+
+@main.command()
 @click.option("--name", default="nightly", show_default=True, help="Deployment name.")
 @click.option("--cron", default="0 3 * * *", show_default=True, help="Cron schedule (UTC).")
 @click.pass_context

@@ -68,3 +68,13 @@ def test_preprocess_refuses_without_a_passed_gate(small_params: Path):
     assert r.returncode == 1
     assert "validation" in r.stderr
     assert not (tmp / "data/processed").exists()
+
+
+def test_models_lists_every_registered_model_one_a_line():
+    from components.models.registry import list_models
+
+    out = CliRunner().invoke(main, ["models"]).output.strip().splitlines()
+    names = [line.split()[0] for line in out]
+    assert names == [m.name for m in list_models()]
+    assert {"lr", "fm", "dcnv2", "xdeepfm", "autoint_plus", "crossnet", "cin", "dlrm"} <= set(names)
+    assert any("DCN V2" in line for line in out if line.startswith("dcnv2"))

@@ -1,0 +1,514 @@
+"""The training loop: FuxiCTR's recipe, with exact resume and optional data parallelism.
+
+Recipe (anchors.md §1.5): BCE on logits, Adam (or AdamW), explicit L2 on embeddings / network,
+gradient-norm clipping. After every epoch the model is scored on the validation set (AUC, LogLoss).
+An AUC gain saves the best checkpoint and resets the patience counter; otherwise the LR is
+multiplied by ``lr_decay`` (never below ``min_lr``) and the counter grows. Training stops when the
+counter reaches ``patience`` or after ``max_epochs``, and the best weights are loaded back.
+
+Reproducibility
+- :func:`seed_everything` seeds Python, NumPy and torch; call it before building the model.
+- Every epoch reseeds those generators from ``(seed, epoch, rank)`` and calls the loader's
+  ``set_epoch(epoch)``, so epoch *e* consumes the same random numbers whether or not the run was
+  interrupted before it. The resume state (:mod:`.checkpoint`) is written at the end of every epoch;
+  ``fit(..., resume=True)`` on the same ``out_dir`` continues from it and, on CPU, reaches the same
+  weights and metrics as an uninterrupted run.
+
+Devices: ``device="auto"`` → CUDA with bf16 autocast when available (non-blocking copies; pinned
+memory is the loader's job), else CPU with ``torch.set_num_threads(num_threads or cores / local
+ranks)``. Data parallelism plugs in through a :class:`Collective` (see :mod:`.distributed`); the
+default :class:`LocalCollective` is a single process.
+
+The AdamW choice: ``net_l2`` becomes AdamW's decoupled ``weight_decay`` on the network parameters
+(embeddings get none), and ``embedding_l2`` stays an explicit penalty. With Adam both are explicit
+penalties (``model.l2_penalty``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from components.config import TrainParams
+
+from .checkpoint import (
+    MODEL_WEIGHTS,
+    STATE_META,
+    clear_train_state,
+    count_parameters,
+    feature_map_hash,
+    has_train_state,
+    load_model_weights,
+    load_train_state,
+    save_model,
+    save_train_state,
+)
+from .metrics import evaluate_logits
+
+# TrainParams fields that shape the training trajectory: a resume state written under different
+# values is refused (max_epochs / patience may change: they only move the stopping point).
+TRAJECTORY_KEYS = (
+    "model", "embedding_dim", "model_params", "batch_size", "optimizer", "lr", "embedding_l2",
+    "net_l2", "lr_decay", "min_lr", "grad_clip", "seed",
+)  # fmt: skip
+PROGRESS_EVERY = 20  # batches between progress-bar refreshes (each one syncs the device)
+
+
+class Collective(Protocol):
+    """What the loop needs from a process group (one process: :class:`LocalCollective`)."""
+
+    rank: int
+    world_size: int
+    local_world_size: int
+
+    @property
+    def is_writer(self) -> bool: ...
+
+    def common_batches(self, n: int) -> int: ...
+
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor: ...
+
+    def gather(self, array: np.ndarray) -> np.ndarray: ...
+
+    def barrier(self) -> None: ...
+
+
+class LocalCollective:
+    """The single-process collective: every operation is the identity."""
+
+    rank = 0
+    world_size = 1
+    local_world_size = 1
+
+    @property
+    def is_writer(self) -> bool:
+        """Rank 0 writes checkpoints and logs."""
+        return True
+
+    def common_batches(self, n: int) -> int:
+        """Batches every rank can run this epoch (the minimum over ranks)."""
+        return n
+
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Element-wise sum over ranks."""
+        return values
+
+    def gather(self, array: np.ndarray) -> np.ndarray:
+        """Concatenation of every rank's 1-D array, in rank order."""
+        return array
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`. ``history`` holds one dict per finished epoch (also resumed ones)."""
+
+    best_epoch: int
+    epochs_run: int
+    best_valid_auc: float
+    history: list[dict] = field(default_factory=list)
+    checkpoint_path: Path | None = None
+    best_valid_logloss: float = math.nan
+    resumed_from_epoch: int = 0
+
+
+# ---------------------------------------------------------------- setup helpers
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices); make cuDNN deterministic."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def _reseed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Seed every generator from (seed, epoch, rank) so an epoch's randomness ignores the past."""
+    s = int(np.random.SeedSequence([seed % 2**32, epoch, rank]).generate_state(1)[0])
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``"auto"`` → ``cuda`` when available else ``cpu``; ``"cuda"`` without a GPU raises."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "train.device is 'cuda' but torch sees no CUDA device (use 'auto' or 'cpu')"
+        )
+    return dev
+
+
+def _configure_threads(device: torch.device, num_threads: int, local_world_size: int) -> None:
+    if device.type == "cpu":
+        torch.set_num_threads(
+            num_threads or max(1, (os.cpu_count() or 1) // max(1, local_world_size))
+        )
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def build_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    """Adam over all trainable parameters, or AdamW with ``net_l2`` as decoupled decay on the network."""
+    core = _unwrap(model)
+    if params.optimizer == "adam":
+        return torch.optim.Adam([p for p in core.parameters() if p.requires_grad], lr=params.lr)
+    emb_ids = {id(p) for p in core.embedding_parameters()}
+    emb = [p for p in core.parameters() if p.requires_grad and id(p) in emb_ids]
+    net = [p for p in core.parameters() if p.requires_grad and id(p) not in emb_ids]
+    groups = [g for g in ({"params": emb, "weight_decay": 0.0}, {"params": net, "weight_decay": params.net_l2})
+              if g["params"]]  # fmt: skip
+    return torch.optim.AdamW(groups, lr=params.lr)
+
+
+def _penalty(core: nn.Module, params: TrainParams) -> torch.Tensor | None:
+    net_l2 = params.net_l2 if params.optimizer == "adam" else 0.0
+    if params.embedding_l2 == 0 and net_l2 == 0:
+        return None
+    return core.l2_penalty(params.embedding_l2, net_l2)
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _to(batch, device: torch.device):
+    if device.type == "cpu" and batch.label.device.type == "cpu":
+        return batch
+    return batch.to(device, non_blocking=device.type == "cuda")
+
+
+# ---------------------------------------------------------------- prediction
+
+
+def predict(
+    model: nn.Module, loader: Iterable, *, device: torch.device | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits float32 [N], labels float32 [N]) over ``loader`` in eval mode; the model's mode is restored."""
+    core = _unwrap(model)
+    dev = device or next(core.parameters()).device
+    was_training = core.training
+    core.eval()
+    logits, labels = [], []
+    try:
+        with torch.inference_mode(), _autocast(dev):
+            for batch in loader:
+                batch = _to(batch, dev)
+                logits.append(core(batch.categorical, batch.dense).float().cpu())
+                labels.append(batch.label.float().cpu())
+    finally:
+        core.train(was_training)
+    if not logits:
+        return np.empty(0, np.float32), np.empty(0, np.float32)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def predict_logits(
+    model: nn.Module, loader: Iterable, *, device: torch.device | None = None
+) -> np.ndarray:
+    """Logits [N] (float32) of ``model`` over every batch of ``loader``, in loader order."""
+    return predict(model, loader, device=device)[0]
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    device: torch.device | None = None,
+    collective: Collective | None = None,
+) -> dict[str, float]:
+    """``{"auc", "logloss"}`` over ``loader``; with a collective, over the union of every rank's shard."""
+    coll = collective or LocalCollective()
+    logits, labels = predict(model, loader, device=device)
+    return evaluate_logits(coll.gather(labels), coll.gather(logits))
+
+
+# ---------------------------------------------------------------- training
+
+
+def _train_epoch(
+    model, core, loader, optimizer, params, device, coll, epoch, show_progress
+) -> tuple[float, int, float]:
+    """One pass over ``loader``: (mean BCE over all ranks' samples, global samples, seconds)."""
+    model.train()
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+    _reseed_epoch(params.seed, epoch, coll.rank)
+    n_batches = coll.common_batches(len(loader))
+    if n_batches == 0:
+        raise ValueError(
+            "the training loader yields no batches (empty split, or a rank got no row groups)"
+        )
+    trainable = [p for p in core.parameters() if p.requires_grad]
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    bar = tqdm(
+        total=n_batches,
+        desc=f"epoch {epoch}",
+        unit="batch",
+        leave=False,
+        disable=not show_progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    start = time.perf_counter()
+    with bar:
+        for i, batch in enumerate(itertools.islice(loader, n_batches)):
+            batch = _to(batch, device)
+            with _autocast(device):
+                logits = model(batch.categorical, batch.dense)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label.float())
+            penalty = _penalty(core, params)
+            optimizer.zero_grad(set_to_none=True)
+            (loss if penalty is None else loss + penalty).backward()
+            if params.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
+            optimizer.step()
+            size = batch.label.shape[0]
+            loss_sum += loss.detach().double() * size
+            seen += size
+            bar.update(1)
+            if show_progress and (i % PROGRESS_EVERY == 0 or i == n_batches - 1):
+                secs = max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(
+                    loss=f"{loss_sum.item() / seen:.5f}",
+                    samples_s=f"{seen * coll.world_size / secs:,.0f}",
+                )
+    seconds = time.perf_counter() - start
+    totals = coll.all_sum(
+        torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=device)])
+    )
+    mean_loss, samples = float(totals[0] / totals[1]), int(totals[1])
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(
+            f"training diverged at epoch {epoch} (mean loss {mean_loss}); lower train.lr"
+        )
+    return mean_loss, samples, seconds
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+
+
+def _fingerprint(
+    params: TrainParams, model_name: str, hparams: dict, fm_hash: str, world: int
+) -> dict:
+    d = params.model_dump(include=set(TRAJECTORY_KEYS))
+    d.update(model=model_name, hparams=hparams, feature_map_hash=fm_hash, world_size=world)
+    return json_safe(d)
+
+
+def json_safe(obj: Any) -> Any:
+    """Tuples → lists, recursively (what a JSON round trip gives), so fingerprints compare equal."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def fit(
+    model: nn.Module,
+    train_loader,
+    valid_loader,
+    params: TrainParams,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    log: Callable[[str], Any] = print,
+    progress: bool | None = None,
+    hparams: dict | None = None,
+    device: str | torch.device | None = None,
+    on_epoch_end: Callable[[dict], Any] | None = None,
+    collective: Collective | None = None,
+) -> FitResult:
+    """Train ``model`` with the FuxiCTR recipe; checkpoints and resume state go to ``out_dir``.
+
+    ``model`` is a CTRModel (or a DDP wrapper of one, with a matching ``collective``). ``train_loader``
+    needs ``len()`` and ideally ``set_epoch``; both loaders yield batches with ``categorical``,
+    ``dense``, ``label`` and ``.to(device, non_blocking=...)``. ``hparams`` are the ``build_model``
+    keyword arguments recorded in the checkpoint (default: ``embedding_dim`` + ``model_params``).
+    ``device`` overrides ``params.device``. ``progress`` None shows a tqdm bar only on a TTY.
+    ``on_epoch_end(record)`` runs after each epoch's state is saved. With ``resume`` a state in
+    ``out_dir`` written by the same configuration is continued (ValueError if the configuration
+    differs); without it any old state there is deleted first.
+    """
+    coll = collective or LocalCollective()
+    out_dir = Path(out_dir)
+    say = log if coll.is_writer else (lambda _msg: None)
+    show_progress = coll.is_writer and (sys.stderr.isatty() if progress is None else progress)
+    dev = resolve_device(device if device is not None else params.device)
+    _configure_threads(dev, params.num_threads, coll.local_world_size)
+    seed_everything(params.seed)
+
+    core = _unwrap(model)
+    model.to(dev)
+    optimizer = build_optimizer(core, params)
+    model_name = getattr(core, "model_name", params.model)
+    hp = json_safe(
+        dict(hparams)
+        if hparams is not None
+        else {"embedding_dim": params.embedding_dim, **params.model_params}
+    )
+    fm_hash = feature_map_hash(core.feature_map) if hasattr(core, "feature_map") else ""
+    fingerprint = _fingerprint(params, model_name, hp, fm_hash, coll.world_size)
+
+    epoch, lr, bad_epochs = 0, params.lr, 0
+    best_auc, best_logloss, best_epoch = -math.inf, math.nan, 0
+    history: list[dict] = []
+    resuming = resume and has_train_state(out_dir)
+    coll.barrier()  # every rank decides before rank 0 may clear the state
+    if resuming:
+        scalars = load_train_state(out_dir, model=core, optimizer=optimizer)
+        if scalars["fingerprint"] != fingerprint:
+            diff = sorted(
+                k
+                for k in set(fingerprint) | set(scalars["fingerprint"])
+                if fingerprint.get(k) != scalars["fingerprint"].get(k)
+            )
+            raise ValueError(
+                f"{out_dir / STATE_META}: resume state was written by a different configuration "
+                f"(differs in: {', '.join(diff)}); train with resume=False or another out_dir"
+            )
+        epoch, lr, bad_epochs = scalars["epoch"], scalars["lr"], scalars["bad_epochs"]
+        best_auc, best_logloss, best_epoch = (
+            scalars["best_auc"],
+            scalars["best_logloss"],
+            scalars["best_epoch"],
+        )
+        history = scalars["history"]
+        _set_lr(optimizer, lr)
+        say(
+            f"resuming {model_name} from {out_dir / STATE_META} after epoch {epoch} "
+            f"(best AUC {best_auc:.6f} at epoch {best_epoch}, lr {lr:.3g})"
+        )
+    elif coll.is_writer:
+        clear_train_state(out_dir)
+    resumed_from = epoch
+    counts = count_parameters(core)
+    say(
+        f"training {model_name} on {dev} ×{coll.world_size}: {counts['total']:,} parameters, "
+        f"{len(train_loader)} batches/epoch/rank, max {params.max_epochs} epochs, patience {params.patience}"
+    )
+
+    while epoch < params.max_epochs and bad_epochs < params.patience:
+        epoch += 1
+        t0 = time.perf_counter()
+        train_loss, samples, train_secs = _train_epoch(
+            model, core, train_loader, optimizer, params, dev, coll, epoch, show_progress
+        )
+        valid = evaluate(core, valid_loader, device=dev, collective=coll)
+        improved = valid["auc"] > best_auc
+        used_lr = lr
+        if improved:
+            best_auc, best_logloss, best_epoch, bad_epochs = (
+                valid["auc"],
+                valid["logloss"],
+                epoch,
+                0,
+            )
+            if coll.is_writer:
+                save_model(
+                    core,
+                    out_dir,
+                    model_name=model_name,
+                    hparams=hp,
+                    feature_map_hash=fm_hash,
+                    epoch=epoch,
+                    metrics={"valid_auc": valid["auc"], "valid_logloss": valid["logloss"]},
+                )
+        else:
+            bad_epochs += 1
+            lr = max(lr * params.lr_decay, min(params.min_lr, lr))
+            _set_lr(optimizer, lr)
+        record = {
+            "epoch": epoch,
+            "lr": used_lr,
+            "train_loss": train_loss,
+            "valid_auc": valid["auc"],
+            "valid_logloss": valid["logloss"],
+            "samples_per_s": samples / max(train_secs, 1e-9),
+            "seconds": time.perf_counter() - t0,
+            "improved": improved,
+        }
+        history.append(record)
+        if coll.is_writer:
+            save_train_state(
+                out_dir,
+                model=core,
+                optimizer=optimizer,
+                scalars={
+                    "epoch": epoch,
+                    "lr": lr,
+                    "bad_epochs": bad_epochs,
+                    "best_auc": best_auc,
+                    "best_logloss": best_logloss,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                    "fingerprint": fingerprint,
+                },
+            )
+        coll.barrier()
+        say(
+            f"epoch {epoch}/{params.max_epochs}: train_loss {train_loss:.6f}  valid AUC {valid['auc']:.6f}  "
+            f"LogLoss {valid['logloss']:.6f}  lr {used_lr:.3g}  {record['samples_per_s']:,.0f} samples/s  "
+            f"{record['seconds']:.1f}s"
+            + ("  *best*" if improved else f"  (no gain {bad_epochs}/{params.patience})")
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+
+    coll.barrier()
+    meta = load_model_weights(core, out_dir)
+    if meta["epoch"] != best_epoch:
+        say(
+            f"warning: {out_dir}/model.json is from epoch {meta['epoch']} but the resume state's best is "
+            f"epoch {best_epoch} (a crash between the two writes); keeping the checkpoint on disk"
+        )
+    say(
+        f"best epoch {best_epoch}: valid AUC {best_auc:.6f}, LogLoss {best_logloss:.6f} → {out_dir / MODEL_WEIGHTS}"
+    )
+    return FitResult(
+        best_epoch=best_epoch,
+        epochs_run=epoch,
+        best_valid_auc=best_auc,
+        history=history,
+        checkpoint_path=out_dir / MODEL_WEIGHTS,
+        best_valid_logloss=best_logloss,
+        resumed_from_epoch=resumed_from,
+    )
+
+
+__all__ = [
+    "Collective", "FitResult", "LocalCollective", "build_optimizer", "evaluate", "fit", "predict",
+    "predict_logits", "resolve_device", "seed_everything",
+]  # fmt: skip

@@ -8,6 +8,7 @@ a bad params.yaml with exit status 2.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -69,7 +70,10 @@ def _run_stage(fn, *args, **kwargs):
     except CtrflowDataError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
-    except (FileNotFoundError, RuntimeError, ValueError) as e:
+    except (FileNotFoundError, RuntimeError, ValueError, TypeError) as e:
+        # User-facing errors (missing inputs, bad hyperparameters); CTRFLOW_DEBUG=1 shows the traceback.
+        if os.environ.get("CTRFLOW_DEBUG"):
+            raise
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     click.echo(result.summary)
@@ -143,6 +147,23 @@ def preprocess(ctx, skip_gate):
 
 
 @main.command()
+@click.option("--model", help="Any name from `ctrflow models` [default: train.model].")
+@click.option("--fresh", is_flag=True, help="Ignore a resume state in train.out_dir and start over.")
+@click.pass_context
+def train(ctx, model, fresh):
+    """Train a zoo model (the teacher) on the preprocessed splits.
+
+    Writes the checkpoint (safetensors + JSON) to train.out_dir, metrics to train.metrics and the
+    per-epoch curve to train.curve. A killed run restarts from its last finished epoch and reaches
+    the same result. For data-parallel training over several processes or machines use torchrun:
+    `torchrun --nproc_per_node N -m components.train.distributed --params params.yaml`.
+    """
+    from components.stages import train_stage
+
+    _run_stage(train_stage, _load(ctx), model, resume=not fresh)
+
+
+@main.command()
 @click.option("--no-dvc-commit", is_flag=True, help="Do not record the outputs in dvc.lock.")
 @click.pass_context
 def run(ctx, no_dvc_commit):
@@ -198,8 +219,6 @@ def serve(ctx, name, cron):
     Start the server with `make server`, export PREFECT_API_URL=http://127.0.0.1:4200/api, then run
     this; scheduled and manual runs (`prefect deployment run 'ctrflow-pipeline/NAME'`) show in the UI.
     """
-    import os
-
     from flows.serve import serve as serve_flow
 
     if not os.environ.get("PREFECT_API_URL"):

@@ -95,3 +95,18 @@ def preprocess_stage(params: Params, require_gate: bool = True) -> StageResult:
     summary = (f"preprocessed {table.main_file} → {out}: {fmap.num_fields} fields, "
                f"{sum(fmap.vocab_sizes):,} ids, rows {rows}")
     return StageResult((str(out),), summary, {"splits": fmap.splits, "num_fields": fmap.num_fields})
+
+
+def train_stage(params: Params, model: str | None = None, resume: bool = True) -> StageResult:
+    """Train the teacher (``train.model`` or ``model``) on the preprocessed splits."""
+    from components.train.teacher import train_teacher
+
+    tp = params.train if model is None else params.train.model_copy(update={"model": model})
+    res = train_teacher(tp, params.preprocess.out_dir, resume=resume)
+    m = res.metrics
+    test = m.get("test") or {}
+    summary = (f"trained {tp.model}: test AUC {test.get('auc', float('nan')):.4f}, "
+               f"LogLoss {test.get('logloss', float('nan')):.4f} (best epoch {m['best_epoch']} of "
+               f"{m['epochs']}, {m['train_samples_per_s'] or 0:,.0f} samples/s on {m['device']}) "
+               f"→ {res.model_dir}, {res.metrics_path}")
+    return StageResult((str(res.model_dir), str(res.metrics_path), str(res.curve_path)), summary, m)

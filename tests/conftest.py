@@ -37,4 +37,6 @@ def write_params(dir_: Path, **sections) -> Path:
 def small_params(tmp_path, monkeypatch) -> Path:
     """A params.yaml in a temp working dir for a 4,000-row synthetic Criteo run."""
     monkeypatch.chdir(tmp_path)
-    return write_params(tmp_path, generate={"rows": 4000}, preprocess={"min_count": 2})
+    return write_params(tmp_path, generate={"rows": 4000}, preprocess={"min_count": 2},
+                        train={"max_epochs": 2, "batch_size": 1024,
+                               "model_params": {"hidden_units": [32, 32]}})

@@ -78,3 +78,21 @@ def test_models_lists_every_registered_model_one_a_line():
     assert names == [m.name for m in list_models()]
     assert {"lr", "fm", "dcnv2", "xdeepfm", "autoint_plus", "crossnet", "cin", "dlrm"} <= set(names)
     assert any("DCN V2" in line for line in out if line.startswith("dcnv2"))
+
+
+def test_train_writes_checkpoint_metrics_and_curve(small_params: Path):
+    tmp = small_params.parent
+    for cmd in (["generate"], ["validate"], ["preprocess"]):
+        assert run_cli(*cmd, cwd=tmp).returncode == 0
+    r = run_cli("--set", "train.model_params={}", "train", "--model", "fm", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert "trained fm: test AUC" in r.stdout
+    metrics = json.loads((tmp / "metrics/teacher.json").read_text())
+    assert metrics["model"] == "fm" and metrics["epochs"] == 2
+    assert 0.5 < metrics["test"]["auc"] <= 1 and metrics["test"]["logloss"] > 0
+    curve = (tmp / "metrics/teacher_curve.csv").read_text().splitlines()
+    assert curve[0].startswith("epoch,lr,train_loss,valid_auc") and len(curve) == 3
+    assert (tmp / "models/teacher/model.safetensors").exists()
+    # unknown model name: clean error listing the known ones
+    r = run_cli("--set", "train.model_params={}", "train", "--model", "nope", cwd=tmp)
+    assert r.returncode == 1 and "dcnv2" in r.stderr and "Traceback" not in r.stderr

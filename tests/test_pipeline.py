@@ -25,7 +25,10 @@ def test_prefect_flow_runs_generate_validate_preprocess(small_params: Path, pref
     from flows.pipeline import pipeline
 
     summaries = pipeline(params_path=str(small_params), dvc_commit=False)
-    assert [s.split()[0] for s in summaries] == ["generated", "validation", "preprocessed"]
+    assert [s.split()[0] for s in summaries] == ["generated", "validation", "preprocessed", "trained"]
+    teacher = json.loads(Path("metrics/teacher.json").read_text())
+    assert teacher["model"] == "dcnv2" and 0.5 < teacher["test"]["auc"] <= 1.0
+    assert Path("models/teacher/model.safetensors").exists()
     fmap = json.loads(Path("data/processed/feature_map.json").read_text())
     assert sum(s["rows"] for s in fmap["splits"].values()) == 4000
     report = json.loads(Path("data/validation/validation.json").read_text())
@@ -61,7 +64,8 @@ def test_dvc_repro_runs_the_stages_then_is_a_noop_and_push_pull_roundtrip(tmp_pa
     repo = tmp_path / "repo"
     repo.mkdir()
     _copy_project(repo)
-    write_params(repo, generate={"rows": 3000}, preprocess={"min_count": 2})
+    write_params(repo, generate={"rows": 3000}, preprocess={"min_count": 2},
+                 train={"model": "fm", "max_epochs": 2, "batch_size": 512})
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
     def sh(*cmd):
@@ -70,7 +74,7 @@ def test_dvc_repro_runs_the_stages_then_is_a_noop_and_push_pull_roundtrip(tmp_pa
     assert sh("git", "init", "-q").returncode == 0
     first = sh("dvc", "repro")
     assert first.returncode == 0, first.stdout + first.stderr
-    for stage in ["generate", "validate", "preprocess"]:
+    for stage in ["generate", "validate", "preprocess", "train_teacher"]:
         assert f"Running stage '{stage}'" in first.stdout
     fmap = json.loads((repo / "data/processed/feature_map.json").read_text())
     assert sum(s["rows"] for s in fmap["splits"].values()) == 3000

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import os
 import random
@@ -325,6 +326,25 @@ def _fingerprint(
     d = params.model_dump(include=set(TRAJECTORY_KEYS))
     d.update(model=model_name, hparams=hparams, feature_map_hash=fm_hash, world_size=world)
     return json_safe(d)
+
+
+def resume_state_matches(out_dir: str | Path, params: TrainParams, model: nn.Module,
+                         hparams: dict, world_size: int = 1) -> bool | None:
+    """None when ``out_dir`` holds no resume state; else whether :func:`fit` would continue it.
+
+    Pipeline stages use it to start afresh (instead of failing) after a parameter or data change.
+    """
+    meta = Path(out_dir) / STATE_META
+    if not meta.exists():
+        return None
+    core = _unwrap(model)
+    fm_hash = feature_map_hash(core.feature_map) if hasattr(core, "feature_map") else ""
+    want = _fingerprint(params, getattr(core, "model_name", params.model), json_safe(hparams), fm_hash, world_size)
+    try:
+        stored = json.loads(meta.read_text()).get("scalars", {}).get("fingerprint")
+    except (OSError, ValueError):
+        return False
+    return stored == want
 
 
 def json_safe(obj: Any) -> Any:

@@ -1,0 +1,207 @@
+"""Generate a synthetic raw CTR log (Criteo, Avazu or MovieLens layout) with a known oracle.
+
+Labels come from a hidden logistic model with planted 2nd- and 3rd-order interactions
+(:mod:`components.data.synthetic.planted`). Beside the log the generator writes each row's true
+click probability and the oracle AUC / LogLoss (score = true probability):
+
+- criteo / avazu: ``out`` is the log file; ``<out>.proba.parquet`` and ``<out>.oracle.json``;
+- movielens: ``out`` is a directory holding ``u.data``, ``u.user``, ``u.item``, ``proba.parquet``
+  and ``oracle.json``.
+
+Rows are drawn in fixed blocks, each from its own seeded stream, and written in chunks of whole
+blocks, so memory is bounded by ``chunk_rows`` and the same ``(fmt, rows, seed)`` gives
+byte-identical files whatever ``chunk_rows`` is. Every file is written under a temporary name and
+renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from components.data.synthetic.atomic import discard, publish, staging_path
+from components.data.synthetic.avazu import AvazuFormat
+from components.data.synthetic.base import Block, SyntheticFormat, concat_payloads
+from components.data.synthetic.blocks import (
+    PILOT_STREAM,
+    ROWS_STREAM,
+    WORLD_STREAM,
+    chunk_plan,
+    stream_rng,
+)
+from components.data.synthetic.criteo import CriteoFormat
+from components.data.synthetic.movielens import MovieLensFormat
+from components.data.synthetic.oracle import finite_or_none, oracle_metrics
+from components.data.synthetic.planted import PlantedModel, build_planted_model
+
+FORMATS = {"criteo": CriteoFormat, "avazu": AvazuFormat, "movielens": MovieLensFormat}
+PILOT_ROWS = 65_536
+PROBA_SCHEMA = pa.schema([("p", pa.float64()), ("label", pa.int8())])
+
+
+@dataclass(frozen=True)
+class GeneratedLog:
+    """Where a generated log was written, its size, and its oracle metrics."""
+
+    path: Path
+    proba_path: Path
+    rows: int
+    positives: int
+    oracle_auc: float
+    oracle_logloss: float
+
+    @property
+    def oracle_path(self) -> Path:
+        """The JSON file holding the oracle metrics and the planted interactions."""
+        return self.proba_path.with_name(
+            self.proba_path.name.replace("proba.parquet", "oracle.json")
+        )
+
+
+def build_world(fmt: str, rows: int, seed: int) -> tuple[SyntheticFormat, PlantedModel]:
+    """The format's value tables and the hidden model for ``(fmt, rows, seed)``.
+
+    Deterministic: drawn from the world stream, centred and calibrated on the pilot stream.
+    """
+    check_arguments(fmt, rows, seed)
+    world_rng = stream_rng(seed, fmt, WORLD_STREAM)
+    source: SyntheticFormat = FORMATS[fmt](rows, world_rng)
+    positions = np.linspace(0, rows - 1, PILOT_ROWS).astype(np.int64)
+    pilot = source.sample(stream_rng(seed, fmt, PILOT_STREAM), positions)
+    model = build_planted_model(
+        world_rng,
+        source.sizes,
+        source.first_order,
+        source.interactions,
+        pilot.idx,
+        source.target_ctr,
+    )
+    return source, model
+
+
+def check_arguments(fmt: str, rows: int, seed: int, chunk_rows: int = 1) -> None:
+    """Raise ValueError naming the bad argument (format, rows, seed or chunk_rows)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown synthetic format {fmt!r}; expected one of {sorted(FORMATS)}")
+    if rows <= 0:
+        raise ValueError(f"rows must be > 0, got {rows}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be > 0, got {chunk_rows}")
+
+
+def output_paths(fmt: str, out: str | Path) -> tuple[Path, Path, Path]:
+    """(log, proba parquet, oracle json) paths for ``out``."""
+    out = Path(out)
+    if fmt == "movielens":
+        return out / "u.data", out / "proba.parquet", out / "oracle.json"
+    return out, Path(f"{out}.proba.parquet"), Path(f"{out}.oracle.json")
+
+
+def generate(
+    fmt: str, rows: int, seed: int, out: str | Path, *, chunk_rows: int = 500_000
+) -> GeneratedLog:
+    """Write a synthetic ``fmt`` log of ``rows`` rows to ``out`` plus its proba/oracle files.
+
+    Same ``(fmt, rows, seed)`` → byte-identical files, whatever ``chunk_rows`` (which only bounds
+    memory). Returns the paths, the positive count and the oracle AUC / LogLoss.
+    """
+    check_arguments(fmt, rows, seed, chunk_rows)
+    source, model = build_world(fmt, rows, seed)
+    log_path, proba_path, oracle_path = output_paths(fmt, out)
+    if fmt == "movielens":
+        root = Path(out)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        stage_root = staging_path(root)
+        discard(stage_root)
+        stage_root.mkdir()
+        staged = {root: stage_root}
+        stage = {p: stage_root / p.name for p in (log_path, proba_path, oracle_path)}
+    else:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        stage = {p: staging_path(p) for p in (log_path, proba_path, oracle_path)}
+        staged = dict(stage)
+    try:
+        positives = _write_rows(
+            source, model, rows, seed, stage[log_path], stage[proba_path], chunk_rows
+        )
+        for name, frame in source.side_frames().items():
+            frame.write_csv(
+                stage[log_path].with_name(name),
+                separator="|",
+                include_header=False,
+                quote_style="never",
+                null_value="",
+            )
+        auc, logloss = oracle_metrics(stage[proba_path])
+        report = {
+            "format": fmt,
+            "rows": rows,
+            "seed": seed,
+            "positives": positives,
+            "ctr": positives / rows,
+            "oracle_auc": finite_or_none(auc),
+            "oracle_logloss": finite_or_none(logloss),
+            "bias": model.bias,
+            "target_ctr": source.target_ctr,
+            "planted_interactions": [
+                {"fields": list(i.fields), "rank": i.rank, "scale": i.scale}
+                for i in source.interactions
+            ],
+        }
+        stage[oracle_path].write_text(json.dumps(report, indent=2) + "\n")
+        for target, tmp in staged.items():
+            publish(tmp, target)
+    finally:
+        for tmp in staged.values():
+            discard(tmp)
+    return GeneratedLog(log_path, proba_path, rows, positives, auc, logloss)
+
+
+def _draw_block(
+    source: SyntheticFormat, model: PlantedModel, seed: int, block: tuple[int, int, int]
+) -> tuple[Block, np.ndarray, np.ndarray]:
+    index, first, n = block
+    drawn = source.sample(
+        stream_rng(seed, source.name, ROWS_STREAM, index),
+        np.arange(first, first + n, dtype=np.int64),
+    )
+    p = model.proba(drawn.idx)
+    return drawn, p, (drawn.u_label < p).astype(np.int8)
+
+
+def _write_rows(
+    source: SyntheticFormat,
+    model: PlantedModel,
+    rows: int,
+    seed: int,
+    log_tmp: Path,
+    proba_tmp: Path,
+    chunk_rows: int,
+) -> int:
+    """Stream all rows into the log and the proba parquet; return the number of positives."""
+    positives = 0
+    with open(log_tmp, "wb") as fh, pq.ParquetWriter(proba_tmp, PROBA_SCHEMA) as proba_writer:
+        for i, chunk in enumerate(chunk_plan(rows, chunk_rows)):
+            drawn = [_draw_block(source, model, seed, block) for block in chunk]
+            label = np.concatenate([d[2] for d in drawn])
+            source.frame(concat_payloads([d[0] for d in drawn]), label).write_csv(
+                fh,
+                separator=source.separator,
+                include_header=source.header and i == 0,
+                quote_style="never",
+                null_value="",
+            )
+            # one row group per block, so the parquet bytes do not depend on chunk_rows either
+            for _, p, block_label in drawn:
+                proba_writer.write_table(
+                    pa.table({"p": p, "label": block_label}, schema=PROBA_SCHEMA)
+                )
+            positives += int(label.sum())
+    return positives

@@ -1,0 +1,210 @@
+"""Vocabularies and numeric transforms, fitted on the train split only.
+
+Categorical fields (and numeric fields bucketised into categories) get one vocabulary each:
+
+- count every value in train with one streaming ``group_by`` per field, run one field after the
+  other (memory follows the vocabulary sizes). Measured at 10M Criteo-like rows: sequential
+  streaming queries peak at 0.32 GB and 7 s, one ``pl.collect_all`` of all 39 at 4.4 GB and 14 s;
+- values seen fewer than ``min_count`` times are not kept: they encode to ``OOV_ID`` (0), as does
+  any value never seen in train; null encodes to ``MISSING_ID`` (1);
+- kept values get ids 2, 3, … by train count descending, ties by value ascending (byte order for
+  strings, numeric order for numbers), so the ids are deterministic.
+
+Persisted as ``vocab/<field>.parquet`` with columns ``value``, ``id`` (Int32), ``count`` (Int64).
+
+Numeric transforms (applied before vocab fitting, on every split alike):
+
+- ``log2_bucket``: v > 2 → floor(ln(v)²), else v (FuxiCTR/BARS Criteo ``convert_to_bucket``);
+- ``log2_bucket_dagfm``: v > 2 → ceil(ln(v)² + 1), else v (KD-DAGFM code; buckets start at 3);
+- ``dense``: sign(v)·ln(1 + |v|), then standardised with the train mean and population std
+  (ddof = 0; std 0 → 1) and nulls set to 0 after standardising (i.e. imputed with the train mean).
+
+Bucketed values are Int64 (fractional inputs ≤ 2 are truncated toward zero, like Python ``int``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from components.data.feature_map import FIRST_VALUE_ID, MISSING_ID, OOV_ID
+
+NumericMode = Literal["log2_bucket", "log2_bucket_dagfm", "dense"]
+VOCAB_DIR = "vocab"
+
+
+def log2_bucket_expr(v: pl.Expr) -> pl.Expr:
+    """FuxiCTR/BARS bucket: floor(ln(v)²) for v > 2, else v (Int64; null stays null)."""
+    x = v.cast(pl.Float64)
+    return pl.when(x > 2).then((x.log() ** 2).floor()).otherwise(x).cast(pl.Int64)
+
+
+def log2_bucket_dagfm_expr(v: pl.Expr) -> pl.Expr:
+    """KD-DAGFM bucket: ceil(ln(v)² + 1) for v > 2, else v (Int64; null stays null)."""
+    x = v.cast(pl.Float64)
+    return pl.when(x > 2).then((x.log() ** 2 + 1).ceil()).otherwise(x).cast(pl.Int64)
+
+
+def signed_log1p_expr(v: pl.Expr) -> pl.Expr:
+    """sign(v)·ln(1 + |v|) as Float64 (null stays null); the pre-standardisation dense transform."""
+    x = v.cast(pl.Float64)
+    return x.sign() * x.abs().log1p()
+
+
+def numeric_transform_expr(name: str, mode: NumericMode) -> pl.Expr:
+    """The per-row transform of numeric column ``name`` under ``mode``, aliased to ``name``."""
+    col = pl.col(name)
+    if mode == "log2_bucket":
+        return log2_bucket_expr(col).alias(name)
+    if mode == "log2_bucket_dagfm":
+        return log2_bucket_dagfm_expr(col).alias(name)
+    if mode == "dense":
+        return signed_log1p_expr(col).alias(name)
+    raise ValueError(f"unknown numeric mode {mode!r}; expected log2_bucket, log2_bucket_dagfm or dense")
+
+
+def hex8_expr(v: pl.Expr) -> pl.Expr:
+    """An 8-hex-digit string column parsed to UInt32 (null when absent, malformed or not 8 long)."""
+    return pl.when(v.str.len_bytes() == 8).then(v.str.to_integer(base=16, dtype=pl.UInt32, strict=False))
+
+
+def hex8_strings(values: pl.Series) -> pl.Series:
+    """UInt32 values formatted back as 8 lowercase hex digits (vectorised, no per-value Python)."""
+    v = values.cast(pl.UInt32).to_numpy()
+    nibbles = (v[:, None] >> np.arange(28, -1, -4, dtype=np.uint32)) & 0xF
+    chars = np.ascontiguousarray(_HEX_DIGITS[nibbles])
+    return pl.Series(values.name, chars.view("S8").ravel(), dtype=pl.Binary).cast(pl.String)
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The kept values of one field: ``table`` has columns value, id (Int32), count (Int64).
+
+    ``hex8``: the field's 8-hex-digit strings were parsed to UInt32 for speed (Criteo hashes); the
+    table holds the integers (what the encoder matches) and :meth:`save` writes them back as
+    8-character lowercase hex strings. Integer order equals the strings' order, so ids are the
+    same as without the parsing.
+    """
+
+    field: str
+    table: pl.DataFrame
+    min_count: int
+    stats: dict = field(default_factory=dict)
+    hex8: bool = False
+
+    @property
+    def size(self) -> int:
+        """Number of ids including OOV and missing."""
+        return FIRST_VALUE_ID + self.table.height
+
+    def encode_expr(self) -> pl.Expr:
+        """Int32 ids of column ``field``: kept value → its id, other value → OOV, null → missing."""
+        col = pl.col(self.field)
+        if self.table.height:
+            ids = col.replace_strict(
+                self.table["value"], self.table["id"], default=OOV_ID, return_dtype=pl.Int32
+            )
+        else:
+            ids = pl.lit(OOV_ID, dtype=pl.Int32)
+        return pl.when(col.is_null()).then(pl.lit(MISSING_ID, dtype=pl.Int32)).otherwise(ids).alias(self.field)
+
+    def save(self, directory: Path) -> Path:
+        """Write ``directory/<field>.parquet`` (deterministic bytes for the same vocabulary)."""
+        path = directory / f"{self.field}.parquet"
+        table = self.table
+        if self.hex8:
+            table = table.with_columns(hex8_strings(table["value"]))
+        table.write_parquet(path, statistics=False)
+        return path
+
+
+def _vocab_from_counts(name: str, counts: pl.DataFrame, min_count: int, hex8: bool = False) -> Vocabulary:
+    """Turn one field's train value counts (columns ``name``, ``count``) into a Vocabulary."""
+    counts = counts.rename({name: "value"}).with_columns(pl.col("count").cast(pl.Int64))
+    missing_rows = int(counts.filter(pl.col("value").is_null())["count"].sum())
+    present = counts.filter(pl.col("value").is_not_null())
+    kept = present.filter(pl.col("count") >= min_count).sort(
+        ["count", "value"], descending=[True, False], maintain_order=True
+    )
+    kept = kept.select(
+        "value",
+        (pl.int_range(pl.len(), dtype=pl.Int32) + FIRST_VALUE_ID).alias("id"),
+        "count",
+    )
+    stats = {
+        "kept": kept.height,
+        "distinct_train_values": present.height,
+        "train_oov_rows": int(present["count"].sum()) - int(kept["count"].sum()),
+        "train_missing_rows": missing_rows,
+    }
+    return Vocabulary(field=name, table=kept, min_count=min_count, stats=stats, hex8=hex8)
+
+
+def fit_vocabularies(
+    train: pl.LazyFrame, min_counts: dict[str, int], hex8: frozenset[str] = frozenset()
+) -> dict[str, Vocabulary]:
+    """Fit one vocabulary per field of ``min_counts`` (field → min_count) on the ``train`` rows.
+
+    Fields in ``hex8`` hold UInt32-parsed hex strings (see :class:`Vocabulary`).
+
+    One streaming ``group_by`` per field, sequentially (see the module docstring for why not
+    ``collect_all``); peak memory follows the number of distinct values, not the number of rows.
+    """
+    out = {}
+    for name, min_count in min_counts.items():
+        counts = train.group_by(name).agg(pl.len().alias("count")).collect(engine="streaming")
+        out[name] = _vocab_from_counts(name, counts, min_count, hex8=name in hex8)
+    return out
+
+
+@dataclass(frozen=True)
+class DenseStats:
+    """Train statistics of one dense field (after the signed log1p)."""
+
+    field: str
+    mean: float
+    std: float
+    train_missing_rows: int
+
+    def encode_expr(self) -> pl.Expr:
+        """Float32 standardised column: (x − mean) / std, null → 0."""
+        x = pl.col(self.field).cast(pl.Float64)
+        return ((x - self.mean) / self.std).fill_null(0.0).cast(pl.Float32).alias(self.field)
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "train_missing_rows": self.train_missing_rows}
+
+
+def fit_dense_stats(train: pl.LazyFrame, fields: list[str]) -> dict[str, DenseStats]:
+    """Mean, population std (1.0 when 0 or undefined) and null count per field on ``train``."""
+    if not fields:
+        return {}
+    aggs = []
+    for f in fields:
+        c = pl.col(f).cast(pl.Float64)
+        aggs += [c.mean().alias(f"{f}:mean"), c.std(ddof=0).alias(f"{f}:std"), c.null_count().alias(f"{f}:nulls")]
+    row = train.select(aggs).collect(engine="streaming").row(0, named=True)
+    out = {}
+    for f in fields:
+        mean = row[f"{f}:mean"]
+        std = row[f"{f}:std"]
+        out[f] = DenseStats(
+            field=f,
+            mean=0.0 if mean is None else float(mean),
+            std=1.0 if (std is None or not std > 0) else float(std),
+            train_missing_rows=int(row[f"{f}:nulls"]),
+        )
+    return out
+
+
+def load_vocabulary(directory: Path, name: str, min_count: int = 1) -> Vocabulary:
+    """Read ``directory/<name>.parquet`` written by :meth:`Vocabulary.save`."""
+    table = pl.read_parquet(directory / f"{name}.parquet")
+    return Vocabulary(field=name, table=table, min_count=min_count, stats={"kept": table.height})

@@ -101,6 +101,11 @@ class TrainParams(_Section):
     curve: str = "metrics/teacher_curve.csv"
 
 
+# Sections owned by later stages import TrainParams from here, so they are imported after it.
+from components.distill.settings import DistillParams  # noqa: E402
+from components.tune.settings import TuneParams  # noqa: E402
+
+
 class Params(_Section):
     """The whole params.yaml. Sections added by later stages are optional here."""
 
@@ -112,6 +117,8 @@ class Params(_Section):
     preprocess: PreprocessParams = PreprocessParams()
     schema_: SchemaParams = Field(SchemaParams(), alias="schema")
     train: TrainParams = TrainParams()
+    distill: DistillParams = DistillParams()
+    tune: TuneParams = TuneParams()
 
     @model_validator(mode="after")
     def _synthetic_format_matches(self) -> Params:

@@ -164,6 +164,22 @@ def train(ctx, model, fresh):
 
 
 @main.command()
+@click.pass_context
+def distill(ctx):
+    """Distil the trained teacher into the students (DAGFM, KD-DAGFM+, FSDNet), tuned by Optuna.
+
+    Students with a tune.search_space entry get a resumable Optuna study (tune.n_trials trials in
+    total, the reference defaults first, pruned on validation AUC, storage tune.storage: SQLite by
+    default, PostgreSQL for several workers); the best trial's checkpoints land in
+    distill.out_dir/<student>. Baselines (distill.baselines) are the same students without
+    distillation. Writes distill.metrics.
+    """
+    from components.stages import distill_stage
+
+    _run_stage(distill_stage, _load(ctx))
+
+
+@main.command()
 @click.option("--no-dvc-commit", is_flag=True, help="Do not record the outputs in dvc.lock.")
 @click.pass_context
 def run(ctx, no_dvc_commit):

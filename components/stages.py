@@ -110,3 +110,19 @@ def train_stage(params: Params, model: str | None = None, resume: bool = True) -
                f"{m['epochs']}, {m['train_samples_per_s'] or 0:,.0f} samples/s on {m['device']}) "
                f"→ {res.model_dir}, {res.metrics_path}")
     return StageResult((str(res.model_dir), str(res.metrics_path), str(res.curve_path)), summary, m)
+
+
+def distill_stage(params: Params) -> StageResult:
+    """Distil the teacher into every configured student (Optuna-tuned) and train the baselines."""
+    from components.distill.students import distill_students
+
+    summaries = distill_students(params)
+    path = Path(params.distill.metrics)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({s["student"]: s for s in summaries}, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    lines = [f"{s['student']}: test AUC {s['test']['auc']:.4f}, LogLoss {s['test']['logloss']:.4f}"
+             for s in summaries if s.get("test")]
+    summary = f"distilled {len(summaries)} student run(s) → {params.distill.out_dir}, {path}: " + "; ".join(lines)
+    return StageResult((params.distill.out_dir, str(path)), summary, {"students": summaries})

@@ -1,5 +1,5 @@
-"""The retraining flow: generate (synthetic default only) → validate → preprocess → train_teacher
-[→ dvc commit].
+"""The retraining flow: generate (synthetic default only) → validate → preprocess → train_teacher →
+distill [→ dvc commit].
 
 Thin orchestration: each task calls one function of components/stages.py and passes paths and small
 dicts, never frames (Prefect's default cache policy would hash them). Later stages (train, distill,
@@ -21,7 +21,7 @@ from components.config import load_params
 from components import stages
 
 # DVC stages whose outputs this flow produces, in order (must match dvc.yaml).
-DVC_STAGES_SYNTHETIC = ["generate", "validate", "preprocess", "train_teacher"]
+DVC_STAGES_SYNTHETIC = ["generate", "validate", "preprocess", "train_teacher", "distill"]
 
 
 def _params(params_path: str, overrides: dict):
@@ -56,6 +56,13 @@ def train_task(params_path: str, overrides: dict) -> str:
     return result.summary
 
 
+@task(name="distill-students", cache_policy=NO_CACHE)
+def distill_task(params_path: str, overrides: dict) -> str:
+    result = stages.distill_stage(_params(params_path, overrides))
+    get_run_logger().info(result.summary)
+    return result.summary
+
+
 @task(name="dvc-commit", cache_policy=NO_CACHE)
 def dvc_commit_task(stage_names: list[str]) -> str:
     """Record the outputs the flow wrote in dvc.lock, so they are versioned and `dvc repro` is a no-op."""
@@ -79,6 +86,7 @@ def pipeline(params_path: str = "params.yaml", overrides: dict | None = None,
     summaries.append(validate_task(params_path, overrides))
     summaries.append(preprocess_task(params_path, overrides))
     summaries.append(train_task(params_path, overrides))
+    summaries.append(distill_task(params_path, overrides))
     in_dvc_repo = Path(".dvc").is_dir()
     same_params = not overrides and Path(params_path).resolve() == Path("params.yaml").resolve()
     if dvc_commit and in_dvc_repo and same_params:

@@ -33,10 +33,22 @@ def write_params(dir_: Path, **sections) -> Path:
     return path
 
 
+# A pipeline small enough for tests: 4,000 rows, tiny nets, 1-2 epochs, 2 Optuna trials.
+SMALL_RUN = {
+    "generate": {"rows": 4000},
+    "preprocess": {"min_count": 2},
+    "train": {"max_epochs": 2, "batch_size": 1024, "model_params": {"hidden_units": [32, 32]}},
+    "distill": {
+        "students": ["dagfm", "fsdnet"],
+        "dagfm": {"distill_max_epochs": 2, "finetune_max_epochs": 1, "batch_size": 1024},
+        "fsdnet": {"max_epochs": 1, "hidden_dim": 32, "batch_size": 1024},
+    },
+    "tune": {"n_trials": 2},
+}
+
+
 @pytest.fixture
 def small_params(tmp_path, monkeypatch) -> Path:
     """A params.yaml in a temp working dir for a 4,000-row synthetic Criteo run."""
     monkeypatch.chdir(tmp_path)
-    return write_params(tmp_path, generate={"rows": 4000}, preprocess={"min_count": 2},
-                        train={"max_epochs": 2, "batch_size": 1024,
-                               "model_params": {"hidden_units": [32, 32]}})
+    return write_params(tmp_path, **SMALL_RUN)

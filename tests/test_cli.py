@@ -96,3 +96,24 @@ def test_train_writes_checkpoint_metrics_and_curve(small_params: Path):
     # unknown model name: clean error listing the known ones
     r = run_cli("--set", "train.model_params={}", "train", "--model", "nope", cwd=tmp)
     assert r.returncode == 1 and "dcnv2" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_distill_tunes_students_and_writes_their_metrics(small_params: Path):
+    tmp = small_params.parent
+    for cmd in (["generate"], ["validate"], ["preprocess"], ["train"]):
+        assert run_cli(*cmd, cwd=tmp).returncode == 0
+    r = run_cli("distill", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    students = json.loads((tmp / "metrics/students.json").read_text())
+    assert set(students) == {"dagfm", "fsdnet", "baseline_dagfm"}
+    dagfm = students["dagfm"]
+    assert dagfm["tuned"]["complete"] + dagfm["tuned"]["pruned"] == 2
+    assert 0 < dagfm["test"]["auc"] <= 1
+    # the best trial's checkpoints and the study table are the student's outputs
+    assert (tmp / "models/students/dagfm/distill/model.safetensors").exists()
+    assert (tmp / "models/students/dagfm/finetune/model.safetensors").exists()
+    trials = (tmp / "models/students/dagfm/study/trials.csv").read_text().splitlines()
+    assert len(trials) == 3  # header + 2 trials
+    best = json.loads((tmp / "models/students/dagfm/study/best.json").read_text())
+    assert best["best_number"] == dagfm["tuned"]["best_trial"]
+    assert students["baseline_dagfm"]["tuned"] is None

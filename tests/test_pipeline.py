@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT, VENV_BIN, write_params
+from tests.conftest import REPO_ROOT, SMALL_RUN, VENV_BIN, write_params
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,9 @@ def test_prefect_flow_runs_generate_validate_preprocess(small_params: Path, pref
     from flows.pipeline import pipeline
 
     summaries = pipeline(params_path=str(small_params), dvc_commit=False)
-    assert [s.split()[0] for s in summaries] == ["generated", "validation", "preprocessed", "trained"]
+    assert [s.split()[0] for s in summaries] == ["generated", "validation", "preprocessed", "trained", "distilled"]
+    students = json.loads(Path("metrics/students.json").read_text())
+    assert set(students) == {"dagfm", "fsdnet", "baseline_dagfm"}
     teacher = json.loads(Path("metrics/teacher.json").read_text())
     assert teacher["model"] == "dcnv2" and 0.5 < teacher["test"]["auc"] <= 1.0
     assert Path("models/teacher/model.safetensors").exists()
@@ -64,8 +66,9 @@ def test_dvc_repro_runs_the_stages_then_is_a_noop_and_push_pull_roundtrip(tmp_pa
     repo = tmp_path / "repo"
     repo.mkdir()
     _copy_project(repo)
-    write_params(repo, generate={"rows": 3000}, preprocess={"min_count": 2},
-                 train={"model": "fm", "max_epochs": 2, "batch_size": 512})
+    write_params(repo, **{**SMALL_RUN, "generate": {"rows": 3000},
+                          "distill": {**SMALL_RUN["distill"], "students": ["dagfm"], "baselines": []},
+                          "tune": {"n_trials": 1}})
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
 
     def sh(*cmd):
@@ -74,7 +77,7 @@ def test_dvc_repro_runs_the_stages_then_is_a_noop_and_push_pull_roundtrip(tmp_pa
     assert sh("git", "init", "-q").returncode == 0
     first = sh("dvc", "repro")
     assert first.returncode == 0, first.stdout + first.stderr
-    for stage in ["generate", "validate", "preprocess", "train_teacher"]:
+    for stage in ["generate", "validate", "preprocess", "train_teacher", "distill"]:
         assert f"Running stage '{stage}'" in first.stdout
     fmap = json.loads((repo / "data/processed/feature_map.json").read_text())
     assert sum(s["rows"] for s in fmap["splits"].values()) == 3000

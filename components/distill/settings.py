@@ -132,6 +132,7 @@ class DistillParams(_Section):
     students: tuple[StudentName, ...] = ("dagfm", "kd_dagfm_plus", "fsdnet")
     baselines: tuple[StudentName, ...] = ("dagfm",)
     out_dir: str = "models/students"
+    metrics: str = "metrics/students.json"
     logit_cache_dir: str = "data/teacher_logits"
     eval_batch_size: int = Field(8192, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

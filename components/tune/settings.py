@@ -122,6 +122,7 @@ class TuneParams(_Section):
     n_trials: int = Field(3, ge=1)
     timeout_s: float | None = Field(None, gt=0)
     storage: str = "sqlite:///optuna/ctrflow.db"
+    trials_dir: str = "optuna/trials"
     study_prefix: str = Field("ctrflow", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 2024
     pruner: PrunerParams = PrunerParams()

@@ -1,0 +1,159 @@
+"""The distill stage's logic: every configured student, Optuna-tuned where a search space exists.
+
+For each name in ``distill.students``:
+
+- with a ``tune.search_space`` entry for it: an Optuna study ``<tune.study_prefix>-<student>``
+  (resumable, storage ``tune.storage``) whose trials each run the student's whole procedure with the
+  suggested hyperparameters (the reference defaults as trial 0), pruned on the per-epoch validation
+  AUC; every trial writes into ``<tune.trials_dir>/<study>/<number>`` (outside DVC's outputs, so a
+  killed study resumes with its finished trials); the study name carries a hash of the teacher,
+  the student's settings and the space, so changed inputs start a new study; the best trial's
+  directory becomes ``<distill.out_dir>/<student>`` and the study's table ``<student>/study/``;
+- without one: a single run with the params.yaml settings.
+
+Then each name in ``distill.baselines`` is trained from scratch with BCE only
+(``<distill.out_dir>/baseline_<name>``), the "same student without distillation" comparison.
+Returns one summary per run: valid/test AUC and LogLoss, parameters, tuned values.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from components.config import Params
+from components.distill.baseline import run_student_baseline
+from components.distill.kd_dagfm import run_kd_dagfm
+from components.distill.self_distill import run_fsdnet
+from components.distill.settings import KD_STUDENTS, DistillParams
+
+
+def with_overrides(settings: DistillParams, student: str, values: dict[str, Any]) -> DistillParams:
+    """``settings`` with ``values`` replacing keys of the student's block (validated by pydantic)."""
+    block = settings.block(student)
+    new_block = type(block).model_validate({**block.model_dump(), **values})
+    return settings.model_copy(update={student: new_block})
+
+
+def run_student(student: str, settings: DistillParams, teacher_dir: Path, processed_dir: Path,
+                out_dir: Path, *, trial_callback: Callable | None = None, log=print) -> dict:
+    """One full procedure of ``student`` (KD chain or FSDNet self-distillation) into ``out_dir``."""
+    if student in KD_STUDENTS:
+        return run_kd_dagfm(teacher_dir, processed_dir, settings, out_dir, student=student,
+                            trial_callback=trial_callback, log=log)
+    if student == "fsdnet":
+        external = settings.fsdnet.external_teacher_weight > 0
+        return run_fsdnet(processed_dir, settings, out_dir, teacher_dir=teacher_dir if external else None,
+                          trial_callback=trial_callback, log=log)
+    raise ValueError(f"unknown student {student!r}; known: {[*KD_STUDENTS, 'fsdnet']}")
+
+
+def _summary(name: str, metrics: dict, tuned: dict | None = None) -> dict:
+    final = metrics.get("final", {})
+    return {
+        "student": name,
+        "valid": final.get("valid"),
+        "test": final.get("test"),
+        "parameters": metrics.get("parameters"),
+        "tuned": tuned,
+    }
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temp sibling, so ``dst`` is never half-written."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    old = dst.with_name(f".{dst.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dst.exists():
+        dst.rename(old)
+    tmp.rename(dst)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def study_key(student: str, params: Params, teacher_dir: Path) -> str:
+    """Short hash of what a study's trials depend on: the teacher's weights and data, the student's
+    fixed settings and the search space. A change starts a new study instead of resuming a stale one."""
+    import hashlib
+    import json
+
+    meta = json.loads((teacher_dir / "model.json").read_text())
+    blob = json.dumps({
+        "teacher": meta.get("weights_sha256") or meta,
+        "feature_map": meta.get("feature_map_hash"),
+        "block": params.distill.block(student).model_dump(mode="json"),
+        "space": {k: v.model_dump(mode="json") for k, v in params.tune.space_for(student).items()},
+        "seed": params.distill.seed,
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def tune_student(student: str, params: Params, teacher_dir: Path, processed_dir: Path,
+                 out_dir: Path, *, log=print) -> dict:
+    """Optuna study over the student's search space; the best trial's outputs land in out_dir/<student>."""
+    import json
+
+    import optuna
+
+    from components.tune.outputs import write_study_outputs
+    from components.tune.pruning import pruning_callback
+    from components.tune.space import fixed_values, suggest_params
+    from components.tune.study import run_study
+
+    space = params.tune.space_for(student)
+    name = f"{student}-{study_key(student, params, teacher_dir)}"
+    trials_dir = Path(params.tune.trials_dir) / f"{params.tune.study_prefix}-{name}"
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest_params(trial, space, f"tune.search_space.{student}")
+        settings = with_overrides(params.distill, student, values)
+        log(f"[{student} trial {trial.number}] {values}")
+        metrics = run_student(student, settings, teacher_dir, processed_dir,
+                              trials_dir / str(trial.number), trial_callback=pruning_callback(trial), log=log)
+        return float(metrics["final"]["valid"]["auc"])
+
+    defaults = params.tune.defaults_for(student)
+    log(f"[{student}] Optuna study {params.tune.study_prefix}-{name} in {params.tune.storage}")
+    result = run_study(name, objective, params.tune,
+                       defaults=fixed_values(space, defaults) if defaults else None)
+    if result.best_number is None:
+        raise RuntimeError(f"study {result.study_name}: no trial completed; see its trials table")
+    best_dir = trials_dir / str(result.best_number)
+    if not best_dir.exists():
+        raise RuntimeError(f"study {result.study_name}: best trial {result.best_number} has no outputs "
+                           f"in {best_dir} (was it run on another machine? copy its directory here)")
+    _replace_dir(best_dir, out_dir / student)
+    write_study_outputs(result, out_dir / student / "study")
+    metrics = json.loads((out_dir / student / "metrics.json").read_text())
+    tuned = {"best_trial": result.best_number, "best_valid_auc": result.best_value,
+             "params": result.best_params, "complete": result.n_complete, "pruned": result.n_pruned}
+    return _summary(student, metrics, tuned)
+
+
+def distill_students(params: Params, *, log=print) -> list[dict]:
+    """Run every configured student (tuned where a search space exists) and every baseline."""
+    teacher_dir = Path(params.train.out_dir)
+    processed_dir = Path(params.preprocess.out_dir)
+    out_dir = Path(params.distill.out_dir)
+    if not (teacher_dir / "model.json").exists():
+        raise FileNotFoundError(f"{teacher_dir}/model.json: no trained teacher; run `ctrflow train` first")
+    summaries = []
+    for student in params.distill.students:
+        if student in params.tune.search_space:
+            summaries.append(tune_student(student, params, teacher_dir, processed_dir, out_dir, log=log))
+        else:
+            metrics = run_student(student, params.distill, teacher_dir, processed_dir, out_dir / student, log=log)
+            summaries.append(_summary(student, metrics))
+    teacher_dim = None
+    for name in params.distill.baselines:
+        if teacher_dim is None:
+            import json
+
+            teacher_dim = json.loads((teacher_dir / "model.json").read_text())["hparams"].get("embedding_dim")
+        metrics = run_student_baseline(name, processed_dir, params.distill, out_dir / f"baseline_{name}",
+                                       embedding_dim=teacher_dim, log=log)
+        summaries.append(_summary(f"baseline_{name}", metrics))
+    return summaries

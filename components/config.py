@@ -104,6 +104,7 @@ class TrainParams(_Section):
 # Sections owned by later stages import TrainParams from here, so they are imported after it.
 from components.distill.settings import DistillParams  # noqa: E402
 from components.tune.settings import TuneParams  # noqa: E402
+from components.evaluate.settings import EvaluateParams  # noqa: E402
 
 
 class Params(_Section):
@@ -119,6 +120,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     distill: DistillParams = DistillParams()
     tune: TuneParams = TuneParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
     @model_validator(mode="after")
     def _synthetic_format_matches(self) -> Params:

@@ -29,7 +29,7 @@ def test_prefect_flow_runs_generate_validate_preprocess(small_params: Path, pref
     students = json.loads(Path("metrics/students.json").read_text())
     assert set(students) == {"dagfm", "fsdnet", "baseline_dagfm"}
     teacher = json.loads(Path("metrics/teacher.json").read_text())
-    assert teacher["model"] == "dcnv2" and 0.5 < teacher["test"]["auc"] <= 1.0
+    assert teacher["model"] == "dcnv2" and teacher["epochs"] == 2 and 0 < teacher["test"]["auc"] < 1
     assert Path("models/teacher/model.safetensors").exists()
     fmap = json.loads(Path("data/processed/feature_map.json").read_text())
     assert sum(s["rows"] for s in fmap["splits"].values()) == 4000

@@ -1,0 +1,134 @@
+"""Profile every trained model of a run: the ``profile`` stage's logic.
+
+For each model of :func:`components.evaluate.models.discover_models` (teacher, students' final
+checkpoints, baselines), loaded on the CPU:
+
+- FLOPs and MACs per sample of the whole forward (:func:`count_flops` on a synthetic batch of
+  ``evaluate.flops_batch_size``), with the per-op and per-category breakdowns;
+- parameters split embedding / dense and the checkpoint's weights-file size (:func:`model_size`
+  with the ``model.safetensors`` path);
+- batch-1 p50/p99 latency and large-batch throughput (:func:`measure_latency` with
+  ``evaluate.latency_threads`` threads, ``latency_warmup`` / ``latency_runs`` batch-1 calls and
+  ``throughput_runs`` calls at ``throughput_batch_size``);
+- for every model but the teacher, its FLOPs as a fraction of the teacher's
+  (:func:`flops_fraction`: total, without gathers, matmul only) and ``below_claim``: whether the
+  total fraction is below ``evaluate.flops_claim`` (KD-DAGFM's "< 21.5 % of the teacher's FLOPs").
+
+Outputs (temporary file + rename): ``evaluate.profile_out`` (JSON) and
+``<evaluate.plots_dir>/pareto.csv`` with ``model,flops_per_sample,test_auc``. The test AUC is the
+evaluation JSON's (``evaluate.out``, when it exists and was computed on the test split), else the
+training metrics' (``train.metrics`` / ``distill.metrics``), else empty.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from components.data.feature_map import FeatureMap
+from components.distill.workspace import write_json
+from components.evaluate.models import TEACHER, discover_models
+from components.evaluate.settings import EvaluateParams, evaluate_settings
+from components.train.checkpoint import MODEL_WEIGHTS, load_model
+
+from .compare import flops_fraction
+from .flops import count_flops
+from .latency import measure_latency
+from .size import model_size
+
+
+def _read_json(path: str | Path) -> dict | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON: {e}") from e
+
+
+def reported_test_aucs(params, ev: EvaluateParams) -> dict[str, float]:
+    """Test AUC per model name: evaluation JSON (test split) first, then the training metrics."""
+    out: dict[str, float] = {}
+    teacher = _read_json(params.train.metrics) or {}
+    if (teacher.get("test") or {}).get("auc") is not None:
+        out[TEACHER] = float(teacher["test"]["auc"])
+    for name, s in (_read_json(params.distill.metrics) or {}).items():
+        if (s.get("test") or {}).get("auc") is not None:
+            out[name] = float(s["test"]["auc"])
+    evaluation = _read_json(ev.out)
+    if evaluation and evaluation.get("split") == "test":
+        out.update({n: float(m["metrics"]["auc"]) for n, m in evaluation.get("models", {}).items()})
+    return out
+
+
+def _profile_model(model, fmap: FeatureMap, weights: Path, ev: EvaluateParams) -> tuple[dict, Any]:
+    flops = count_flops(model, fmap, ev.flops_batch_size)
+    size = model_size(model, weights)
+    latency = measure_latency(
+        model, fmap, threads=ev.latency_threads, warmup=ev.latency_warmup,
+        single_runs=ev.latency_runs, throughput_batch_size=ev.throughput_batch_size,
+        batch_runs=ev.throughput_runs,
+    )  # fmt: skip
+    record = {
+        "flops_per_sample": flops.flops_per_sample,
+        "macs_per_sample": flops.macs_per_sample,
+        "flops": flops.to_dict(),
+        "parameters": {"total": size.total_parameters, "embedding": size.embedding_parameters,
+                       "dense": size.dense_parameters},
+        "checkpoint_bytes": size.file_bytes,
+        "latency": latency.to_dict(),
+    }
+    return record, flops
+
+
+def profile_run(params) -> dict[str, Any]:
+    """Profile every model of the run, write ``evaluate.profile_out`` and ``pareto.csv`` (module doc).
+
+    Returns ``{"models": {name: {role, model, checkpoint, flops_per_sample, macs_per_sample, flops,
+    parameters, checkpoint_bytes, latency, vs_teacher}}, "flops_claim", "settings", "host",
+    "outputs"}``; ``vs_teacher`` is None for the teacher.
+    """
+    ev = evaluate_settings(params)
+    fmap = FeatureMap.load(Path(params.preprocess.out_dir) / "feature_map.json")
+    models: dict[str, dict] = {}
+    reports = {}
+    for rm in discover_models(params):
+        model, meta = load_model(rm.directory, fmap, device="cpu")
+        record, reports[rm.name] = _profile_model(model, fmap, rm.directory / MODEL_WEIGHTS, ev)
+        models[rm.name] = {"role": rm.role, "model": meta["model"], "checkpoint": str(rm.directory),
+                           **record}
+        del model
+    for name, record in models.items():
+        if name == TEACHER:
+            record["vs_teacher"] = None
+            continue
+        cmp = flops_fraction(reports[name], reports[TEACHER]).to_dict()
+        record["vs_teacher"] = {**cmp, "below_claim": cmp["fraction"] < ev.flops_claim}
+    aucs = reported_test_aucs(params, ev)
+    pareto = ["model,flops_per_sample,test_auc"] + [
+        f"{n},{r['flops_per_sample']!r},{aucs[n]!r}" if n in aucs else f"{n},{r['flops_per_sample']!r},"
+        for n, r in models.items()
+    ]
+    pareto_path = Path(ev.plots_dir) / "pareto.csv"
+    result = {
+        "models": models,
+        "flops_claim": ev.flops_claim,
+        "settings": {k: getattr(ev, k) for k in (
+            "flops_batch_size", "latency_threads", "latency_warmup", "latency_runs",
+            "throughput_batch_size", "throughput_runs")},
+        "host": {"machine": platform.machine(), "processor": platform.processor() or None,
+                 "cpu_count": os.cpu_count(), "torch": torch.__version__},
+        "outputs": {"profile": ev.profile_out, "pareto": str(pareto_path)},
+    }
+    pareto_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = pareto_path.with_name(f".{pareto_path.name}.tmp-{os.getpid()}")
+    tmp.write_text("\n".join(pareto) + "\n")
+    tmp.replace(pareto_path)
+    write_json(ev.profile_out, result)
+    return result

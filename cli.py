@@ -180,6 +180,43 @@ def distill(ctx):
 
 
 @main.command()
+@click.pass_context
+def evaluate(ctx):
+    """Score the teacher, students and baselines on the test split.
+
+    AUC, LogLoss, expected calibration error and reliability curve, predicted vs observed positive
+    rate, gAUC where the data has a user field, agreement of each student with the teacher; with
+    evaluate.seed_runs, mean ± std over seeds and a paired student-vs-teacher comparison. Writes
+    evaluate.out and the DVC plot data in evaluate.plots_dir.
+    """
+    from components.stages import evaluate_stage
+
+    _run_stage(evaluate_stage, _load(ctx))
+
+
+@main.command()
+@click.pass_context
+def profile(ctx):
+    """FLOPs per sample (matmuls and every element-wise/gather op), parameters, latency of every model.
+
+    Also each student's FLOPs as a fraction of the teacher's. Writes evaluate.profile_out and the
+    AUC-vs-FLOPs Pareto data.
+    """
+    from components.stages import profile_stage
+
+    _run_stage(profile_stage, _load(ctx))
+
+
+@main.command()
+@click.pass_context
+def report(ctx):
+    """Write reports/report.md and the self-contained reports/report.html; print the headline table."""
+    from components.stages import report_stage
+
+    _run_stage(report_stage, _load(ctx))
+
+
+@main.command()
 @click.option("--no-dvc-commit", is_flag=True, help="Do not record the outputs in dvc.lock.")
 @click.pass_context
 def run(ctx, no_dvc_commit):

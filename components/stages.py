@@ -126,3 +126,31 @@ def distill_stage(params: Params) -> StageResult:
              for s in summaries if s.get("test")]
     summary = f"distilled {len(summaries)} student run(s) → {params.distill.out_dir}, {path}: " + "; ".join(lines)
     return StageResult((params.distill.out_dir, str(path)), summary, {"students": summaries})
+
+
+def evaluate_stage(params: Params) -> StageResult:
+    """Score the teacher, every student and baseline on the test split: AUC, LogLoss, ECE, gAUC, agreement."""
+    from components.evaluate.models import evaluate_run
+
+    result = evaluate_run(params)
+    ev = params.evaluate
+    summary = f"evaluated {len(result.get('models', result))} model(s) → {ev.out}, {ev.plots_dir}/"
+    return StageResult((ev.out, ev.plots_dir), summary, result)
+
+
+def profile_stage(params: Params) -> StageResult:
+    """FLOPs per sample (every op), parameters, file size and CPU latency of every model of the run."""
+    from components.profile.run import profile_run
+
+    result = profile_run(params)
+    summary = f"profiled {len(result.get('models', result))} model(s) → {params.evaluate.profile_out}"
+    return StageResult((params.evaluate.profile_out,), summary, result)
+
+
+def report_stage(params: Params) -> StageResult:
+    """reports/report.md + report.html, then the headline table."""
+    from components.report.build import build_report, headline_table
+
+    md, html = build_report(params)
+    summary = f"report → {md} and {html}\n{headline_table(params)}"
+    return StageResult((str(md), str(html)), summary, {})

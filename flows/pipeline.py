@@ -1,9 +1,8 @@
 """The retraining flow: generate (synthetic default only) → validate → preprocess → train_teacher →
-distill [→ dvc commit].
+distill → evaluate → profile → report [→ dvc commit].
 
 Thin orchestration: each task calls one function of components/stages.py and passes paths and small
-dicts, never frames (Prefect's default cache policy would hash them). Later stages (train, distill,
-evaluate, report) are added here as they land.
+dicts, never frames (Prefect's default cache policy would hash them).
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ from components.config import load_params
 from components import stages
 
 # DVC stages whose outputs this flow produces, in order (must match dvc.yaml).
-DVC_STAGES_SYNTHETIC = ["generate", "validate", "preprocess", "train_teacher", "distill"]
+DVC_STAGES_SYNTHETIC = ["generate", "validate", "preprocess", "train_teacher", "distill", "evaluate",
+                        "profile", "report"]
 
 
 def _params(params_path: str, overrides: dict):
@@ -63,6 +63,27 @@ def distill_task(params_path: str, overrides: dict) -> str:
     return result.summary
 
 
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate_task(params_path: str, overrides: dict) -> str:
+    result = stages.evaluate_stage(_params(params_path, overrides))
+    get_run_logger().info(result.summary)
+    return result.summary
+
+
+@task(name="profile", cache_policy=NO_CACHE)
+def profile_task(params_path: str, overrides: dict) -> str:
+    result = stages.profile_stage(_params(params_path, overrides))
+    get_run_logger().info(result.summary)
+    return result.summary
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(params_path: str, overrides: dict) -> str:
+    result = stages.report_stage(_params(params_path, overrides))
+    get_run_logger().info(result.summary)
+    return result.summary
+
+
 @task(name="dvc-commit", cache_policy=NO_CACHE)
 def dvc_commit_task(stage_names: list[str]) -> str:
     """Record the outputs the flow wrote in dvc.lock, so they are versioned and `dvc repro` is a no-op."""
@@ -87,6 +108,9 @@ def pipeline(params_path: str = "params.yaml", overrides: dict | None = None,
     summaries.append(preprocess_task(params_path, overrides))
     summaries.append(train_task(params_path, overrides))
     summaries.append(distill_task(params_path, overrides))
+    summaries.append(evaluate_task(params_path, overrides))
+    summaries.append(profile_task(params_path, overrides))
+    summaries.append(report_task(params_path, overrides))
     in_dvc_repo = Path(".dvc").is_dir()
     same_params = not overrides and Path(params_path).resolve() == Path("params.yaml").resolve()
     if dvc_commit and in_dvc_repo and same_params:

@@ -44,6 +44,7 @@ SMALL_RUN = {
         "fsdnet": {"max_epochs": 1, "hidden_dim": 32, "batch_size": 1024},
     },
     "tune": {"n_trials": 2},
+    "evaluate": {"latency_runs": 20, "latency_warmup": 2, "throughput_runs": 2, "throughput_batch_size": 512},
 }
 
 

@@ -25,9 +25,14 @@ def test_prefect_flow_runs_generate_validate_preprocess(small_params: Path, pref
     from flows.pipeline import pipeline
 
     summaries = pipeline(params_path=str(small_params), dvc_commit=False)
-    assert [s.split()[0] for s in summaries] == ["generated", "validation", "preprocessed", "trained", "distilled"]
+    assert [s.split()[0] for s in summaries] == ["generated", "validation", "preprocessed", "trained", "distilled",
+                                                    "evaluated", "profiled", "report"]
     students = json.loads(Path("metrics/students.json").read_text())
     assert set(students) == {"dagfm", "fsdnet", "baseline_dagfm"}
+    html = Path("reports/report.html").read_text()
+    assert "data:image/png;base64" in html and "dagfm" in html
+    profile = json.loads(Path("metrics/profile.json").read_text())
+    assert profile["models"]["teacher"]["flops_per_sample"] > profile["models"]["dagfm"]["flops_per_sample"] > 0
     teacher = json.loads(Path("metrics/teacher.json").read_text())
     assert teacher["model"] == "dcnv2" and teacher["epochs"] == 2 and 0 < teacher["test"]["auc"] < 1
     assert Path("models/teacher/model.safetensors").exists()
@@ -77,7 +82,8 @@ def test_dvc_repro_runs_the_stages_then_is_a_noop_and_push_pull_roundtrip(tmp_pa
     assert sh("git", "init", "-q").returncode == 0
     first = sh("dvc", "repro")
     assert first.returncode == 0, first.stdout + first.stderr
-    for stage in ["generate", "validate", "preprocess", "train_teacher", "distill"]:
+    for stage in ["generate", "validate", "preprocess", "train_teacher", "distill", "evaluate",
+                  "profile", "report"]:
         assert f"Running stage '{stage}'" in first.stdout
     fmap = json.loads((repo / "data/processed/feature_map.json").read_text())
     assert sum(s["rows"] for s in fmap["splits"].values()) == 3000

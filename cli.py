@@ -262,6 +262,88 @@ def models(verbose):
             click.echo(f"{'':<{width}}  {'':<{fam}}  defaults: {m.hyperparameters}")
 
 
+def _call(fn, *args, **kwargs):
+    """Like _run_stage, but returns the result and prints nothing on stdout."""
+    from components.data.errors import CtrflowDataError
+
+    try:
+        return fn(*args, **kwargs)
+    except CtrflowDataError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except (FileNotFoundError, RuntimeError, ValueError, TypeError, ImportError) as e:
+        if os.environ.get("CTRFLOW_DEBUG"):
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--model", "model_dir", type=click.Path(file_okay=False),
+              help="Checkpoint directory (holds model.json) [default: train.out_dir].")
+@click.option("--processed", "processed_dir", type=click.Path(file_okay=False),
+              help="Processed directory the model was trained on [default: preprocess.out_dir].")
+@click.option("--verify-split", default="test", show_default=True,
+              help="Split of the processed directory on which onnxruntime is checked against "
+                   "PyTorch; '' skips the check.")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.pass_context
+def export(ctx, model_dir, processed_dir, verify_split, out_dir):
+    """Export a checkpoint to OUT_DIR: model.onnx (dynamic batch), the safetensors checkpoint,
+    feature_map.json and vocab/ — a self-contained directory for `ctrflow predict --model OUT_DIR`.
+
+    Any teacher or student checkpoint works (for a KD-DAGFM run pass its finetune/ directory).
+    Written atomically: a failed export leaves an earlier OUT_DIR intact.
+    """
+    from components.serve.export import export_model, verify_onnx
+
+    params = _load(ctx)
+    model_dir = model_dir or params.train.out_dir
+    out = _call(export_model, model_dir, out_dir, processed_dir=processed_dir, params=params)
+    click.echo(f"exported {model_dir} → {out} (model.onnx, model.safetensors, feature_map.json, vocab/)")
+    if verify_split:
+        source = processed_dir or params.preprocess.out_dir
+        diff = _call(verify_onnx, out, source, verify_split)
+        click.echo(f"onnxruntime vs PyTorch on {source}/{verify_split}: max |Δ probability| = {diff:.3g}")
+        if diff > 1e-5:
+            click.echo("error: the ONNX model disagrees with PyTorch by more than 1e-5", err=True)
+            sys.exit(1)
+
+
+@main.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="An export directory (ctrflow export) or a checkpoint directory.")
+@click.option("--processed", "processed_dir", type=click.Path(file_okay=False),
+              help="Processed directory whose vocabularies to use [default: the model directory "
+                   "when it is an export, else preprocess.out_dir].")
+@click.option("--out", "out", default="-", show_default=True,
+              type=click.Path(dir_okay=False, allow_dash=True),
+              help="Output file, one probability per line ('-': stdout).")
+@click.option("--format", "fmt", type=click.Choice(["criteo", "avazu", "movielens", "schema"]),
+              help="Raw format of RAW_FILE [default: the format the model was trained on].")
+@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
+              help="Score with PyTorch, or with onnxruntime on the export's model.onnx.")
+@click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
+              help="Rows encoded and scored at a time (bounds memory).")
+@click.argument("raw_file", type=click.Path())
+@click.pass_context
+def predict(ctx, model_dir, processed_dir, out, fmt, runtime, batch_rows, raw_file):
+    """Score RAW_FILE (any supported raw format, labelled or not; labels are ignored): one click
+    probability per input line, in input order.
+
+    Values never kept in training map to the OOV id, empty ones to the missing id, exactly as
+    preprocessing encoded the training data. Bad input fails before any output, naming file, line
+    and column.
+    """
+    from components.serve.predict import predict_file
+
+    params = _load(ctx)
+    rows = _call(predict_file, model_dir, raw_file, out, fmt=fmt, processed_dir=processed_dir,
+                 params=params, batch_rows=batch_rows, runtime=runtime)
+    click.echo(f"scored {rows:,} rows of {raw_file} with {model_dir} → {'stdout' if out == '-' else out}",
+               err=True)
+
+
 @main.command()
 @click.option("--name", default="nightly", show_default=True, help="Deployment name.")
 @click.option("--cron", default="0 3 * * *", show_default=True, help="Cron schedule (UTC).")

@@ -1,0 +1,269 @@
+"""Export a checkpoint as a self-contained serving directory with an ONNX graph; check it.
+
+:func:`export_model` writes ``out_dir`` (built in a hidden temporary sibling, swapped in at the
+end, so a failed export leaves an earlier one intact):
+
+- ``model.onnx``: inputs ``categorical`` int64 [batch, F_cat] (ids, feature-map categorical order)
+  and ``dense`` float32 [batch, F_dense]; outputs ``logit`` and ``probability`` (= sigmoid(logit))
+  float32 [batch]; the batch dimension is dynamic. Field names, model name and feature-map hash are
+  also in the graph's ``metadata_props`` (``ctrflow.*``), for consumers that read only the ONNX file;
+- ``model.safetensors`` + ``model.json``: the checkpoint, copied byte for byte (PyTorch serving,
+  :func:`~components.serve.predict.predict_file`);
+- ``feature_map.json`` + ``vocab/``: the encodings of the processed directory the model was
+  trained on, copied byte for byte, so the directory scores raw logs on its own;
+- ``export.json``: format tag, input/output layout, versions, source paths, and the max |Δ|
+  between onnxruntime and PyTorch probabilities on a smoke batch (every field's OOV, missing and
+  last id) that the export checks before it is published.
+
+Exporter: ``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter. It needs only
+the ``onnx`` package and takes well under a second per zoo model. The torch.export-based default
+(``dynamo=True``, needs ``onnxscript``) fails on every zoo model: the shared embedding's id-range
+check (``if bool((ids < 0) | (ids >= vocab)).any()): raise``) is data-dependent control flow.
+Tracing runs that check once on the valid example ids and leaves it out of the graph, so the ONNX
+model does NOT range-check ids; the encoder only produces valid ids (0 … vocab_size-1).
+
+No TorchScript ``model.pt``: a TorchScript archive stores its constants as pickles (``data.pkl``),
+which this project does not write, and ``torch.jit`` is deprecated; ONNX + safetensors cover both
+runtimes.
+
+:func:`verify_onnx` runs onnxruntime and PyTorch on a processed split and returns the max |Δ| of
+the probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.config import Params
+from components.data.feature_map import FeatureMap
+from components.data.loader import BatchLoader
+from components.data.preprocess import FEATURE_MAP_FILE, load_feature_map
+from components.data.vocab import VOCAB_DIR
+from components.serve.encode import DEFAULT_BATCH_ROWS, load_encoder
+from components.serve.predict import resolve_model_dir, resolve_processed_dir
+from components.train.checkpoint import MODEL_META, feature_map_hash, load_model
+
+EXPORT_FORMAT = "ctrflow-export"
+EXPORT_VERSION = 1
+ONNX_FILE = "model.onnx"
+EXPORT_META = "export.json"
+OPSET = 17
+INPUT_NAMES = ("categorical", "dense")
+OUTPUT_NAMES = ("logit", "probability")
+SMOKE_TOLERANCE = 1e-4  # max |Δ probability| onnxruntime vs PyTorch accepted at export time
+
+
+class _Scoring(nn.Module):
+    """``model`` with both outputs: (logit [B], sigmoid(logit) [B])."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logit = self.model(categorical, dense)
+        return logit, torch.sigmoid(logit)
+
+
+def export_onnx(model: nn.Module, feature_map: FeatureMap, path: str | Path, *, opset: int = OPSET) -> Path:
+    """Write ``model`` (an eval-mode CTRModel) to ONNX file ``path`` with a dynamic batch size.
+
+    Layout and exporter: see the module docstring. Needs the ``onnx`` package.
+    """
+    path = Path(path)
+    n_cat, n_dense = len(feature_map.categorical_fields), len(feature_map.dense_fields)
+    example = (torch.zeros((2, n_cat), dtype=torch.int64), torch.zeros((2, n_dense), dtype=torch.float32))
+    wrapper = _Scoring(model).eval()
+    batch = {0: "batch"}
+    with warnings.catch_warnings():
+        # the legacy exporter announces its deprecation; tracing flags the embedding's id check
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # DLRM's constant triangle indices are non-negative, which is what this warning asks for
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
+        torch.onnx.export(
+            wrapper, example, str(path), dynamo=False, opset_version=opset,
+            input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: batch for name in (*INPUT_NAMES, *OUTPUT_NAMES)},
+            do_constant_folding=True,
+        )  # fmt: skip
+    return path
+
+
+def _add_metadata(path: Path, props: dict[str, str]) -> None:
+    """Store ``props`` in the ONNX file's ``metadata_props`` (and run the ONNX checker)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def onnx_session(export_dir: str | Path):
+    """An onnxruntime CPU ``InferenceSession`` of ``<export_dir>/model.onnx``."""
+    import onnxruntime as ort
+
+    path = Path(export_dir) / ONNX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no ONNX model here; export the checkpoint first (ctrflow export)")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_probabilities(session, categorical: np.ndarray, dense: np.ndarray) -> np.ndarray:
+    """float32 [B] probabilities from an exported graph for ids [B, F_cat] and dense [B, F_dense]."""
+    feeds = {"categorical": categorical.astype(np.int64, copy=False), "dense": dense.astype(np.float32, copy=False)}
+    names = {i.name for i in session.get_inputs()}  # the exporter drops an input the graph never reads
+    (probs,) = session.run(["probability"], {k: v for k, v in feeds.items() if k in names})
+    return np.asarray(probs, dtype=np.float32).reshape(-1)
+
+
+def _torch_probabilities(model: nn.Module, categorical: np.ndarray, dense: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return torch.sigmoid(model(torch.from_numpy(categorical), torch.from_numpy(dense)).float()).numpy()
+
+
+def _smoke_inputs(feature_map: FeatureMap) -> tuple[np.ndarray, np.ndarray]:
+    """Three rows: every field at OOV, at missing (or 0 when the vocabulary is that small), at its last id."""
+    sizes = np.asarray(feature_map.vocab_sizes, dtype=np.int64)
+    cat = np.stack([np.zeros_like(sizes), np.minimum(1, sizes - 1), sizes - 1]).astype(np.int64)
+    n_dense = len(feature_map.dense_fields)
+    dense = np.asarray([[0.0] * n_dense, [1.0] * n_dense, [-2.5] * n_dense], dtype=np.float32).reshape(3, n_dense)
+    return cat.reshape(3, len(sizes)), dense
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move ``tmp`` to ``out_dir``, replacing an existing ``out_dir`` (two renames)."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+        if old.exists():
+            shutil.rmtree(old)
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    processed_dir: str | Path | None = None,
+    params: Params | None = None,
+    opset: int = OPSET,
+) -> Path:
+    """Export checkpoint ``model_dir`` into the self-contained directory ``out_dir``; return it.
+
+    The encodings come from :func:`~components.serve.predict.resolve_processed_dir` (explicit
+    ``processed_dir``, else ``model_dir`` itself when self-contained, else
+    ``params.preprocess.out_dir``); the checkpoint must have been trained on that feature map
+    (ValueError otherwise). Raises RuntimeError when onnxruntime and PyTorch disagree by more than
+    :data:`SMOKE_TOLERANCE` on the smoke batch. Contents: see the module docstring.
+    """
+    import onnx
+    import onnxruntime
+
+    model_dir = resolve_model_dir(model_dir)
+    source = resolve_processed_dir(model_dir, processed_dir, params)
+    out_dir = Path(out_dir)
+    if out_dir.resolve() in (model_dir.resolve(), source.resolve()):
+        raise ValueError(f"{out_dir}: export into a new directory, not the checkpoint or processed dir itself")
+    encoder = load_encoder(source)  # checks the vocabularies against the feature map
+    fmap = encoder.feature_map
+    model, meta = load_model(model_dir, fmap)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        for name in (meta["weights_file"], MODEL_META):
+            shutil.copyfile(model_dir / name, tmp / name)
+        shutil.copyfile(source / FEATURE_MAP_FILE, tmp / FEATURE_MAP_FILE)
+        (tmp / VOCAB_DIR).mkdir()
+        for name in encoder.vocabularies:
+            shutil.copyfile(source / VOCAB_DIR / f"{name}.parquet", tmp / VOCAB_DIR / f"{name}.parquet")
+        fm_hash = feature_map_hash(fmap)
+        export_onnx(model, fmap, tmp / ONNX_FILE, opset=opset)
+        _add_metadata(tmp / ONNX_FILE, {
+            "ctrflow.model": meta["model"],
+            "ctrflow.feature_map_hash": fm_hash,
+            "ctrflow.categorical_fields": json.dumps(encoder.categorical_names),
+            "ctrflow.dense_fields": json.dumps(encoder.dense_names),
+        })  # fmt: skip
+        cat, dense = _smoke_inputs(fmap)
+        diff = float(np.max(np.abs(
+            onnx_probabilities(onnx_session(tmp), cat, dense) - _torch_probabilities(model, cat, dense)
+        )))  # fmt: skip
+        if not diff <= SMOKE_TOLERANCE:
+            raise RuntimeError(f"{model_dir}: ONNX and PyTorch probabilities differ by {diff:.3g} on the smoke batch")
+        info = {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "model": meta["model"],
+            "onnx_file": ONNX_FILE,
+            "opset": opset,
+            "exporter": "torch.onnx.export(dynamo=False)",
+            "inputs": {
+                "categorical": {"dtype": "int64", "shape": ["batch", len(encoder.categorical_names)],
+                                "fields": encoder.categorical_names},
+                "dense": {"dtype": "float32", "shape": ["batch", len(encoder.dense_names)],
+                          "fields": encoder.dense_names},
+            },
+            "outputs": {"logit": {"dtype": "float32", "shape": ["batch"]},
+                        "probability": {"dtype": "float32", "shape": ["batch"]}},
+            "feature_map_hash": fm_hash,
+            "weights_sha256": meta["weights_sha256"],
+            "source_model_dir": str(model_dir),
+            "source_processed_dir": str(source),
+            "smoke_max_abs_diff": diff,
+            "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
+                         "onnxruntime": onnxruntime.__version__},
+        }
+        (tmp / EXPORT_META).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def verify_onnx(
+    export_dir: str | Path,
+    processed_dir: str | Path,
+    split: str = "test",
+    *,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> float:
+    """Max |Δ| between onnxruntime's and PyTorch's probabilities over ``split`` of ``processed_dir``.
+
+    Both run the export in ``export_dir`` (``model.onnx`` and its copied checkpoint); the checkpoint
+    must belong to ``processed_dir``'s feature map (ValueError otherwise, also for a missing or
+    empty split).
+    """
+    processed_dir = Path(processed_dir)
+    fmap = load_feature_map(processed_dir)
+    if split not in fmap.splits or not fmap.splits[split].get("rows", 0):
+        raise ValueError(f"{processed_dir / FEATURE_MAP_FILE}: split {split!r} is absent or empty")
+    model, _ = load_model(resolve_model_dir(export_dir), fmap)
+    session = onnx_session(export_dir)
+    loader = BatchLoader(processed_dir / fmap.splits[split]["path"], fmap, batch_rows, shuffle=False)
+    worst = 0.0
+    for batch in loader:
+        cat, dense = batch.categorical.numpy(), batch.dense.numpy()
+        diff = np.abs(onnx_probabilities(session, cat, dense) - _torch_probabilities(model, cat, dense))
+        worst = max(worst, float(diff.max()))
+    return worst

@@ -1,0 +1,321 @@
+"""Serving: raw-line encoding equals preprocessing, predict_file end to end, ONNX export parity."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from components.config import Params, PreprocessParams
+from components.data.errors import DataFormatError
+from components.data.feature_map import FeatureMap
+from components.data.formats import read_source
+from components.data.preprocess import preprocess
+from components.data.split import SPLIT_COLUMN, SPLIT_NAMES, random_split_expr
+from components.models import build_model
+from components.serve import export_model, iter_encoded, load_encoder, predict_file, verify_onnx
+from components.serve.export import ONNX_FILE, onnx_probabilities, onnx_session
+from components.serve.predict import read_raw, reader_params
+from components.train.checkpoint import feature_map_hash, save_model
+
+ROWS = 240
+FREQUENT = 0  # pool index drawn with probability 1/2: the most frequent value, id 2 in train
+
+
+def criteo_lines(seed: int = 0) -> list[str]:
+    """ROWS labelled Criteo lines: ints in [-1, 300), hex values from 6-value pools (geometric)."""
+    rng = np.random.default_rng(seed)
+    pools = rng.integers(0, 2**32, size=(26, 6), dtype=np.uint64)
+    lines = []
+    for _ in range(ROWS):
+        label = str(int(rng.integers(0, 2)))
+        ints = ["" if rng.random() < 0.1 else str(int(rng.integers(-1, 300))) for _ in range(13)]
+        picks = np.minimum(rng.geometric(0.5, size=26) - 1, 5)
+        cats = ["" if rng.random() < 0.1 else f"{int(pools[j, k]):08x}" for j, k in enumerate(picks)]
+        lines.append("\t".join([label, *ints, *cats]))
+    return lines
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def save_random_model(model_dir: Path, fmap: FeatureMap, name: str, **hparams) -> Path:
+    """A randomly initialised checkpoint (embedding std 0.5 so rows give distinct probabilities)."""
+    torch.manual_seed(0)
+    hparams = {"embedding_dim": 4, "embedding_std": 0.5, **hparams}
+    model = build_model(name, fmap, **hparams).eval()
+    save_model(model, model_dir, model_name=name, hparams=hparams, feature_map_hash=feature_map_hash(fmap),
+               epoch=1, metrics={})
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A Criteo log preprocessed twice (log buckets; dense numerics) and two random checkpoints."""
+    root = tmp_path_factory.mktemp("serve")
+    raw = write(root / "raw.txt", criteo_lines())
+    table = read_source("criteo", raw)
+    bucket = preprocess(table, PreprocessParams(min_count=2), root / "proc")
+    dense = preprocess(table, PreprocessParams(min_count=2, numeric="dense"), root / "proc_dense")
+    return {
+        "root": root, "raw": raw, "lines": raw.read_text().splitlines(),
+        "fmap": bucket, "fmap_dense": dense,
+        "model": save_random_model(root / "dcnv2", bucket, "dcnv2", hidden_units=[8], num_cross_layers=2),
+        "model_dense": save_random_model(root / "dlrm", dense, "dlrm", bottom_units=[8, 4], top_units=[8]),
+    }  # fmt: skip
+
+
+def preprocessed_rows(processed: Path, fmap: FeatureMap, source_lines: list[int],
+                      wanted: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(ids int32, dense float32) of the preprocessed rows of source lines ``wanted``, in that order.
+
+    Preprocessing keeps input order within a split and assigns splits by
+    ``random_split_expr(LINE_COLUMN)``, so line → (split, row) is recomputed here.
+    """
+    p = fmap.params
+    where = pl.DataFrame({"line": source_lines}, schema={"line": pl.UInt64}).with_columns(
+        random_split_expr(pl.col("line"), p["seed"], p["split_ratios"])
+    ).with_columns(pl.int_range(pl.len()).over(SPLIT_COLUMN).alias("row"))
+    parts = [pl.read_parquet(processed / f"{name}.parquet").with_row_index("row").with_columns(
+        pl.col("row").cast(pl.Int64), pl.lit(code, dtype=pl.UInt8).alias(SPLIT_COLUMN))
+        for code, name in enumerate(SPLIT_NAMES)]  # fmt: skip
+    rows = where.join(pl.concat(parts), on=[SPLIT_COLUMN, "row"], how="inner")
+    order = pl.DataFrame({"line": wanted, "pos": range(len(wanted))}, schema={"line": pl.UInt64, "pos": pl.Int64})
+    rows = order.join(rows, on="line", how="left").sort("pos")
+    assert rows.height == len(wanted) and rows[fmap.fields[0].name].null_count() == 0
+    cat = [f.name for f in fmap.categorical_fields]
+    dense = [f.name for f in fmap.dense_fields]
+    # C order, like the encoder's arrays: a strided input can take another matmul kernel (1-ulp drift)
+    return (np.ascontiguousarray(rows.select(cat).to_numpy(), dtype=np.int32),
+            np.ascontiguousarray(rows.select(dense).to_numpy(), dtype=np.float32).reshape(len(wanted), len(dense)))
+
+
+def encode_all(raw: Path, processed: Path, *, fmt: str = "criteo", params: Params | None = None,
+               batch_rows: int = 37, tmp: Path):
+    encoder = load_encoder(processed)
+    table = read_raw(raw, encoder, fmt=fmt, params=params)
+    batches = list(iter_encoded(table, encoder, tmp, batch_rows=batch_rows))
+    return (np.concatenate([b.lines for b in batches]), np.concatenate([b.categorical for b in batches]),
+            np.concatenate([b.dense for b in batches]), [len(b) for b in batches])
+
+
+def model_probabilities(model_dir: Path, fmap: FeatureMap, cat: np.ndarray, dense: np.ndarray) -> np.ndarray:
+    from components.train.checkpoint import load_model
+
+    model, _ = load_model(model_dir, fmap)
+    with torch.inference_mode():
+        return torch.sigmoid(model(torch.from_numpy(cat), torch.from_numpy(dense))).numpy()
+
+
+def read_probs(path: Path) -> np.ndarray:
+    return np.array(path.read_text().splitlines(), dtype=np.float32)
+
+
+# ------------------------------------------------------------------ encoding = preprocessing
+
+
+@pytest.mark.parametrize("processed", ["proc", "proc_dense"])
+def test_encoding_the_training_log_reproduces_every_preprocessed_row(world, processed, tmp_path):
+    proc = world["root"] / processed
+    fmap = FeatureMap.load(proc / "feature_map.json")
+    lines, cat, dense, sizes = encode_all(world["raw"], proc, tmp=tmp_path)
+    assert lines.tolist() == list(range(1, ROWS + 1))  # input order, every line
+    assert sizes == [37] * 6 + [ROWS - 6 * 37]  # batch_rows honoured, nothing dropped
+    want_cat, want_dense = preprocessed_rows(proc, fmap, lines.tolist(), lines.tolist())
+    np.testing.assert_array_equal(cat, want_cat)  # ids identical to the training splits
+    np.testing.assert_array_equal(dense, want_dense)  # dense floats bit-identical
+    assert dense.shape[1] == (13 if processed == "proc_dense" else 0)
+
+
+def test_schema_csv_with_strings_and_float_numerics_reproduces_preprocessing(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 120
+    frame = pl.DataFrame({
+        "clicked": rng.integers(0, 2, n),
+        "city": rng.choice(["oslo", "rome", "lima", "kyiv", None], n, p=[0.4, 0.3, 0.2, 0.05, 0.05]),
+        "price": np.round(rng.exponential(40.0, n), 2),
+        "visits": rng.integers(0, 30, n),
+    })  # fmt: skip
+    raw = tmp_path / "log.csv"
+    frame.write_csv(raw)
+    params = Params.model_validate({"data": {"format": "schema", "input": str(raw)}, "schema": {
+        "label": "clicked", "categorical": ["city"], "numeric": ["price", "visits"]}})
+    table = read_source("schema", raw, params=params)
+    fmap = preprocess(table, PreprocessParams(min_count=2, numeric="log2_bucket_dagfm"), tmp_path / "proc")
+    lines, cat, dense, _ = encode_all(raw, tmp_path / "proc", fmt="schema", params=params, tmp=tmp_path)
+    assert lines.tolist() == list(range(2, n + 2))  # physical lines after the header
+    want_cat, want_dense = preprocessed_rows(tmp_path / "proc", fmap, lines.tolist(), lines.tolist())
+    np.testing.assert_array_equal(cat, want_cat)
+    assert dense.shape == (n, 0) and want_dense.shape == (n, 0)
+
+
+# ------------------------------------------------------------------ predict_file
+
+
+def test_predict_file_equals_the_model_on_the_preprocessed_rows(world, tmp_path):
+    picked = [17, 3, 240, 3, 101, 58]  # out of order, one line twice
+    few = write(tmp_path / "few.txt", [world["lines"][i - 1] for i in picked])
+    out = tmp_path / "few.pred"
+    assert predict_file(world["model"], few, out, processed_dir=world["root"] / "proc") == len(picked)
+    got = read_probs(out)
+    cat, dense = preprocessed_rows(world["root"] / "proc", world["fmap"], list(range(1, ROWS + 1)), picked)
+    want = model_probabilities(world["model"], world["fmap"], cat, dense)
+    np.testing.assert_array_equal(got, want)  # the written text round-trips the float32 exactly
+    assert got[1] == got[3] and len(set(got.tolist())) == 5  # same line, same score; others differ
+    # the unlabelled 39-field test format of the same lines gives the same output, byte for byte
+    unlabelled = write(tmp_path / "few39.txt", [line.split("\t", 1)[1] for line in few.read_text().splitlines()])
+    out39 = tmp_path / "few39.pred"
+    predict_file(world["model"], unlabelled, out39, processed_dir=world["root"] / "proc")
+    assert out39.read_bytes() == out.read_bytes()
+
+
+def test_dense_numerics_model_scores_raw_lines_like_its_preprocessed_rows(world, tmp_path):
+    out = tmp_path / "all.pred"
+    n = predict_file(world["model_dense"], world["raw"], out, processed_dir=world["root"] / "proc_dense",
+                     batch_rows=ROWS)
+    assert n == ROWS and len(out.read_text().splitlines()) == ROWS
+    lines = list(range(1, ROWS + 1))
+    cat, dense = preprocessed_rows(world["root"] / "proc_dense", world["fmap_dense"], lines, lines)
+    want = model_probabilities(world["model_dense"], world["fmap_dense"], cat, dense)
+    np.testing.assert_array_equal(read_probs(out), want)
+
+
+def test_output_order_and_count_do_not_depend_on_batching(world, tmp_path):
+    one, small = tmp_path / "one.pred", tmp_path / "small.pred"
+    kw = {"processed_dir": world["root"] / "proc"}
+    assert predict_file(world["model"], world["raw"], one, batch_rows=10_000, **kw) == ROWS
+    assert predict_file(world["model"], world["raw"], small, batch_rows=7, **kw) == ROWS
+    a, b = read_probs(one), read_probs(small)
+    assert len(a) == len(b) == ROWS
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert np.abs(a - a[::-1]).max() > 1e-3  # the scores really distinguish rows (order is testable)
+
+
+def test_unseen_values_are_oov_and_empty_values_missing(world, tmp_path):
+    first = world["lines"][0].split("\t")
+    vocab_c1 = pl.read_parquet(world["root"] / "proc" / "vocab" / "C1.parquet")
+    top = vocab_c1.filter(pl.col("id") == 2)["value"].item()  # the most frequent C1 value
+    known = first[1:]
+    unseen = [*["999999999"] * 13, *["00c0ffee"] * 26]  # bucket 429 and a hash never drawn
+    empty = [""] * 39
+    upper = [*known[:13], top.upper(), *known[14:]]  # hex case does not matter, as in training
+    rows = [known, unseen, empty, upper]
+    raw = write(tmp_path / "odd.txt", ["\t".join(r) for r in rows])
+    encoder = load_encoder(world["root"] / "proc")
+    (batch,) = iter_encoded(read_raw(raw, encoder), encoder, tmp_path)
+    assert batch.categorical[1].tolist() == [0] * 39  # OOV everywhere
+    assert batch.categorical[2].tolist() == [1] * 39  # missing everywhere
+    assert batch.categorical[3][13] == 2  # "ABCDEF12" finds "abcdef12"
+    assert batch.categorical[3].tolist()[14:] == batch.categorical[0].tolist()[14:]
+    out = tmp_path / "odd.pred"
+    predict_file(world["model"], raw, out, processed_dir=world["root"] / "proc")
+    ids = np.asarray([batch.categorical[0], [0] * 39, [1] * 39, batch.categorical[3]], dtype=np.int32)
+    want = model_probabilities(world["model"], world["fmap"], ids, np.zeros((4, 0), np.float32))
+    np.testing.assert_array_equal(read_probs(out), want)
+
+
+def test_predict_to_stdout(world, tmp_path, capsys):
+    few = write(tmp_path / "two.txt", world["lines"][:2])
+    out = tmp_path / "two.pred"
+    predict_file(world["model"], few, out, processed_dir=world["root"] / "proc")
+    capsys.readouterr()
+    assert predict_file(world["model"], few, "-", processed_dir=world["root"] / "proc") == 2
+    assert capsys.readouterr().out == out.read_text()
+
+
+def test_bad_hex_value_names_file_line_and_column(world, tmp_path):
+    lines = world["lines"][:4]
+    fields = lines[2].split("\t")
+    fields[18] = "zz00zz00"  # C5 on line 3
+    raw = write(tmp_path / "bad.txt", [*lines[:2], "\t".join(fields), lines[3]])
+    out = tmp_path / "bad.pred"
+    out.write_text("earlier\n")
+    with pytest.raises(DataFormatError) as e:
+        predict_file(world["model"], raw, out, processed_dir=world["root"] / "proc")
+    assert (e.value.rule, e.value.line, e.value.column) == ("hex8", 3, "C5")
+    assert "zz00zz00" in str(e.value)
+    assert out.read_text() == "earlier\n"  # a failed run leaves the earlier output alone
+
+
+def test_wrong_encodings_and_missing_checkpoint_are_refused(world, tmp_path):
+    with pytest.raises(ValueError, match="trained on feature map"):
+        predict_file(world["model"], world["raw"], tmp_path / "x", processed_dir=world["root"] / "proc_dense")
+    with pytest.raises(FileNotFoundError, match="feature_map.json"):
+        predict_file(world["model"], world["raw"], tmp_path / "x")  # no encodings beside a checkpoint
+    with pytest.raises(FileNotFoundError, match=r"checkpoints below it: .*dcnv2"):
+        predict_file(world["root"], world["raw"], tmp_path / "x")
+    encoder = load_encoder(world["root"] / "proc")
+    table = read_source("criteo", world["raw"])
+    with pytest.raises(ValueError, match="read as format 'avazu'"):
+        encoder.check_source(dataclasses.replace(table, format="avazu"))
+    with pytest.raises(ValueError, match=r"missing \['C26'\]"):
+        encoder.check_source(dataclasses.replace(table, fields=table.fields[:-1]))
+
+
+def test_reader_params_keep_every_rating_line():
+    fmap = FeatureMap(format="movielens", label="label", fields=(), splits={}, source_hash="",
+                      params={"rating_threshold": 5, "drop_neutral_rating": True})
+    pre = reader_params(fmap, Params()).preprocess
+    assert (pre.rating_threshold, pre.drop_neutral_rating) == (5, False)
+
+
+# ------------------------------------------------------------------ ONNX export
+
+
+@pytest.mark.parametrize("name,hparams,processed", [
+    ("dcnv2", {"hidden_units": [8], "num_cross_layers": 2}, "proc"),
+    ("dagfm", {"interaction_type": "outer", "depth": 2}, "proc"),
+    ("kd_dagfm_plus", {"depth": 2, "hidden_units": [8]}, "proc"),
+    ("fsdnet", {"num_layers": 2, "hidden_dim": 8}, "proc"),
+    ("dlrm", {"bottom_units": [8, 4], "top_units": [8]}, "proc_dense"),
+])  # fmt: skip
+def test_onnx_export_matches_pytorch_on_the_test_split(world, tmp_path, name, hparams, processed):
+    proc = world["root"] / processed
+    fmap = FeatureMap.load(proc / "feature_map.json")
+    ckpt = save_random_model(tmp_path / "ckpt", fmap, name, **hparams)
+    export = export_model(ckpt, tmp_path / "export", processed_dir=proc)
+    assert sorted(p.name for p in export.iterdir()) == [
+        "export.json", "feature_map.json", "model.json", "model.onnx", "model.safetensors", "vocab"]
+    assert (export / "feature_map.json").read_bytes() == (proc / "feature_map.json").read_bytes()
+    assert verify_onnx(export, proc, "test") < 1e-5
+    assert fmap.splits["test"]["rows"] > 10
+    info = json.loads((export / "export.json").read_text())
+    assert info["inputs"]["categorical"]["fields"] == [f.name for f in fmap.categorical_fields]
+    assert info["smoke_max_abs_diff"] < 1e-5
+    # dynamic batch: 1 row and 33 rows through the same graph
+    session = onnx_session(export)
+    cat, dense = preprocessed_rows(proc, fmap, list(range(1, ROWS + 1)), list(range(1, 34)))
+    want = model_probabilities(ckpt, fmap, cat, dense)
+    np.testing.assert_allclose(onnx_probabilities(session, cat[:1], dense[:1]), want[:1], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(onnx_probabilities(session, cat, dense), want, atol=1e-5, rtol=0)
+
+
+def test_export_dir_is_self_contained_and_scores_raw_lines(world, tmp_path):
+    import shutil
+
+    proc = tmp_path / "proc"
+    shutil.copytree(world["root"] / "proc", proc)
+    export = export_model(world["model"], tmp_path / "export", processed_dir=proc)
+    shutil.rmtree(proc)  # the export no longer needs the processed directory
+    torch_out, onnx_out, ref = tmp_path / "t.pred", tmp_path / "o.pred", tmp_path / "r.pred"
+    assert predict_file(export, world["raw"], torch_out) == ROWS
+    assert predict_file(export, world["raw"], onnx_out, runtime="onnx") == ROWS
+    predict_file(world["model"], world["raw"], ref, processed_dir=world["root"] / "proc")
+    assert torch_out.read_bytes() == ref.read_bytes()  # same checkpoint, same encodings
+    np.testing.assert_allclose(read_probs(onnx_out), read_probs(torch_out), atol=1e-5, rtol=0)
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(export / ONNX_FILE)).metadata_props}
+    assert props["ctrflow.model"] == "dcnv2" and json.loads(props["ctrflow.dense_fields"]) == []
+    # re-exporting over an existing export replaces it atomically; exporting in place is refused
+    export_model(world["model"], export, processed_dir=world["root"] / "proc")
+    assert predict_file(export, world["raw"], torch_out) == ROWS
+    with pytest.raises(ValueError, match="new directory"):
+        export_model(export, export)

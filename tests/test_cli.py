@@ -93,6 +93,14 @@ def test_train_writes_checkpoint_metrics_and_curve(small_params: Path):
     curve = (tmp / "metrics/teacher_curve.csv").read_text().splitlines()
     assert curve[0].startswith("epoch,lr,train_loss,valid_auc") and len(curve) == 3
     assert (tmp / "models/teacher/model.safetensors").exists()
+    # score the raw log end to end: one probability per input line, in order
+    r = run_cli("predict", "--model", "models/teacher", "--out", "preds.txt", "data/raw/synthetic.txt", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    probs = [float(x) for x in (tmp / "preds.txt").read_text().split()]
+    assert len(probs) == 4000 and all(0 < p < 1 for p in probs)
+    r = run_cli("export", "--model", "models/teacher", "exported", cwd=tmp)
+    assert r.returncode == 0, r.stderr
+    assert "max |Δ probability|" in r.stdout and (tmp / "exported/model.onnx").exists()
     # unknown model name: clean error listing the known ones
     r = run_cli("--set", "train.model_params={}", "train", "--model", "nope", cwd=tmp)
     assert r.returncode == 1 and "dcnv2" in r.stderr and "Traceback" not in r.stderr

@@ -189,7 +189,7 @@ def test_oracle_beats_one_hot_lr_and_planted_crosses_close_the_gap(criteo_frame,
     lr = holdout_auc(one_hot)
     lr_crosses = holdout_auc(pl.concat([one_hot, crosses], how="horizontal"))
     lr_ints_only = holdout_auc(one_hot.select(criteo.INT_FIELDS))
-    # measured on seeds 1-3: oracle ~0.83, LR ~0.71, LR + crosses ~0.77, ints only ~0.63
+    # measured (seed 7): oracle 0.834, LR 0.723, LR + crosses 0.791, ints only 0.634
     assert oracle - lr >= 0.05
     assert lr_crosses - lr >= 0.03
     assert oracle - lr_crosses <= 0.65 * (oracle - lr)

@@ -11,8 +11,9 @@ Shape of the data, modelled on summary statistics of the Kaggle train set:
 - missing values come in the real co-missing groups (e.g. C3/C4/C12/C16/C21/C24 together).
 
 Every field enters the logit: C fields by value, I fields by their log2 bucket (smooth weights).
-Planted interactions: six low-rank pairs (one of them integer x categorical) and one trilinear
-triple, see :data:`INTERACTIONS`.
+Planted interactions: six low-rank pairs (two of them integer x categorical) and one trilinear
+triple among fields of modest cardinality (learnable from 200k..10M rows), see
+:data:`INTERACTIONS`.
 """
 
 from __future__ import annotations
@@ -82,10 +83,10 @@ NULL_GROUPS: tuple[tuple[float, tuple[str, ...]], ...] = (
 INTERACTIONS: tuple[Interaction, ...] = (
     Interaction(("C6", "C14"), rank=4, scale=0.5),
     Interaction(("C17", "C23"), rank=4, scale=0.45),
-    Interaction(("C5", "C8"), rank=4, scale=0.35),
-    Interaction(("C1", "C2"), rank=4, scale=0.35),
-    Interaction(("I11", "C25"), rank=2, scale=0.3),
-    Interaction(("C13", "C18"), rank=8, scale=0.3),
+    Interaction(("C5", "C8"), rank=2, scale=0.4, rare_half=RARE_HALF),
+    Interaction(("C1", "C2"), rank=2, scale=0.35, rare_half=RARE_HALF),
+    Interaction(("I11", "C25"), rank=2, scale=0.35),
+    Interaction(("I5", "C22"), rank=2, scale=0.3),
     Interaction(("C9", "C17", "C20"), rank=2, scale=0.45),
 )
 

@@ -39,11 +39,16 @@ class FirstOrder:
 
 @dataclass(frozen=True)
 class Interaction:
-    """A planted interaction among 2 or 3 fields: rank of the factors and term std (logit)."""
+    """A planted interaction among 2 or 3 fields: rank of the factors and term std (logit).
+
+    ``rare_half`` shrinks the factors of rare values like :attr:`FirstOrder.rare_half` (for
+    fields whose indices are frequency ranks), so the term lives mostly on learnable values.
+    """
 
     fields: tuple[str, ...]
     rank: int
     scale: float
+    rare_half: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.fields) not in (2, 3):
@@ -121,6 +126,8 @@ def build_planted_model(
         factors = []
         for field in inter.fields:
             table = rng.standard_normal((sizes[field], inter.rank))
+            if inter.rare_half is not None:
+                table *= ((1.0 + np.arange(sizes[field]) / inter.rare_half) ** -0.5)[:, None]
             table -= table[pilot[field]].mean(axis=0)
             factors.append(table)
         term = PlantedTerm(inter.fields, tuple(factors))

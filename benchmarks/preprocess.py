@@ -11,8 +11,12 @@ from ``components.data.generate.generate`` when that module is importable, other
 stand-in :func:`standin_generate_criteo` below. They are cached in ``--work-dir`` by size and seed.
 
 Every measurement runs in its own subprocess (``python benchmarks/preprocess.py --worker ...``),
-which reports its wall time, its CPU time and its own peak RSS (``VmHWM``, see
-:func:`peak_rss_mb`), so one run's memory can never leak into another's figure.
+which reports its wall time, the CPU time of the same timed section (imports excluded on both
+sides; the whole-process figure is kept as ``process_cpu_seconds``) and its own peak RSS
+(``VmHWM``, see :func:`peak_rss_mb`, imports included), so one run's memory can never leak into
+another's figure. The 1-minute load average is sampled before and after each run: wall-clock
+figures on a shared 2-core machine are only comparable at similar load, CPU-seconds per row are
+not affected by it.
 
 - **ctrflow**: ``read_source("criteo", path)`` (falls back to a typed ``pl.scan_csv`` when the
   reader is not importable) → ``preprocess`` with ``preset=bars_x4_001`` (random 8:1:1,
@@ -28,6 +32,8 @@ which reports its wall time, its CPU time and its own peak RSS (``VmHWM``, see
 
 Modes: ``compare`` (ctrflow at ``--rows`` vs baseline at ``--baseline-rows``), ``scaling``
 (ctrflow at each of ``--scaling-rows``; prints the peak-RSS ratio, target ≤ 1.5×), ``all`` (both).
+The run ends with a summary table: rows/s ratio (target ≥ 10×) and peak-RSS ratio (target ≤ 1.5×),
+each with the measured value and whether it is met.
 """
 
 from __future__ import annotations
@@ -146,6 +152,12 @@ def _criteo_scan(path: Path):
                        quote_char=None)
 
 
+def _cpu() -> float:
+    """CPU seconds (user + system, all threads) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_ctrflow(path: Path, out_dir: Path, batch_rows: int) -> dict:
     """read_source (or the fallback scan) + preprocess(preset=bars_x4_001).
 
@@ -158,28 +170,31 @@ def run_ctrflow(path: Path, out_dir: Path, batch_rows: int) -> dict:
     from components.data.formats.base import LINE_COLUMN, FieldSpec, SourceTable
     from components.data.preprocess import preprocess
 
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    cpu0 = usage.ru_utime + usage.ru_stime
-    t0 = time.perf_counter()
     try:
         from components.data.formats import read_source
+    except ImportError:
+        read_source = None
 
+    cpu0 = _cpu()
+    t0 = time.perf_counter()
+    if read_source is not None:
         table = read_source("criteo", path, work_dir=out_dir.parent / "reader_work")
         reader = "components.data.formats.read_source"
-    except ImportError:
+    else:
         lazy = _criteo_scan(path).with_row_index(LINE_COLUMN, offset=1).with_columns(pl.col(LINE_COLUMN).cast(pl.UInt64))
         fields = tuple(FieldSpec(c, "numeric") for c in INT_COLUMNS) + tuple(FieldSpec(c, "categorical") for c in CAT_COLUMNS)
         table = SourceTable(format="criteo", files=(path,), lazy=lazy, fields=fields)
         reader = "fallback pl.scan_csv"
     t_read = time.perf_counter() - t0
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    read_cpu = usage.ru_utime + usage.ru_stime - cpu0
+    read_cpu = _cpu() - cpu0
     reader_peak = peak_rss_mb()
     reset = reset_peak_rss()
     fmap = preprocess(table, PreprocessParams(preset="bars_x4_001", batch_rows=batch_rows), out_dir)
     total = time.perf_counter() - t0
+    cpu = _cpu() - cpu0
     rows = sum(s["rows"] for s in fmap.splits.values())
-    return {"rows": rows, "seconds": total, "read_seconds": t_read, "read_cpu_seconds": read_cpu, "reader": reader,
+    return {"rows": rows, "seconds": total, "cpu_seconds": cpu, "read_seconds": t_read,
+            "read_cpu_seconds": read_cpu, "reader": reader,
             "total_vocab": sum(fmap.vocab_sizes), "reader_peak_rss_mb": reader_peak,
             "preprocess_peak_rss_mb": peak_rss_mb() if reset else None}
 
@@ -187,8 +202,10 @@ def run_ctrflow(path: Path, out_dir: Path, batch_rows: int) -> dict:
 def run_baseline(path: Path, out_dir: Path, min_count: int = 10, seed: int = 2022) -> dict:
     """FuxiCTR-style: whole split in pandas, value_counts vocab, per-value Python map."""
     import numpy as np
+    import pandas as pd
     import polars as pl
 
+    cpu0 = _cpu()
     t0 = time.perf_counter()
     lf = _criteo_scan(path)
     bucket = [
@@ -227,11 +244,9 @@ def run_baseline(path: Path, out_dir: Path, min_count: int = 10, seed: int = 202
             oov = vocab["__OOV__"]
             enc[c] = part[c].map(lambda x, v=vocab, o=oov: v.get(x, o)).values
         enc["label"] = part["label"].values
-        import pandas as pd
-
         pd.DataFrame(enc).to_parquet(out_dir / f"{name}.parquet", index=False, engine="pyarrow")
     total = time.perf_counter() - t0
-    return {"rows": int(sum(len(p) for p in parts.values())), "seconds": total,
+    return {"rows": int(sum(len(p) for p in parts.values())), "seconds": total, "cpu_seconds": _cpu() - cpu0,
             "total_vocab": int(sum(len(v) for v in vocabs.values()))}
 
 
@@ -251,6 +266,17 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def current_rss_mb() -> float:
+    """This process's current RSS in MiB (``VmRSS``); 0.0 where /proc is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def reset_peak_rss() -> bool:
     """Reset this process's VmHWM to its current RSS (Linux ``clear_refs`` 5); False if unsupported."""
     try:
@@ -263,10 +289,18 @@ def reset_peak_rss() -> bool:
 def worker_main(argv: list[str]) -> None:
     """``--worker IMPL INPUT OUT_DIR BATCH_ROWS``: run one measurement and print its JSON."""
     impl, path, out_dir, batch_rows = argv[0], Path(argv[1]), Path(argv[2]), int(argv[3])
+    import numpy  # noqa: F401  - the libraries both sides use, so the RSS floor below is comparable
+    import polars  # noqa: F401
+
+    if impl == "ctrflow":
+        import components.data.preprocess  # noqa: F401
+    else:
+        import pandas  # noqa: F401
+    rss_after_imports = current_rss_mb()
     result = run_ctrflow(path, out_dir, batch_rows) if impl == "ctrflow" else run_baseline(path, out_dir)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["rss_after_imports_mb"] = rss_after_imports
     result["peak_rss_mb"] = max(peak_rss_mb(), result.get("reader_peak_rss_mb") or 0.0)
-    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime  # whole process, imports included
+    result["process_cpu_seconds"] = _cpu()  # whole process, imports included
     result["impl"] = impl
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -276,25 +310,29 @@ def measure(impl: str, path: Path, work_dir: Path, batch_rows: int) -> dict:
     out_dir = work_dir / f"out_{impl}_{path.stem}"
     shutil.rmtree(out_dir, ignore_errors=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, str(path), str(out_dir), str(batch_rows)]
+    load_before = os.getloadavg()[0]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    load_after = os.getloadavg()[0]
     if proc.returncode != 0:
         raise RuntimeError(f"{impl} worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
     res = json.loads(line[len("RESULT "):])
     res["rows_per_s"] = res["rows"] / res["seconds"]
+    res["load_before"], res["load_after"] = load_before, load_after
     shutil.rmtree(out_dir, ignore_errors=True)
     return res
 
 
 def _row(label: str, r: dict) -> str:
     cpu_per_m = r["cpu_seconds"] / r["rows"] * 1e6
+    load = f"{r['load_before']:.1f} → {r['load_after']:.1f}"
     return (f"| {label:<36} | {r['rows']:>11,} | {r['seconds']:>8.1f} | {r['rows_per_s']:>10,.0f} "
-            f"| {cpu_per_m:>11.1f} | {r['peak_rss_mb']:>11,.0f} |")
+            f"| {cpu_per_m:>10.2f} | {r['peak_rss_mb']:>11,.0f} | {r['rss_after_imports_mb']:>10,.0f} | {load:>12} |")
 
 
 _HEADER = (
-    "| run                                  |        rows |   wall s |     rows/s | CPU s / 1M | peak RSS MB |\n"
-    "|--------------------------------------|-------------|----------|------------|-------------|-------------|"
+    "| run                                  |        rows |   wall s |     rows/s | CPU s / 1M | peak RSS MB | import MB |  load (1 min) |\n"
+    "|--------------------------------------|-------------|----------|------------|------------|-------------|-----------|---------------|"
 )
 
 
@@ -350,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nRaw Criteo TSV -> encoded Parquet (train/valid/test + vocab), one subprocess per run")
     print(f"input generator: {which}; reader: {results.get('ctrflow', scaling[0][1] if scaling else {}).get('reader')}")
+    summary: list[tuple[str, str, str, str]] = []  # metric, measured, target, met
     print(_HEADER)
     if "ctrflow" in results:
         c, b = results["ctrflow"], results["baseline"]
@@ -367,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{pre_cpu_ratio:.1f}x preprocess() alone (load-independent; ctrflow uses both cores "
               "when they are free, the baseline one)")
         print(f"  machine load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+        summary.append((f"rows/s ctrflow {c['rows']:,} rows / baseline {b['rows']:,} rows (wall clock)",
+                        f"{c['rows_per_s']:,.0f} / {b['rows_per_s']:,.0f} = {ratio:.1f}x", ">= 10x",
+                        "yes" if ratio >= 10 else "NO"))
+        summary.append(("CPU-s per row, baseline / ctrflow (load-independent)", f"{cpu_ratio:.1f}x", "-", "-"))
     if scaling:
         print("\nRSS scaling (ctrflow):")
         print(_HEADER)
@@ -383,9 +426,19 @@ def main(argv: list[str] | None = None) -> int:
         for name, runs in (("ctrflow", scaling), ("baseline", base_scaling)):
             if len(runs) >= 2:
                 lo, hi = runs[0], runs[-1]
+                rss_ratio = hi[1]["peak_rss_mb"] / lo[1]["peak_rss_mb"]
                 print(f"{name} peak RSS ratio {hi[0]:,} / {lo[0]:,} rows: "
-                      f"{hi[1]['peak_rss_mb'] / lo[1]['peak_rss_mb']:.2f}x for {hi[0] / lo[0]:.1f}x the rows"
+                      f"{rss_ratio:.2f}x for {hi[0] / lo[0]:.1f}x the rows"
                       + (" (target <= 1.5x)" if name == "ctrflow" else ""))
+                if name == "ctrflow":
+                    summary.append((f"ctrflow peak RSS {hi[0]:,} rows / {lo[0]:,} rows",
+                                    f"{hi[1]['peak_rss_mb']:,.0f} / {lo[1]['peak_rss_mb']:,.0f} MB = {rss_ratio:.2f}x",
+                                    "<= 1.5x", "yes" if rss_ratio <= 1.5 else "NO"))
+    if summary:
+        print("\nSummary (issue 2 §5 targets):")
+        print("| metric | measured | target | met |\n|---|---|---|---|")
+        for row in summary:
+            print("| " + " | ".join(row) + " |")
     return 0
 
 

@@ -5,18 +5,22 @@ Two passes, neither of which loads the file into Python objects:
 1. :func:`open_raw` — a byte pass in fixed-size chunks. Compression is detected by magic bytes,
    never by the file name (a gzip file called ``.txt`` works): gzip, bz2 and xz are streamed into a
    plain copy in ``work_dir``; zip and zstd are refused. The same pass finds the first NUL byte
-   and the first invalid UTF-8 sequence (exact, with an incremental decoder) and notes their line.
+   and the first invalid UTF-8 sequence (exact: an incremental decoder runs on every chunk that is
+   not pure ASCII) and notes their line (newlines are counted only when there is such a problem).
    Empty files, and files with a NUL byte in their first 8 KiB (``binary``), are refused at once.
    ``encoding="latin-1"`` transcodes to a UTF-8 copy instead (MovieLens item files).
-2. :func:`check_structure` — Polars reads the plain text as ONE string column per line (separator
-   NUL, which pass 1 guarantees is absent from every line it lets through; ``quote_char=None``;
-   ``has_header=False``) with a row index, and vectorised ``str.count_matches`` /
-   ``str.len_bytes`` aggregates, run on the streaming engine, find the first line with the wrong
-   field count (naming a likely wrong delimiter) and the first field longer than
-   ``max_field_bytes`` (naming the column). It then raises the earliest problem of both passes.
+2. :func:`check_structure` — ONE streaming Polars query over the file's lines (``pl.scan_lines``
+   when the byte pass found the text clean; else a lossy one-column ``scan_csv``) with a row
+   index, whose aggregates only (no per-line column is kept) give the first line with the wrong
+   field count (``str.count_matches``; naming a likely wrong delimiter), the first field longer
+   than ``max_field_bytes`` (naming the column) and, when the layout declares field patterns
+   (e.g. "an Int64 written in at most 18 digits"), how many data lines do not match them at once:
+   only those lines need the reader's exact type checks (:func:`unmatched_fields`). It then
+   raises the earliest problem of both passes.
 
 Lines are 1-based physical line numbers as an editor shows them, header line included. CRLF line
-ends are lossless and accepted (Polars drops the ``\\r``), as is a UTF-8 byte-order mark.
+ends are lossless and accepted (the line scans drop the ``\\r``), as is a UTF-8 byte-order mark.
+Memory is bounded by the streaming engine's batches, not by the number of lines.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import shutil
 import tempfile
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,22 +105,23 @@ class RawFile:
     plain: Path
     compression: str | None
     text_bytes: int  # decompressed bytes, before any transcoding
-    lines: int
     crlf: bool
     byte_issue: DataFormatError | None = None
 
 
 class _ByteChecker:
-    """Fed the plain bytes chunk by chunk; remembers the first NUL / invalid UTF-8 and its line."""
+    """Fed the plain bytes chunk by chunk; remembers the offset of the first NUL / invalid UTF-8.
 
-    def __init__(self, file: Path, check_utf8: bool) -> None:
-        self.file = file
+    Pure-ASCII chunks (``bytes.isascii``, the common case) skip the UTF-8 decoder; newlines are
+    not counted here (the line of a problem is found afterwards, see :func:`_line_at`).
+    """
+
+    def __init__(self, check_utf8: bool) -> None:
         self.decoder = codecs.getincrementaldecoder("utf-8")() if check_utf8 else None
         self.offset = 0
-        self.newlines = 0
         self.crlf = False
         self.last_byte = b""
-        self.issue: DataFormatError | None = None
+        self.issue: tuple[int, str] | None = None  # (byte offset, rule)
 
     def feed(self, chunk: bytes) -> None:
         if self.issue is None:
@@ -126,18 +131,18 @@ class _ByteChecker:
                 hits.append((nul, "nul_byte"))
             if self.decoder is not None:
                 pending = len(self.decoder.getstate()[0])
-                try:
-                    self.decoder.decode(chunk)
-                except UnicodeDecodeError as e:
-                    hits.append((max(e.start - pending, 0), "utf8"))
+                if pending or not chunk.isascii():
+                    try:
+                        self.decoder.decode(chunk)
+                    except UnicodeDecodeError as e:
+                        hits.append((max(e.start - pending, 0), "utf8"))
             if hits:
                 pos, rule = min(hits)
-                self._set_issue(
-                    rule, self.newlines + chunk.count(b"\n", 0, pos) + 1, self.offset + pos
-                )
-        if not self.crlf and (b"\r\n" in self.last_byte + chunk[:1] or b"\r\n" in chunk):
+                self.issue = (self.offset + pos, rule)
+        if not self.crlf and (
+            (self.last_byte == b"\r" and chunk[:1] == b"\n") or (b"\r" in chunk and b"\r\n" in chunk)
+        ):
             self.crlf = True
-        self.newlines += chunk.count(b"\n")
         self.offset += len(chunk)
         self.last_byte = chunk[-1:]
 
@@ -146,18 +151,28 @@ class _ByteChecker:
             try:
                 self.decoder.decode(b"", final=True)
             except UnicodeDecodeError:
-                self._set_issue("utf8", self.newlines + 1, self.offset)
+                self.issue = (self.offset, "utf8")
 
-    def _set_issue(self, rule: str, line: int, offset: int) -> None:
-        if rule == "nul_byte":
-            detail = f"NUL byte at byte offset {offset}: text logs never contain NUL bytes"
-        else:
-            detail = f"invalid UTF-8 byte sequence at byte offset {offset} (the file must be UTF-8)"
-        self.issue = DataFormatError(self.file, rule, detail, line=line)
 
-    @property
-    def lines(self) -> int:
-        return self.newlines + (1 if self.last_byte not in (b"", b"\n") else 0)
+def _line_at(read_chunks, offset: int) -> int:
+    """1-based line of byte ``offset`` of the stream ``read_chunks()`` yields (error path only)."""
+    newlines = seen = 0
+    for chunk in read_chunks():
+        take = min(len(chunk), offset - seen)
+        newlines += chunk.count(b"\n", 0, take)
+        seen += take
+        if seen >= offset:
+            break
+    return newlines + 1
+
+
+def _byte_issue(source: Path, read_chunks, issue: tuple[int, str]) -> DataFormatError:
+    offset, rule = issue
+    if rule == "nul_byte":
+        detail = f"NUL byte at byte offset {offset}: text logs never contain NUL bytes"
+    else:
+        detail = f"invalid UTF-8 byte sequence at byte offset {offset} (the file must be UTF-8)"
+    return DataFormatError(source, rule, detail, line=_line_at(read_chunks, offset))
 
 
 def _plain_copy_path(source: Path, work_dir: Path, tag: str) -> Path:
@@ -200,7 +215,7 @@ def open_raw(path: str | Path, work_dir: Path | None = None, *, encoding: str = 
             f"encoding must be utf-8 or latin-1 (single-byte, chunk-safe), got {encoding!r}"
         )
     transcode = encoding not in ("utf-8", "utf8")
-    checker = _ByteChecker(source, check_utf8=not transcode)
+    checker = _ByteChecker(check_utf8=not transcode)
     if compression is None and not transcode:
         plain = source
         with open(source, "rb") as fh:
@@ -240,16 +255,25 @@ def open_raw(path: str | Path, work_dir: Path | None = None, *, encoding: str = 
             f"NUL byte at byte offset {nul} (within the first 8 KiB): this is a "
             "binary file, not a text log",
         )
-    if checker.issue is not None and checker.issue.line == 1:
-        raise checker.issue
+    issue = None
+    if checker.issue is not None:
+        opener = _STREAM_OPENERS.get(compression, open)
+
+        def read_chunks():
+            with opener(source, "rb") as fh:
+                while chunk := fh.read(CHUNK_BYTES):
+                    yield chunk
+
+        issue = _byte_issue(source, read_chunks, checker.issue)
+        if issue.line == 1:
+            raise issue
     return RawFile(
         source=source,
         plain=plain,
         compression=compression,
         text_bytes=checker.offset,
-        lines=checker.lines,
         crlf=checker.crlf,
-        byte_issue=checker.issue,
+        byte_issue=issue,
     )
 
 
@@ -264,8 +288,10 @@ def read_first_line(raw: RawFile, limit: int = 1 << 20) -> str:
 def scan_lines(path: Path) -> pl.LazyFrame:
     """Lazy frame of the file's physical lines: ``LINE_INDEX`` (0-based, UInt32) and ``line``.
 
-    The separator is NUL (never present once :func:`open_raw` passed), so each line is one field;
-    quotes are not special; trailing ``\\r`` is dropped; invalid UTF-8 becomes U+FFFD.
+    Tolerant of anything :func:`open_raw` lets through: a one-column ``scan_csv`` with separator
+    NUL (a line holding a NUL is cut there), quotes not special, trailing ``\\r`` and a leading
+    byte-order mark dropped, invalid UTF-8 becoming U+FFFD. :func:`check_structure` uses the
+    faster :func:`_line_frame` on clean text.
     """
     return pl.scan_csv(
         path,
@@ -280,17 +306,60 @@ def scan_lines(path: Path) -> pl.LazyFrame:
     )
 
 
+def _line_frame(raw: RawFile) -> pl.LazyFrame:
+    """The lines of ``raw`` as :func:`scan_lines` gives them, read by the fastest safe scanner.
+
+    ``pl.scan_lines`` (about half the CPU of the one-column ``scan_csv``) when the byte pass found
+    no NUL / invalid UTF-8 (it would fail on those) and there is no byte-order mark (it keeps it).
+    """
+    with open(raw.plain, "rb") as fh:
+        bom = fh.read(3) == b"\xef\xbb\xbf"
+    if raw.byte_issue is None and not bom:
+        return pl.scan_lines(raw.plain, name="line", row_index_name=LINE_INDEX)
+    return scan_lines(raw.plain)
+
+
 @dataclass(frozen=True)
 class LineLayout:
-    """What every line of a delimited file must look like."""
+    """What every line of a delimited file must look like.
+
+    ``field_patterns`` (column name → regular expression in Rust ``regex`` syntax, unanchored,
+    never matching the separator) describe values the reader knows to be valid without looking
+    closer, e.g. ``(?:[+-]?[0-9]{1,18})?`` for an Int64 column (see
+    :func:`components.data.formats.typecheck.integer_pattern`). :func:`check_structure` counts
+    the data lines (those after ``header_lines``) whose fields do not all match; only those need
+    the reader's exact checks (:func:`unmatched_fields`). Single-character separators only.
+    """
 
     separator: str  # "\t", ",", "|", "::" (multi-character separators are allowed)
     fields: int  # expected number of fields per line
     column_names: tuple[str, ...] = ()  # names of the fields, for error messages
     skip_quoted: bool = False  # CSV with quoting: do not field-count lines containing '"'
+    field_patterns: tuple[tuple[str, str], ...] = ()  # (column name, regex of surely-valid values)
+    header_lines: int = 0  # leading lines exempt from field_patterns (still field-counted)
 
     def column(self, index: int) -> str | None:
         return self.column_names[index] if 0 <= index < len(self.column_names) else None
+
+    def quick_pattern(self) -> str | None:
+        """Anchored regex a data line matches when every patterned field matches its pattern.
+
+        Covers the line up to its last patterned field (followed by the separator, or the line end
+        when that is the last field); None when there are no patterns.
+        """
+        if not self.field_patterns:
+            return None
+        if len(self.separator) != 1:
+            raise ValueError("field_patterns need a single-character separator")
+        patterns = dict(self.field_patterns)
+        unknown = sorted(set(patterns) - set(self.column_names))
+        if unknown:
+            raise ValueError(f"field_patterns name unknown columns {unknown}")
+        sep = f"\\x{{{ord(self.separator):X}}}"
+        generic = f"[^{sep}\"]*" if self.skip_quoted else f"[^{sep}]*"
+        last = max(self.column_names.index(n) for n in patterns)
+        parts = [f"(?:{patterns[n]})" if n in patterns else generic for n in self.column_names[: last + 1]]
+        return "^" + sep.join(parts) + ("$" if last == self.fields - 1 else sep)
 
 
 @dataclass(frozen=True)
@@ -298,6 +367,8 @@ class StructureReport:
     """Result of a passed structural scan."""
 
     lines: int  # physical lines in the file (header included)
+    unmatched_lines: int = 0  # data lines not matching the layout's field_patterns (0 if none)
+    first_unmatched: int | None = None  # 1-based line of the first of them
 
 
 def _line_text(path: Path, index: int) -> str:
@@ -351,24 +422,35 @@ def check_structure(
     where it can be told), ``field_count`` (also for an empty line), ``delimiter`` (a line with
     no expected separator but another common one), ``field_size`` (a field longer than
     ``max_field_bytes``, naming its column). At equal lines the rules rank in that order.
+
+    One streaming query of aggregates (count, first / number of bad lines) reads the file once;
+    the offending lines are looked up again only to word an error. On success the report also
+    counts the data lines that do not match ``layout.field_patterns``.
     """
-    lines = scan_lines(raw.plain)
+    lines = _line_frame(raw)
     line = pl.col("line")
+    idx = pl.col(LINE_INDEX)
     bad_count = line.str.count_matches(layout.separator, literal=True) != layout.fields - 1
     if layout.skip_quoted:
         bad_count = bad_count & ~line.str.contains('"', literal=True)
     long_line = line.str.len_bytes() > max_field_bytes
-    idx = pl.col(LINE_INDEX)
-    stats = (
-        lines.select(
-            pl.len().alias("lines"),
-            idx.filter(bad_count).min().alias("first_count"),
-            bad_count.sum().alias("n_count"),
-            idx.filter(long_line).min().alias("first_long"),
-        )
-        .collect(engine="streaming")
-        .row(0, named=True)
-    )
+    # per-line flags first, aggregates second: each flag is computed once per line (an
+    # expression used inside both a filter and a sum would be evaluated twice)
+    flags = [idx, bad_count.alias("bad_count"), long_line.alias("long_line")]
+    aggs = [
+        pl.len().alias("lines"),
+        idx.filter("bad_count").min().alias("first_count"),
+        pl.col("bad_count").sum().alias("n_count"),
+        idx.filter("long_line").min().alias("first_long"),
+    ]
+    quick = layout.quick_pattern()
+    if quick is not None:
+        flags.append(((idx >= layout.header_lines) & ~line.str.contains(quick)).alias("unmatched"))
+        aggs += [
+            idx.filter("unmatched").min().alias("first_unmatched"),
+            pl.col("unmatched").sum().alias("n_unmatched"),
+        ]
+    stats = lines.select(flags).select(aggs).collect(engine="streaming").row(0, named=True)
 
     found: list[tuple[int, int, DataFormatError | None]] = []  # (line, rank, error)
     if raw.byte_issue is not None:
@@ -410,7 +492,35 @@ def check_structure(
             if column is not None:
                 err = DataFormatError(err.file, err.rule, err.detail, line=err.line, column=column)
         raise err
-    return StructureReport(lines=stats["lines"])
+    first = stats.get("first_unmatched")
+    return StructureReport(
+        lines=stats["lines"],
+        unmatched_lines=int(stats.get("n_unmatched") or 0),
+        first_unmatched=None if first is None else first + 1,
+    )
+
+
+def unmatched_fields(raw: RawFile, layout: LineLayout, *, line_column: str = "__line") -> pl.LazyFrame:
+    """Lazy String columns (``layout.column_names``, empty = null) of the data lines that do not
+    match ``layout.field_patterns``, with ``line_column`` (UInt64, 1-based physical line).
+
+    For a file that passed :func:`check_structure`: each line is split on the separator with
+    ``str.split_exact`` (the same fields as :func:`scan_fields` with ``quote_char=None``). The
+    reader runs its exact type checks on these lines only; every other line is known valid.
+    """
+    quick = layout.quick_pattern()
+    if quick is None or layout.skip_quoted:
+        raise ValueError("unmatched_fields needs field_patterns and a layout without quoting")
+    names = list(layout.column_names)
+    split = pl.col("line").str.split_exact(layout.separator, len(names) - 1).struct.rename_fields(names)
+    idx = pl.col(LINE_INDEX)
+    lf = (
+        _line_frame(raw)
+        .filter((idx >= layout.header_lines) & ~pl.col("line").str.contains(quick))
+        .select((idx.cast(pl.UInt64) + 1).alias(line_column), split.alias("__fields"))
+        .unnest("__fields")
+    )
+    return lf.with_columns(pl.when(pl.col(n).str.len_bytes() > 0).then(pl.col(n)).alias(n) for n in names)
 
 
 def scan_fields(
@@ -421,25 +531,31 @@ def scan_fields(
     header_lines: int = 0,
     line_column: str = "__line",
     quote_char: str | None = None,
+    dtypes: Mapping[str, pl.DataType] | None = None,
 ) -> pl.LazyFrame:
     """Lazy String columns ``names`` of a delimited file that passed :func:`check_structure`.
 
     Adds ``line_column`` (UInt64, 1-based physical line). Empty fields are null. Single-byte
     separators use ``pl.scan_csv``; multi-character ones (MovieLens ``::``) split each line with
-    ``str.split_exact``, vectorised.
+    ``str.split_exact``, vectorised. ``dtypes`` (single-byte separators only) has the CSV parser
+    read those columns as that dtype directly; only for columns whose every value is known to
+    parse (e.g. all lines matched an integer ``field_patterns``), else the scan fails.
     """
     if len(separator) == 1:
+        schema = {n: (dtypes or {}).get(n, pl.String) for n in names}
         lf = pl.scan_csv(
             path,
             separator=separator,
             has_header=False,
             skip_rows=header_lines,
             quote_char=quote_char,
-            schema=dict.fromkeys(names, pl.String),
+            schema=schema,
             row_index_name=line_column,
             row_index_offset=header_lines + 1,
         )
         return lf.with_columns(pl.col(line_column).cast(pl.UInt64))
+    if dtypes:
+        raise ValueError("scan_fields: dtypes need a single-character separator")
     split = (
         pl.col("line").str.split_exact(separator, len(names) - 1).struct.rename_fields(list(names))
     )

@@ -4,6 +4,11 @@ A reader scans every field as String, then for each integer column casts with ``
 a row whose raw value is not null but whose cast is null is bad. One streaming aggregate finds the
 first bad line per column and the count; the earliest line wins and is raised as a
 :class:`~components.data.errors.DataFormatError` with rule ``integer`` naming line and column.
+
+:func:`integer_pattern` gives a regular expression of values that surely pass (a sign and few
+enough digits to fit the dtype): the structural scan matches whole lines against it
+(:class:`~components.data.rawfile.LineLayout` ``field_patterns``) so that the exact check above
+runs only on the rare lines that do not match.
 """
 
 from __future__ import annotations
@@ -26,6 +31,27 @@ def as_integer(expr: pl.Expr, dtype: pl.DataType, *, float_ints: bool = False) -
         return expr.cast(dtype, strict=False)
     as_float = expr.cast(pl.Float64, strict=False)
     return pl.when(as_float == as_float.floor()).then(as_float.cast(dtype, strict=False))
+
+
+_DIGITS = {  # digits that always fit: 10**d - 1 <= max of the dtype
+    pl.Int8: 2, pl.Int16: 4, pl.Int32: 9, pl.Int64: 18,
+    pl.UInt8: 2, pl.UInt16: 4, pl.UInt32: 9, pl.UInt64: 19,
+}
+_FLOAT_EXACT_DIGITS = 15  # integers of up to 15 digits are exact in Float64
+
+
+def integer_pattern(dtype: pl.DataType, *, float_ints: bool = False) -> str:
+    """Regex (Rust syntax, unanchored) of strings :func:`as_integer` surely accepts for ``dtype``.
+
+    Empty, or an optional sign (``+`` only for unsigned dtypes) and 1 to d ASCII digits where
+    every d-digit number fits ``dtype``; with ``float_ints`` also a ``.0…`` fraction. A value
+    outside the pattern may still be valid (e.g. 19 digits in Int64): it is checked exactly.
+    """
+    digits = _DIGITS[dtype]
+    sign = "[+-]?" if dtype.is_signed_integer() else "[+]?"
+    if float_ints:
+        return f"(?:{sign}[0-9]{{1,{min(digits, _FLOAT_EXACT_DIGITS)}}}(?:\\.0+)?)?"
+    return f"(?:{sign}[0-9]{{1,{digits}}})?"
 
 
 def check_integers(

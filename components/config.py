@@ -103,8 +103,8 @@ class TrainParams(_Section):
 
 # Sections owned by later stages import TrainParams from here, so they are imported after it.
 from components.distill.settings import DistillParams  # noqa: E402
-from components.tune.settings import TuneParams  # noqa: E402
 from components.evaluate.settings import EvaluateParams  # noqa: E402
+from components.tune.settings import TuneParams  # noqa: E402
 
 
 class Params(_Section):

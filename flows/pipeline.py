@@ -5,7 +5,7 @@ Thin orchestration: each task calls one function of components/stages.py and pas
 dicts, never frames (Prefect's default cache policy would hash them).
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001  (flows._env must run before prefect is imported)
 
 import shutil
 import subprocess
@@ -28,60 +28,26 @@ def _params(params_path: str, overrides: dict):
     return load_params(params_path, overrides)
 
 
-@task(name="generate", cache_policy=NO_CACHE)
-def generate_task(params_path: str, overrides: dict) -> str:
-    result = stages.generate_stage(_params(params_path, overrides))
-    get_run_logger().info(result.summary)
-    return result.summary
+def _stage_task(name: str, stage_fn):
+    """A Prefect task (named ``name``) running one stage function of components/stages.py."""
+
+    def run(params_path: str, overrides: dict) -> str:
+        result = stage_fn(_params(params_path, overrides))
+        get_run_logger().info(result.summary)
+        return result.summary
+
+    run.__name__ = run.__qualname__ = name.replace("-", "_") + "_task"
+    return task(name=name, cache_policy=NO_CACHE)(run)
 
 
-@task(name="validate", cache_policy=NO_CACHE)
-def validate_task(params_path: str, overrides: dict) -> str:
-    result = stages.validate_stage(_params(params_path, overrides))
-    get_run_logger().info(result.summary)
-    return result.summary
-
-
-@task(name="preprocess", cache_policy=NO_CACHE)
-def preprocess_task(params_path: str, overrides: dict) -> str:
-    result = stages.preprocess_stage(_params(params_path, overrides))
-    get_run_logger().info(result.summary)
-    return result.summary
-
-
-@task(name="train-teacher", cache_policy=NO_CACHE)
-def train_task(params_path: str, overrides: dict) -> str:
-    result = stages.train_stage(_params(params_path, overrides))
-    get_run_logger().info(result.summary)
-    return result.summary
-
-
-@task(name="distill-students", cache_policy=NO_CACHE)
-def distill_task(params_path: str, overrides: dict) -> str:
-    result = stages.distill_stage(_params(params_path, overrides))
-    get_run_logger().info(result.summary)
-    return result.summary
-
-
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_task(params_path: str, overrides: dict) -> str:
-    result = stages.evaluate_stage(_params(params_path, overrides))
-    get_run_logger().info(result.summary)
-    return result.summary
-
-
-@task(name="profile", cache_policy=NO_CACHE)
-def profile_task(params_path: str, overrides: dict) -> str:
-    result = stages.profile_stage(_params(params_path, overrides))
-    get_run_logger().info(result.summary)
-    return result.summary
-
-
-@task(name="report", cache_policy=NO_CACHE)
-def report_task(params_path: str, overrides: dict) -> str:
-    result = stages.report_stage(_params(params_path, overrides))
-    get_run_logger().info(result.summary)
-    return result.summary
+generate_task = _stage_task("generate", stages.generate_stage)
+validate_task = _stage_task("validate", stages.validate_stage)
+preprocess_task = _stage_task("preprocess", stages.preprocess_stage)
+train_task = _stage_task("train-teacher", stages.train_stage)
+distill_task = _stage_task("distill-students", stages.distill_stage)
+evaluate_task = _stage_task("evaluate", stages.evaluate_stage)
+profile_task = _stage_task("profile", stages.profile_stage)
+report_task = _stage_task("report", stages.report_stage)
 
 
 @task(name="dvc-commit", cache_policy=NO_CACHE)

@@ -11,6 +11,7 @@ def test_repo_params_load_with_the_documented_defaults():
     assert p.data.format == "criteo"
     assert p.uses_synthetic
     assert p.preprocess.split_ratios == (0.8, 0.1, 0.1)
+    assert p.generate.rows == 100_000
     assert p.preprocess.numeric == "log2_bucket"
     assert p.raw_input() == ("criteo", REPO_ROOT.joinpath("data/raw/synthetic.txt").relative_to(REPO_ROOT))
 

@@ -54,9 +54,14 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
     """Train ``params.model`` on the processed splits and write checkpoint, metrics and curve."""
     from components.data.loader import BatchLoader
     from components.models import build_model
-    from components.train.checkpoint import count_parameters
-    from components.train.checkpoint import clear_train_state
-    from components.train.loop import fit, predict, resolve_device, resume_state_matches, seed_everything
+    from components.train.checkpoint import clear_train_state, count_parameters
+    from components.train.loop import (
+        fit,
+        predict,
+        resolve_device,
+        resume_state_matches,
+        seed_everything,
+    )
     from components.train.metrics import evaluate_logits
 
     processed = Path(processed_dir)

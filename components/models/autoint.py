@@ -19,7 +19,7 @@ from components.data.feature_map import FeatureMap
 from .base import CTRModel
 from .embedding import Embedded
 from .layers.attention import MultiHeadSelfAttention
-from .layers.mlp import MLP, xavier_linear
+from .layers.mlp import xavier_linear
 from .registry import register
 
 
@@ -106,13 +106,7 @@ class AutoIntPlus(AutoInt):
             use_residual=use_residual,
             use_scale=use_scale,
         )
-        self.mlp = MLP(
-            self.num_fields * embedding_dim,
-            hidden_units,
-            output_dim=1,
-            dropout=dropout,
-            batch_norm=batch_norm,
-        )
+        self.mlp = self.flat_mlp(hidden_units, dropout, batch_norm)
 
     def interact(self, emb: Embedded) -> torch.Tensor:
         """z = attention logit + DNN logit."""

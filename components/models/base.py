@@ -67,6 +67,13 @@ class CTRModel(nn.Module):
         """First-order term w0 + Σ_i w_i(x_i): [B] (models built with first_order=True)."""
         return emb.linear.sum(dim=1) + self.bias
 
+    def flat_mlp(self, hidden_units, dropout: float, batch_norm: bool) -> nn.Module:
+        """The deep part shared by DNN-style models: MLP over flatten(E) (F·d inputs) → one logit."""
+        from .layers.mlp import MLP
+
+        return MLP(self.num_fields * self.embedding_dim, hidden_units, output_dim=1,
+                   dropout=dropout, batch_norm=batch_norm)
+
     def flat_vectors(self, emb: Embedded) -> torch.Tensor:
         """E flattened to [B, F·d] (the input of MLPs and cross networks)."""
         return emb.vectors.flatten(start_dim=1)

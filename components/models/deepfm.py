@@ -16,7 +16,6 @@ from components.data.feature_map import FeatureMap
 from .base import CTRModel
 from .embedding import Embedded
 from .layers.interaction import bi_interaction
-from .layers.mlp import MLP
 from .registry import register
 
 
@@ -42,13 +41,7 @@ class DeepFM(CTRModel):
             embedding_std=embedding_std,
             first_order=True,
         )
-        self.mlp = MLP(
-            self.num_fields * embedding_dim,
-            hidden_units,
-            output_dim=1,
-            dropout=dropout,
-            batch_norm=batch_norm,
-        )
+        self.mlp = self.flat_mlp(hidden_units, dropout, batch_norm)
 
     def interact(self, emb: Embedded) -> torch.Tensor:
         """y_FM + y_DNN."""

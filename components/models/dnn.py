@@ -14,7 +14,6 @@ from components.data.feature_map import FeatureMap
 
 from .base import CTRModel
 from .embedding import Embedded
-from .layers.mlp import MLP
 from .registry import register
 
 
@@ -43,13 +42,7 @@ class DNN(CTRModel):
             embedding_init=embedding_init,
             embedding_std=embedding_std,
         )
-        self.mlp = MLP(
-            self.num_fields * embedding_dim,
-            hidden_units,
-            output_dim=1,
-            dropout=dropout,
-            batch_norm=batch_norm,
-        )
+        self.mlp = self.flat_mlp(hidden_units, dropout, batch_norm)
 
     def interact(self, emb: Embedded) -> torch.Tensor:
         """z = MLP(flatten(E))."""

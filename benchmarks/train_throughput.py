@@ -6,16 +6,22 @@ Usage::
     .venv/bin/python benchmarks/train_throughput.py --models deepfm --rows 100000 --repeats 2
 
 What is measured, for each model (default DCNv2 and DeepFM at their registry defaults, batch 4096),
-in ONE run so both sides see the same machine load:
+in ONE run so every side sees the same machine load:
 
 - **ctrflow**: :class:`components.data.loader.BatchLoader` (whole-tensor ``index_select`` batches,
-  no per-row Python, no collation) feeding :func:`components.train.loop.fit`.
+  no per-row Python, no collation) feeding :func:`components.train.loop.fit` at the default
+  ``train.precision: auto`` (bf16 autocast on a CPU with native bf16, AVX512-BF16/AMX; fp32 on
+  other CPUs — the run prints which it got).
 - **baseline** (what DeepCTR-Torch's ``fit`` does): ``torch.utils.data.DataLoader`` over a
   ``TensorDataset`` of the same tensors, ``shuffle=True``, default collation, ``num_workers=0``:
   every batch is 4096 ``dataset[i]`` calls (one tuple of row tensors each) and a
-  ``default_collate`` that re-stacks them. Its batches are handed to the very same ``fit`` (same
-  model class, seed, optimizer, loss, gradient clipping), so the **per-row fetch + collation is the
-  only difference being measured**.
+  ``default_collate`` that re-stacks them, trained in fp32 as DeepCTR-Torch does. Its batches are
+  handed to the very same ``fit`` (same model class, seed, optimizer, loss, gradient clipping).
+- **ctrflow_fp32**: ctrflow's loader with ``precision: fp32``, so the table separates the two
+  effects: loader (ctrflow_fp32 vs baseline) and precision (ctrflow vs ctrflow_fp32).
+
+The best validation AUC of every fit is stored as well, so a speed-up that cost accuracy would
+show (same seed, same epochs on every side).
 
 Both sides train on the same processed synthetic set (``components.data.generate`` Criteo layout,
 ``--rows`` rows, split 8:1:1 by ``preprocess``: the train split is timed, the valid split only feeds
@@ -55,6 +61,7 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 from components.config import PreprocessParams, TrainParams  # noqa: E402
 from components.data.feature_map import FeatureMap  # noqa: E402
 from components.data.loader import Batch, BatchLoader  # noqa: E402
+from components.train.loop import cpu_supports_bf16  # noqa: E402
 
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "ctrflow-bench-throughput"
 DEFAULT_JSON = REPO / "benchmarks" / "results" / "train_throughput.json"
@@ -136,8 +143,8 @@ def loader_only(make, repeats: int) -> float:
 
 
 def fit_rates(model_name: str, fmap: FeatureMap, train_loader, valid_loader, params: TrainParams,
-              out_dir: Path) -> list[float]:
-    """Per-epoch train samples/s of one ``fit`` run (epoch 1, the warm-up, dropped)."""
+              out_dir: Path) -> tuple[list[float], float]:
+    """(per-epoch train samples/s with epoch 1, the warm-up, dropped; best valid AUC) of one ``fit``."""
     from components.models import build_model
     from components.train.loop import fit, seed_everything
 
@@ -145,7 +152,7 @@ def fit_rates(model_name: str, fmap: FeatureMap, train_loader, valid_loader, par
     model = build_model(model_name, fmap, embedding_dim=params.embedding_dim, **params.model_params)
     result = fit(model, train_loader, valid_loader, params, out_dir, resume=False,
                  log=lambda _m: None, progress=False, device="cpu")
-    return [h["samples_per_s"] for h in result.history[1:]]
+    return [h["samples_per_s"] for h in result.history[1:]], float(result.best_valid_auc)
 
 
 def load_avg() -> float:
@@ -181,6 +188,7 @@ def run(args: argparse.Namespace) -> dict:
         "batch_size": bs,
         "torch_threads": threads,
         "torch": torch.__version__,
+        "cpu_native_bf16": cpu_supports_bf16(),
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
         "epochs_timed_per_repeat": args.epochs,
@@ -202,35 +210,46 @@ def run(args: argparse.Namespace) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="ctrflow-throughput-") as tmp:
         for name in args.models:
-            params = TrainParams(model=name, batch_size=bs, max_epochs=1 + args.epochs,
-                                 patience=1 + args.epochs, num_threads=threads, device="cpu", seed=args.seed)
-            rates: dict[str, list[float]] = {"ctrflow": [], "baseline": []}
+            base = dict(model=name, batch_size=bs, max_epochs=1 + args.epochs, patience=1 + args.epochs,
+                        num_threads=threads, device="cpu", seed=args.seed)
+            sides = {"ctrflow": TrainParams(**base, precision="auto"),
+                     "baseline": TrainParams(**base, precision="fp32"),
+                     "ctrflow_fp32": TrainParams(**base, precision="fp32")}
+            rates: dict[str, list[float]] = {k: [] for k in sides}
+            aucs: dict[str, list[float]] = {k: [] for k in sides}
             loads = [load_avg()]
             for rep in range(args.repeats):
-                order = ("ctrflow", "baseline") if rep % 2 == 0 else ("baseline", "ctrflow")
+                order = list(sides) if rep % 2 == 0 else list(reversed(sides))
                 for side in order:
-                    loader = ctrflow_loader() if side == "ctrflow" else baseline_loader()
-                    rates[side] += fit_rates(name, fmap, loader, valid, params, Path(tmp) / f"{name}-{side}")
+                    loader = baseline_loader() if side == "baseline" else ctrflow_loader()
+                    r, auc = fit_rates(name, fmap, loader, valid, sides[side], Path(tmp) / f"{name}-{side}")
+                    rates[side] += r
+                    aucs[side].append(auc)
                     loads.append(load_avg())
             med = {k: statistics.median(v) for k, v in rates.items()}
             ratio = med["ctrflow"] / med["baseline"]
             results["models"][name] = {
                 "ctrflow_samples_per_s": round(med["ctrflow"]),
                 "baseline_samples_per_s": round(med["baseline"]),
+                "ctrflow_fp32_samples_per_s": round(med["ctrflow_fp32"]),
                 "ratio": round(ratio, 3),
+                "loader_effect": round(med["ctrflow_fp32"] / med["baseline"], 3),
+                "precision_effect": round(med["ctrflow"] / med["ctrflow_fp32"], 3),
                 "meets_target": ratio >= TARGET_RATIO,
-                "ctrflow_epochs": [round(r) for r in rates["ctrflow"]],
-                "baseline_epochs": [round(r) for r in rates["baseline"]],
+                "best_valid_auc": {k: [round(a, 5) for a in v] for k, v in aucs.items()},
+                "epochs": {k: [round(r) for r in v] for k, v in rates.items()},
                 "load_avg_during": [round(x, 2) for x in loads],
             }
             print(f"\n{name}: ctrflow {med['ctrflow']:,.0f} samples/s, baseline {med['baseline']:,.0f} samples/s "
                   f"→ {ratio:.2f}× (target ≥ {TARGET_RATIO:.0f}×: {'met' if ratio >= TARGET_RATIO else 'NOT met'})"
-                  f"\n  per-epoch ctrflow {[round(r) for r in rates['ctrflow']]}"
-                  f"\n  per-epoch baseline {[round(r) for r in rates['baseline']]}"
+                  f"\n  ctrflow at fp32 {med['ctrflow_fp32']:,.0f} samples/s: loader effect "
+                  f"{med['ctrflow_fp32'] / med['baseline']:.2f}×, precision effect {med['ctrflow'] / med['ctrflow_fp32']:.2f}×"
+                  f"\n  best valid AUC per fit: {results['models'][name]['best_valid_auc']}"
+                  f"\n  per-epoch samples/s: {results['models'][name]['epochs']}"
                   f"\n  load average during: {[round(x, 2) for x in loads]}", flush=True)
     results["load_avg_end"] = round(load_avg(), 2)
-    print("\nnote: both sides run the same fit() train step (forward, BCE, backward, clip, Adam); the "
-          "baseline's per-row TensorDataset indexing + default_collate is the difference measured.\n"
+    print("\nnote: every side runs the same fit() train step (forward, BCE, backward, clip, Adam); the "
+          "baseline differs by its per-row TensorDataset indexing + default_collate and by fp32.\n"
           f"load average at the end: {results['load_avg_end']:.2f}", flush=True)
     return results
 

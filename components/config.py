@@ -93,6 +93,7 @@ class TrainParams(_Section):
     min_lr: float = Field(1e-6, ge=0)
     grad_clip: float = Field(10.0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int = Field(0, ge=0)
     seed: int = 2024
     in_memory: bool = True

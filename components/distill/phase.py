@@ -38,6 +38,7 @@ from components.train.loop import (
     build_optimizer,
     evaluate,
     resolve_device,
+    resolve_precision,
     seed_everything,
 )
 
@@ -82,7 +83,7 @@ def _train_epoch(model, loader, optimizer, params, device, epoch, loss_fn) -> tu
     start = time.perf_counter()
     for batch in loader:
         batch = _to(batch, device)
-        with _autocast(device):
+        with _autocast(device, resolve_precision(device, params.precision)):
             loss, parts = loss_fn(model, batch)
         penalty = _penalty(model, params)
         optimizer.zero_grad(set_to_none=True)

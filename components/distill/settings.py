@@ -136,6 +136,7 @@ class DistillParams(_Section):
     logit_cache_dir: str = "data/teacher_logits"
     eval_batch_size: int = Field(8192, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     num_threads: int = Field(0, ge=0)
     seed: int = 2022
     in_memory: bool = True
@@ -183,6 +184,7 @@ class DistillParams(_Section):
             min_lr=block.min_lr,
             grad_clip=block.grad_clip,
             device=self.device,
+            precision=self.precision,
             num_threads=self.num_threads,
             seed=self.seed,
             in_memory=self.in_memory,

@@ -65,7 +65,7 @@ from .metrics import evaluate_logits
 # values is refused (max_epochs / patience may change: they only move the stopping point).
 TRAJECTORY_KEYS = (
     "model", "embedding_dim", "model_params", "batch_size", "optimizer", "lr", "embedding_l2",
-    "net_l2", "lr_decay", "min_lr", "grad_clip", "seed",
+    "net_l2", "lr_decay", "min_lr", "grad_clip", "seed", "precision",
 )  # fmt: skip
 PROGRESS_EVERY = 20  # batches between progress-bar refreshes (each one syncs the device)
 
@@ -195,10 +195,44 @@ def _penalty(core: nn.Module, params: TrainParams) -> torch.Tensor | None:
     return core.l2_penalty(params.embedding_l2, net_l2)
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def cpu_supports_bf16() -> bool:
+    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for training on ``device``: ``torch.bfloat16`` or None (plain fp32).
+
+    ``auto`` → bf16 on CUDA, and on a CPU with native bf16 matrix kernels (AVX512-BF16 / AMX:
+    there a bf16 DCNv2 train step is about 3× faster than fp32); fp32 elsewhere, where emulated
+    bf16 would be slower. ``bf16`` forces it (emulated on CPUs without native support), ``fp32``
+    turns it off. Weights, optimizer state, the loss and gradients stay fp32 either way.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16()):
+        return torch.bfloat16
+    return None
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None = None):
+    """Mixed-precision context for a forward pass; ``dtype=None`` → plain fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _predict_autocast(device: torch.device):
+    # Scoring on the CPU stays fp32: bf16 logits (8-bit mantissa) would create ties that lower AUC
+    # and coarsen the cached teacher logits; inference is a small part of the time there.
+    return _autocast(device, torch.bfloat16 if device.type == "cuda" else None)
 
 
 def _to(batch, device: torch.device):
@@ -220,7 +254,7 @@ def predict(
     core.eval()
     logits, labels = [], []
     try:
-        with torch.inference_mode(), _autocast(dev):
+        with torch.inference_mode(), _predict_autocast(dev):
             for batch in loader:
                 batch = _to(batch, dev)
                 logits.append(core(batch.categorical, batch.dense).float().cpu())
@@ -284,7 +318,7 @@ def _train_epoch(
     with bar:
         for i, batch in enumerate(itertools.islice(loader, n_batches)):
             batch = _to(batch, device)
-            with _autocast(device):
+            with _autocast(device, resolve_precision(device, params.precision)):
                 logits = model(batch.categorical, batch.dense)
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label.float())
             penalty = _penalty(core, params)

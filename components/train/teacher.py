@@ -59,6 +59,7 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
         fit,
         predict,
         resolve_device,
+        resolve_precision,
         resume_state_matches,
         seed_everything,
     )
@@ -102,6 +103,7 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
         "train_samples_per_s": round(sum(sps) / len(sps), 1) if sps else None,
         "train_seconds": round(wall, 2),
         "device": device,
+        "precision": "bf16" if resolve_precision(dev, params.precision) is not None else "fp32",
         "parameters": count_parameters(model),
     }
     metrics_path, curve_path = Path(params.metrics), Path(params.curve)

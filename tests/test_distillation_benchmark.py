@@ -1,0 +1,98 @@
+"""benchmarks/distillation.py: goal checks, paired deltas, epoch caps and rendering on hand-made results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.distillation import (
+    _compact_caps,
+    epoch_cap,
+    parse_args,
+    write_outputs,
+)
+
+TEACHER_FLOPS = 1_000_000.0
+
+
+def _run(model: str, seed: int, auc: float, flops: float, kind: str) -> dict:
+    return {
+        "dataset": "frappe", "model": model, "seed": seed, "kind": kind,
+        "teacher_model": "dcnv2" if kind == "teacher" else None,
+        "settings": {"overrides": {"distill.num_threads": 1}, "max_epochs_cap": None},
+        "test_auc": auc, "test_logloss": 0.4, "valid_auc": auc,
+        "phases": [{"phase": "p", "best_epoch": 1, "epochs": 2, "max_epochs": 6, "samples_per_s": 1000.0}],
+        "train_samples_per_s": 1000.0, "epochs_total": 2,
+        "flops_per_sample": flops, "flops_excl_gather_per_sample": flops * 0.9,
+        "parameters": 100, "dense_parameters": 10,
+        "wall_s": 1.0, "load_avg_start": 1.0, "load_avg_end": 1.0,
+    }
+
+
+def _results() -> dict:
+    # teacher AUC per seed; each student's Δ per seed is what the goal checks must pair
+    teacher = {1: 0.800, 2: 0.810}
+    rows = [("teacher", 0.0, 1.0, "teacher"),
+            ("dagfm_outer", -0.0005, 0.10, "kd"),        # within 0.001 at 10 % FLOPs: meets goal 1
+            ("dagfm_inner", -0.0030, 0.05, "kd"),        # cheap but 0.003 AUC short
+            ("dagfm_kernel", +0.0010, 0.70, "kd"),       # accurate but 70 % of the FLOPs
+            ("fsdnet", -0.0020, 1.0, "fsdnet"),          # below DCNv2: goal 2 not met
+            ("baseline_dagfm_outer", -0.0100, 0.10, "baseline")]
+    runs = [_run(m, s, teacher[s] + d, frac * TEACHER_FLOPS, kind)
+            for m, d, frac, kind in rows for s in (1, 2)]
+    runs[2]["test_auc"] += 0.0002   # dagfm_outer seed 1: Δ -0.0003, seed 2: Δ -0.0005 → a spread
+    return {"runs": runs, "datasets": {"frappe": {}}, "invocations": [],
+            "context": {"cpu_count": 2, "machine": "x86_64", "torch": "x", "threads": 1}}
+
+
+def test_goal_checks_pair_by_seed_and_apply_both_thresholds(tmp_path):
+    results = _results()
+    write_outputs(results, tmp_path)
+    g = results["goals"]["frappe"]
+    rows = {r["model"]: r for r in g["kd"]["rows"]}
+    assert g["kd"]["met_by"] == ["dagfm_outer"] and g["kd"]["met"] is True
+    assert rows["dagfm_outer"]["mean_diff"] == pytest.approx(-0.0004)
+    assert rows["dagfm_outer"]["flops_fraction"] == pytest.approx(0.10)
+    assert (rows["dagfm_inner"]["auc_ok"], rows["dagfm_inner"]["flops_ok"]) == (False, True)
+    assert (rows["dagfm_kernel"]["auc_ok"], rows["dagfm_kernel"]["flops_ok"]) == (True, False)
+    assert rows["dagfm_kernel"]["seeds_within"] == 2
+    assert g["fsdnet"]["applicable"] and g["fsdnet"]["met"] is False
+
+    agg = results["aggregates"]["frappe"]
+    assert agg["dagfm_outer"]["vs_twin"]["mean_diff"] == pytest.approx(0.0096)
+    assert agg["dagfm_outer"]["vs_twin"]["wins"] == 2
+    assert agg["dagfm_inner"]["vs_twin"] is None  # its twin did not run
+
+    md = (tmp_path / "distillation.md").read_text()
+    assert "| frappe | **met** | dagfm_outer | **NOT met** | — |" in md
+    assert "dagfm_kernel misses goal 1" in md and "FLOPs 70.0 %" in md
+    assert json.loads((tmp_path / "distillation.json").read_text())["goals"] == results["goals"]
+
+
+def test_goal_2_is_not_judged_against_another_teacher(tmp_path):
+    results = _results()
+    for r in results["runs"]:
+        if r["model"] == "teacher":
+            r["teacher_model"] = "deepfm"
+    write_outputs(results, tmp_path)
+    assert results["goals"]["frappe"]["fsdnet"]["met"] is None
+    assert "n/a (teacher deepfm)" in (tmp_path / "distillation.md").read_text()
+
+
+def test_epoch_caps_most_specific_key_wins():
+    caps = parse_args(["--max-epochs", "3,frappe=2,baseline_*=4,frappe/dagfm_*=1"]).max_epochs
+    assert epoch_cap(caps, "synthetic", "teacher") == 3
+    assert epoch_cap(caps, "frappe", "teacher") == 2
+    assert epoch_cap(caps, "frappe", "baseline_fsdnet") == 4
+    assert epoch_cap(caps, "frappe", "dagfm_outer") == 1
+    assert epoch_cap({}, "frappe", "teacher") is None
+    with pytest.raises(SystemExit):
+        parse_args(["--max-epochs", "nosuchrun=1"])
+
+
+def test_reproduce_caps_are_compacted():
+    assert _compact_caps({("a", "x"): 1, ("a", "y"): 1, ("b", "x"): 1}) == "1"
+    assert _compact_caps({("a", "x"): None, ("b", "x"): None}) == ""
+    assert _compact_caps({("a", "x"): 2, ("a", "y"): 2, ("b", "x"): None}) == "a=2"
+    assert _compact_caps({("a", "x"): 2, ("a", "y"): None}) == "a/x=2"

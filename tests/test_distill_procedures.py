@@ -437,3 +437,26 @@ def test_settings_defaults_and_rules():
         DistillParams(students=["deepfm"])
     p = s.train_params(s.fsdnet, model="fsdnet", embedding_dim=16, lr=0.5, max_epochs=3, out_dir="x")
     assert (p.lr, p.max_epochs, p.batch_size, p.seed, p.lr_decay) == (0.5, 3, 4096, 2022, 0.1)
+
+
+def test_rescale_embedding_sets_rms_and_keeps_geometry():
+    import torch
+
+    from components.distill.kd_dagfm import rescale_embedding
+
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.embedding = torch.nn.Module()
+    model.embedding.table = torch.nn.Parameter(torch.randn(50, 4) * 1e-3)
+    model.embedding.first_order_table = torch.nn.Parameter(torch.randn(50, 1))
+    before = model.embedding.table.detach().clone()
+    first = model.embedding.first_order_table.detach().clone()
+    factor = rescale_embedding(model, 0.5)
+    after = model.embedding.table.detach()
+    assert abs(after.pow(2).mean().sqrt().item() - 0.5) < 1e-6
+    assert torch.allclose(after, before * factor)  # one scalar: angles and distance ratios kept
+    cos = torch.nn.functional.cosine_similarity
+    assert torch.allclose(cos(after[0:1], after[1:]), cos(before[0:1], before[1:]), atol=1e-6)
+    assert torch.equal(model.embedding.first_order_table.detach(), first)  # first-order weights untouched
+    with pytest.raises(ValueError):
+        rescale_embedding(model, 0.0)

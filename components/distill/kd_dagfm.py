@@ -2,7 +2,8 @@
 
 1. **teacher**: the checkpoint the ``train_teacher`` stage wrote (``teacher_dir``), any zoo model.
 2. **distillation** (``<out_dir>/distill/``): the student's embedding module is initialised from the
-   teacher's (same ``embedding_dim`` required) and FROZEN (``requires_grad`` False, so it is not in
+   teacher's (same ``embedding_dim`` required; optionally rescaled by one scalar to the block's
+   ``teacher_embedding_rms``, see :func:`rescale_embedding`) and FROZEN (``requires_grad`` False, so it is not in
    the optimizer and no L2 touches it); only the DAG (and MLP) parameters learn, with
    ``α·BCE(σ(z_S), y) + β·MSE(z_T, z_S)`` on logits (:func:`kd_dagfm_loss`). z_T are the teacher's
    logits from the Parquet cache (:mod:`.logit_cache`), so the teacher is never run during training.
@@ -71,6 +72,33 @@ def copy_teacher_embedding(student: nn.Module, teacher: nn.Module) -> None:
             f"shape mismatch {wrong}"
         )
     student.embedding.load_state_dict({k: src[k] for k in dst})
+
+
+def rescale_embedding(model: nn.Module, target_rms: float) -> float:
+    """Multiply the model's embedding vectors (tables and dense projections) by one scalar so their
+    root-mean-square becomes ``target_rms``; returns the factor (1.0 when the tables are all zero).
+
+    One global scalar keeps the teacher's geometry (every distance and angle between embedding
+    vectors is scaled alike); a DAGFM is equivariant to it up to its learnable weights. It exists
+    because a FuxiCTR-initialised teacher (N(0, 1e-4²) embeddings) leaves embeddings so small that
+    the frozen student's order-k products start near zero and the distillation phase barely moves.
+    """
+    if target_rms <= 0:
+        raise ValueError(f"target_rms must be > 0, got {target_rms}")
+    params = [p for name, p in model.embedding.named_parameters()
+              if p.dim() >= 2 and not name.startswith("first_order")]  # fmt: skip
+    if not params:
+        return 1.0
+    with torch.no_grad():
+        sq = sum(float(p.double().pow(2).sum()) for p in params)
+        n = sum(p.numel() for p in params)
+        rms = (sq / n) ** 0.5
+        if rms == 0:
+            return 1.0
+        factor = target_rms / rms
+        for p in params:
+            p.mul_(factor)
+    return factor
 
 
 def set_embedding_trainable(model: nn.Module, trainable: bool) -> None:
@@ -142,6 +170,9 @@ def run_kd_dagfm(
     model = build_model(student, fmap, **hparams)
     copy_teacher_embedding(model, teacher)
     del teacher
+    if block.teacher_embedding_rms is not None:
+        factor = rescale_embedding(model, block.teacher_embedding_rms)
+        log(f"{student}: teacher embeddings rescaled ×{factor:.4g} to RMS {block.teacher_embedding_rms}")
 
     def loader(split: str, shuffle: bool, batch_size: int):
         return split_loader(processed, fmap, split, batch_size, shuffle=shuffle, seed=settings.seed,

@@ -59,6 +59,7 @@ class DAGFMSettings(_Optimisation):
     mse_reduction: Literal["mean", "sum"] = "mean"
     lr: float = Field(1e-4, gt=0)
     distill_max_epochs: int = Field(1000, ge=1)
+    teacher_embedding_rms: float | None = Field(None, gt=0)  # None: the teacher's scale as is
     finetune_lr: float = Field(1e-4, gt=0)
     finetune_max_epochs: int = Field(1000, ge=1)
 

@@ -69,7 +69,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -90,9 +89,11 @@ from benchmarks.quality import (  # noqa: E402  (needs REPO on sys.path)
     _pm,
     _scratch_params,
     _stamp,
-    constant_baseline,
+    begin_invocation,
+    fill_constant_baselines,
     find_run,
     load_results,
+    log,
     prepare,
     put_run,
 )
@@ -364,14 +365,14 @@ def train_student_run(prep, run: str, seed: int, settings: dict, dirs: SeedDirs,
     log_path = out.with_name(out.name + ".log")
     load0, cpu0, t0 = os.getloadavg()[0], time.process_time(), time.perf_counter()
     with open(log_path, "w") as fh:
-        def log(msg: str) -> None:
+        def log_to_file(msg: str) -> None:
             print(msg, file=fh, flush=True)
 
         if spec.kind == "baseline":
             metrics = run_student_baseline(spec.student, prep.processed, params.distill, out,
-                                           embedding_dim=teacher_meta["hparams"].get("embedding_dim"), log=log)
+                                           embedding_dim=teacher_meta["hparams"].get("embedding_dim"), log=log_to_file)
         else:
-            metrics = run_student(spec.student, params.distill, teacher_dir, prep.processed, out, log=log)
+            metrics = run_student(spec.student, params.distill, teacher_dir, prep.processed, out, log=log_to_file)
     ctx = _context(t0, cpu0, load0)
     block = params.distill.block(spec.student)
     caps = {"distill": getattr(block, "distill_max_epochs", None), "finetune": getattr(block, "finetune_max_epochs", None),
@@ -882,9 +883,7 @@ def render_markdown(results: dict) -> str:
 
 def write_outputs(results: dict, out_dir: Path) -> None:
     """Recompute aggregates, goal checks and notes, then write distillation.json and .md atomically."""
-    for info in results["datasets"].values():
-        if "constant" not in info and info.get("overrides", {}).get("preprocess.out_dir"):
-            info["constant"] = constant_baseline(Path(info["overrides"]["preprocess.out_dir"]))
+    fill_constant_baselines(results)
     results["aggregates"] = aggregate(results)
     results["goals"] = goal_checks(results)
     results["deviations"] = deviations(results)
@@ -973,17 +972,8 @@ def main(argv: list[str] | None = None) -> None:
     base = load_params(REPO / "params.yaml", dict(args.set))
     base_sha = base_params_sha(base)
     flops_batch = _flops_batch(base)
-    results["context"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__,
-                          "threads": args.threads, "python": platform.python_version()}
-    argv_text = " ".join(shlex.quote(a) for a in (sys.argv if argv is None else ["benchmarks/distillation.py", *argv]))
-    inv = {"command": f".venv/bin/python {argv_text}" if not argv_text.startswith(".venv") else argv_text,
-           "started": _dt.datetime.now().isoformat(timespec="seconds"),
-           "load_avg_start": round(os.getloadavg()[0], 2), "runs_done": 0}
-    results["invocations"].append(inv)
+    inv = begin_invocation(results, "benchmarks/distillation.py", argv, args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-
-    def log(msg: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
     def done(run: dict) -> None:
         put_run(results, run)

@@ -750,11 +750,16 @@ def calibration_notes(results: dict, dataset: str) -> list[str]:
     return out
 
 
-def write_outputs(results: dict, out_dir: Path) -> None:
-    """Recompute aggregates and notes, then write quality.json and quality.md atomically."""
+def fill_constant_baselines(results: dict) -> None:
+    """Add each dataset's constant-predictor LogLoss (``constant``) where it is missing."""
     for info in results["datasets"].values():
         if "constant" not in info and info.get("overrides", {}).get("preprocess.out_dir"):
             info["constant"] = constant_baseline(Path(info["overrides"]["preprocess.out_dir"]))
+
+
+def write_outputs(results: dict, out_dir: Path) -> None:
+    """Recompute aggregates and notes, then write quality.json and quality.md atomically."""
+    fill_constant_baselines(results)
     results["aggregates"] = aggregate(results)
     results["interaction_check"] = interaction_check(results)
     results["deviations"] = deviations(results)
@@ -796,6 +801,25 @@ def _max_epochs(s: str) -> dict:
     return out
 
 
+def log(msg: str) -> None:
+    """A timestamped progress line on stdout."""
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+def begin_invocation(results: dict, script: str, argv: list[str] | None, threads: int) -> dict:
+    """Record the machine context and a new invocation (its command line) in ``results``; return it."""
+    import torch
+
+    results["context"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__,
+                          "threads": threads, "python": platform.python_version()}
+    argv_text = " ".join(shlex.quote(a) for a in (sys.argv if argv is None else [script, *argv]))
+    inv = {"command": f".venv/bin/python {argv_text}" if not argv_text.startswith(".venv") else argv_text,
+           "started": _dt.datetime.now().isoformat(timespec="seconds"),
+           "load_avg_start": round(os.getloadavg()[0], 2), "runs_done": 0}
+    results["invocations"].append(inv)
+    return inv
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -827,7 +851,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Prepare each dataset, run every model × seed not yet done, and rewrite the results after each."""
-    import torch
 
     from components.models.registry import list_models
 
@@ -842,17 +865,8 @@ def main(argv: list[str] | None = None) -> None:
         write_outputs(results, args.out_dir)
         print(f"re-rendered {args.out_dir / 'quality.md'} from {out_json}")
         return
-    results["context"] = {"cpu_count": os.cpu_count(), "machine": platform.machine(), "torch": torch.__version__,
-                          "threads": args.threads, "python": platform.python_version()}
-    argv_text = " ".join(shlex.quote(a) for a in (sys.argv if argv is None else ["benchmarks/quality.py", *argv]))
-    inv = {"command": f".venv/bin/python {argv_text}" if not argv_text.startswith(".venv") else argv_text,
-           "started": _dt.datetime.now().isoformat(timespec="seconds"),
-           "load_avg_start": round(os.getloadavg()[0], 2), "runs_done": 0}
-    results["invocations"].append(inv)
+    inv = begin_invocation(results, "benchmarks/quality.py", argv, args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-
-    def log(msg: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
     for ds in args.datasets:
         try:

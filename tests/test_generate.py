@@ -189,9 +189,9 @@ def test_oracle_beats_one_hot_lr_and_planted_crosses_close_the_gap(criteo_frame,
     lr = holdout_auc(one_hot)
     lr_crosses = holdout_auc(pl.concat([one_hot, crosses], how="horizontal"))
     lr_ints_only = holdout_auc(one_hot.select(criteo.INT_FIELDS))
-    # measured (seed 7): oracle 0.834, LR 0.723, LR + crosses 0.791, ints only 0.634
-    assert oracle - lr >= 0.05
-    assert lr_crosses - lr >= 0.03
+    # measured (seed 7): oracle 0.894, LR 0.674, LR + crosses 0.836, ints only 0.603
+    assert oracle - lr >= 0.15
+    assert lr_crosses - lr >= 0.10
     assert oracle - lr_crosses <= 0.65 * (oracle - lr)
     assert lr_ints_only >= 0.58  # integer fields carry signal of their own
 
@@ -203,11 +203,12 @@ def test_planted_terms_have_no_first_order_marginal():
     term = model.terms[0]  # (C6, C14)
     assert term.fields == ("C6", "C14")
     values = term.values(drawn.idx)
-    assert values.std() == pytest.approx(0.5, rel=0.1)  # the planted scale
+    scale = criteo.INTERACTIONS[0].scale
+    assert values.std() == pytest.approx(scale, rel=0.1)  # the planted scale
     frame = pl.DataFrame({"c6": drawn.idx["C6"], "v": values})
     by_value = frame.group_by("c6").agg(pl.col("v").mean(), pl.len()).filter(pl.col("len") > 2000)
     assert by_value.height >= 2
-    assert (by_value["v"].abs() < 0.1).all()
+    assert (by_value["v"].abs() < 0.2 * scale).all()
 
 
 # ---------------------------------------------------------------- avazu / movielens layouts

@@ -80,14 +80,17 @@ NULL_GROUPS: tuple[tuple[float, tuple[str, ...]], ...] = (
     (0.763, ("C22",)),
 )
 
+# Term scales (std in logit units) are twice the first version's: at 1M rows that moved the share of
+# the LR → oracle AUC gap a one-epoch DCNv2 closes from 40 % to 68 % (oracle 0.829 → 0.891, LR
+# 0.730 → 0.683), so the set tests interaction learning and distillation, not memorisation.
 INTERACTIONS: tuple[Interaction, ...] = (
-    Interaction(("C6", "C14"), rank=4, scale=0.5),
-    Interaction(("C17", "C23"), rank=4, scale=0.45),
-    Interaction(("C5", "C8"), rank=2, scale=0.4, rare_half=RARE_HALF),
-    Interaction(("C1", "C2"), rank=2, scale=0.35, rare_half=RARE_HALF),
-    Interaction(("I11", "C25"), rank=2, scale=0.35),
-    Interaction(("I5", "C22"), rank=2, scale=0.3),
-    Interaction(("C9", "C17", "C20"), rank=2, scale=0.45),
+    Interaction(("C6", "C14"), rank=4, scale=1.0),
+    Interaction(("C17", "C23"), rank=4, scale=0.9),
+    Interaction(("C5", "C8"), rank=2, scale=0.8, rare_half=RARE_HALF),
+    Interaction(("C1", "C2"), rank=2, scale=0.7, rare_half=RARE_HALF),
+    Interaction(("I11", "C25"), rank=2, scale=0.7),
+    Interaction(("I5", "C22"), rank=2, scale=0.6),
+    Interaction(("C9", "C17", "C20"), rank=2, scale=0.9),
 )
 
 

@@ -570,7 +570,11 @@ def _distill_phase_notes(results: dict, ds: str) -> list[str]:
                 f"Distillation budget: {dp['adam_steps']} Adam steps at lr {dp['lr']:g}, so no weight (the readout bias "
                 f"included) moves much more than {dp['adam_steps'] * dp['lr']:.2g}")
         emb = (teachers.get(r["seed"]) or {}).get("embedding_rms")
-        if emb is not None:
+        rescaled = (r.get("block") or {}).get("teacher_embedding_rms")
+        if emb is not None and rescaled is not None:
+            text += (f"; the teacher's embeddings (RMS {emb:.4f}) were rescaled to RMS {rescaled:g} before freezing "
+                     "(distill.<student>.teacher_embedding_rms)")
+        elif emb is not None:
             text += (f"; the frozen teacher embeddings have RMS {emb:.4f}, and a DAG layer-t state is a product of "
                      "t+1 of them, so the higher-order terms start orders of magnitude below the first-order ones")
         out.append(text + ".")

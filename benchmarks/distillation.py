@@ -222,6 +222,12 @@ def run_settings(dataset: str, run: str, seed: int, args: argparse.Namespace, ba
     return s
 
 
+def _seedless(settings: dict) -> dict:
+    """``settings`` without the per-seed keys (train.seed / distill.seed), to compare seeds' settings."""
+    ov = {k: v for k, v in settings.get("overrides", {}).items() if k not in ("train.seed", "distill.seed")}
+    return {**settings, "overrides": ov}
+
+
 def base_params_sha(base) -> str:
     """Hash of the resolved ``train`` and ``distill`` sections (params.yaml + --set): a change re-runs."""
     blob = json.dumps({"train": base.train.model_dump(mode="json"), "distill": base.distill.model_dump(mode="json"),
@@ -480,7 +486,7 @@ def aggregate(results: dict) -> dict:
                  "vs_teacher": paired(runs, teacher) if model != "teacher" else None,
                  "twin": twin if twin in by else None,
                  "vs_twin": paired(runs, by[twin]) if twin in by else None,
-                 "settings": [json.loads(s) for s in sorted({json.dumps(r["settings"], sort_keys=True)
+                 "settings": [json.loads(s) for s in sorted({json.dumps(_seedless(r["settings"]), sort_keys=True)
                                                              for r in runs.values()})]}
             out[ds][model] = a
     return out

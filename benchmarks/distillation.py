@@ -224,8 +224,10 @@ def run_settings(dataset: str, run: str, seed: int, args: argparse.Namespace, ba
 
 def _seedless(settings: dict) -> dict:
     """``settings`` without the per-seed keys (train.seed / distill.seed), to compare seeds' settings."""
-    ov = {k: v for k, v in settings.get("overrides", {}).items() if k not in ("train.seed", "distill.seed")}
-    return {**settings, "overrides": ov}
+    out = {k: (_seedless(v) if isinstance(v, dict) and "overrides" in v else v) for k, v in settings.items()}
+    out["overrides"] = {k: v for k, v in settings.get("overrides", {}).items()
+                        if k not in ("train.seed", "distill.seed")}  # fmt: skip
+    return out
 
 
 def base_params_sha(base) -> str:

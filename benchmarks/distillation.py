@@ -222,6 +222,20 @@ def run_settings(dataset: str, run: str, seed: int, args: argparse.Namespace, ba
     return s
 
 
+def merge_results(into: dict, other: dict) -> None:
+    """Add ``other``'s runs, datasets (teacher-logit statistics per seed united) and invocations to ``into``."""
+    for run in other["runs"]:
+        put_run(into, run)
+    for ds, info in other["datasets"].items():
+        mine = into["datasets"].setdefault(ds, {})
+        stats = {**mine.get("teacher_logits_test", {}), **info.get("teacher_logits_test", {})}
+        mine.update(info)
+        if stats:
+            mine["teacher_logits_test"] = stats
+    into["invocations"] += [i for i in other["invocations"] if i not in into["invocations"]]
+    into.setdefault("context", other.get("context"))
+
+
 def _seedless(settings: dict) -> dict:
     """``settings`` without the per-seed keys (train.seed / distill.seed), to compare seeds' settings."""
     out = {k: (_seedless(v) if isinstance(v, dict) and "overrides" in v else v) for k, v in settings.items()}
@@ -946,6 +960,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help=f"where {RESULTS_JSON} / {RESULTS_MD} go")
     p.add_argument("--fresh", action="store_true", help=f"re-run runs already present in {RESULTS_JSON}")
     p.add_argument("--report-only", action="store_true", help=f"only re-render from {RESULTS_JSON}")
+    p.add_argument("--merge", type=Path, nargs="+", default=[], metavar="DIR",
+                   help=f"merge the {RESULTS_JSON} of these --out-dir's (runs of parallel processes) into --out-dir, "
+                        "then re-render; a run present in both is taken from the merged directory")
     p.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="extra params override for every run, e.g. distill.dagfm.lr=1e-4 (repeatable; recorded, part "
                         "of the run settings)")
@@ -977,6 +994,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     out_json = args.out_dir / RESULTS_JSON
     results = load_results(out_json)
+    if args.merge:
+        for directory in args.merge:
+            merge_results(results, load_results(directory / RESULTS_JSON))
+        write_outputs(results, args.out_dir)
+        print(f"merged {len(args.merge)} result set(s) into {out_json}")
+        return
     if args.report_only:
         write_outputs(results, args.out_dir)
         print(f"re-rendered {args.out_dir / RESULTS_MD} from {out_json}")

@@ -8,7 +8,9 @@ import pytest
 
 from benchmarks.distillation import (
     _compact_caps,
+    _seedless,
     epoch_cap,
+    merge_results,
     parse_args,
     write_outputs,
 )
@@ -96,3 +98,27 @@ def test_reproduce_caps_are_compacted():
     assert _compact_caps({("a", "x"): None, ("b", "x"): None}) == ""
     assert _compact_caps({("a", "x"): 2, ("a", "y"): 2, ("b", "x"): None}) == "a=2"
     assert _compact_caps({("a", "x"): 2, ("a", "y"): None}) == "a/x=2"
+
+
+def test_merge_results_unites_runs_and_teacher_stats_of_parallel_processes():
+    a = {"runs": [_run("teacher", 1, 0.80, TEACHER_FLOPS, "teacher")], "invocations": [{"command": "a"}],
+         "datasets": {"frappe": {"splits": {"train": 9}, "teacher_logits_test": {"1": {"mean": 0.1}}}}}
+    b = {"runs": [_run("teacher", 2, 0.81, TEACHER_FLOPS, "teacher"), _run("teacher", 1, 0.79, TEACHER_FLOPS, "teacher")],
+         "invocations": [{"command": "b"}],
+         "datasets": {"frappe": {"splits": {"train": 9}, "teacher_logits_test": {"2": {"mean": 0.2}}}}}
+    merge_results(a, b)
+    by_seed = {r["seed"]: r["test_auc"] for r in a["runs"]}
+    assert by_seed == {1: 0.79, 2: 0.81}  # seed 1 taken from the merged set, seed 2 added, no duplicate
+    assert len(a["runs"]) == 2
+    assert a["datasets"]["frappe"]["teacher_logits_test"] == {"1": {"mean": 0.1}, "2": {"mean": 0.2}}
+    assert [i["command"] for i in a["invocations"]] == ["a", "b"]
+
+
+def test_seedless_settings_ignore_only_the_seed():
+    s1 = {"overrides": {"distill.seed": 1, "distill.dagfm.lr": 0.1},
+          "teacher": {"overrides": {"train.seed": 1, "train.model": "dcnv2"}}}
+    s2 = {"overrides": {"distill.seed": 2, "distill.dagfm.lr": 0.1},
+          "teacher": {"overrides": {"train.seed": 2, "train.model": "dcnv2"}}}
+    assert _seedless(s1) == _seedless(s2)
+    s3 = {**s2, "overrides": {"distill.seed": 2, "distill.dagfm.lr": 0.2}}
+    assert _seedless(s1) != _seedless(s3)

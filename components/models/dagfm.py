@@ -23,6 +23,11 @@ Init: C = I; p, q, W Xavier-normal with gain 1.414 per layer tensor (torch fans 
 tensor are F·d, so std = 1.414/√(F·d); for (F, F, d, d) they are F·d², std = 1.414/(√F·d), which
 gives the aggregated kernel message the same variance as the inner one). Not the official inner
 variant's raw N(0, 1) (models.md §7 pitfall 7). Readout: Xavier-normal Linear, zero bias.
+Embeddings: Xavier-normal per field table by default (``embedding_init="xavier"``; the official code
+uses Xavier-uniform, RecBole Xavier-normal), not the zoo's FuxiCTR N(0, 1e-4²): a DAG layer-t state
+is a product of t+1 embeddings, so with 1e-4-scale rows the interaction terms start ~1e-8 and a
+DAGFM trained from scratch stays at logistic-regression level (synthetic 1M rows: 0.683 AUC). In the
+KD-DAGFM chain the embeddings come from the teacher instead (see ``teacher_embedding_rms``).
 Parameter count outside the embedding: inner L·F²·d + F² + F(L+1) + 1; outer 2·L·F²·d + F² +
 F(L+1) + 1; kernel L·F²·d² + F² + F(L+1) + 1.
 
@@ -138,7 +143,7 @@ class DAGFM(CTRModel):
         feature_map: FeatureMap,
         *,
         embedding_dim: int = 16,
-        embedding_init: str = "normal",
+        embedding_init: str = "xavier",
         embedding_std: float = 1e-4,
         interaction_type: str = "inner",
         depth: int = 3,
@@ -174,7 +179,7 @@ class KDDAGFMPlus(CTRModel):
         feature_map: FeatureMap,
         *,
         embedding_dim: int = 16,
-        embedding_init: str = "normal",
+        embedding_init: str = "xavier",
         embedding_std: float = 1e-4,
         interaction_type: str = "inner",
         depth: int = 3,

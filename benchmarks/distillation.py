@@ -960,6 +960,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help=f"where {RESULTS_JSON} / {RESULTS_MD} go")
     p.add_argument("--fresh", action="store_true", help=f"re-run runs already present in {RESULTS_JSON}")
     p.add_argument("--report-only", action="store_true", help=f"only re-render from {RESULTS_JSON}")
+    p.add_argument("--rerun", type=_csv, default=[], metavar="RUNS",
+                   help="re-run these rows (comma-separated) even if present, reusing the teacher (e.g. after a "
+                        "code change that the run settings do not capture)")
     p.add_argument("--merge", type=Path, nargs="+", default=[], metavar="DIR",
                    help=f"merge the {RESULTS_JSON} of these --out-dir's (runs of parallel processes) into --out-dir, "
                         "then re-render; a run present in both is taken from the merged directory")
@@ -1031,7 +1034,7 @@ def main(argv: list[str] | None = None) -> None:
             for run in args.students:
                 s = {**run_settings(ds, run, seed, args, base, base_sha), "teacher": t_settings}
                 old = find_run(results, ds, run, seed)
-                if args.fresh or old is None or old["settings"] != s:
+                if args.fresh or run in args.rerun or old is None or old["settings"] != s:
                     todo.append((run, s))
             stale = teacher is None or teacher["settings"] != t_settings or args.fresh
             if stale or (todo and not _teacher_ready(teacher, dirs.teacher / "model")):

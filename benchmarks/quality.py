@@ -165,12 +165,22 @@ def _base_overrides(ds_dir: Path, fmt: str, path: Path) -> dict:
     }
 
 
+def generator_fingerprint() -> str:
+    """12 hex digits of sha256 over the synthetic generator's source files (its code is its version)."""
+    h = hashlib.sha256()
+    root = REPO / "components" / "data"
+    for path in [root / "generate.py", *sorted((root / "synthetic").glob("*.py"))]:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def prepare_synthetic(work: Path, rows: int, log: Callable[[str], None]) -> Prepared:
     """Generate (cached) and preprocess the synthetic log; attach the oracle metrics on its test rows."""
     from components.data.generate import generate
 
     ds_dir = work / f"synthetic_{rows}"
-    raw = ds_dir / "raw" / f"synthetic_criteo_{rows}_{SYNTHETIC_SEED}.txt"
+    # the generator's code is part of the cache key: a changed hidden model must not reuse an old log
+    raw = ds_dir / "raw" / f"synthetic_criteo_{rows}_{SYNTHETIC_SEED}_{generator_fingerprint()}.txt"
     if not (raw.exists() and Path(f"{raw}.oracle.json").exists()):
         t0 = time.perf_counter()
         g = generate("criteo", rows, SYNTHETIC_SEED, raw)

@@ -29,9 +29,8 @@ functions and the settings of the repository's ``params.yaml`` (every change is 
      (``external_teacher_weight`` = ``--fsdnet-external-weight``, default 1.0: no published value).
 3. **no-distillation twins** (:func:`components.distill.baseline.run_student_baseline`, BCE only,
    from scratch, the teacher's embedding_dim): ``baseline_dagfm_{inner,outer,kernel}``,
-   ``baseline_kd_dagfm_plus`` (the product trains them with the block's ``finetune_lr`` /
-   ``finetune_max_epochs``; ``--baseline-recipe matched`` gives them the distillation phase's lr and
-   the chain's total epoch budget instead) and ``baseline_fsdnet`` (BCE on FSDNet's inference
+   ``baseline_kd_dagfm_plus`` (trained with the block's distillation ``lr`` for the chain's total
+   epoch budget, ``distill_max_epochs + finetune_max_epochs``, as the product does) and ``baseline_fsdnet`` (BCE on FSDNet's inference
    output, no KL, no hint: FSDNet without its self-distillation).
 
 For every model: test AUC and LogLoss of the checkpoint the procedure selects (best validation
@@ -189,9 +188,10 @@ def _epoch_keys(spec: RunSpec, base, recipe: str) -> dict:
                 f"{pre}.finetune_max_epochs": block.finetune_max_epochs}
     if spec.student == "fsdnet":
         return {f"{pre}.max_epochs": block.max_epochs}
-    if recipe == "matched":  # KD baseline with the chain's lr and total epoch budget
-        return {f"{pre}.finetune_max_epochs": block.distill_max_epochs + block.finetune_max_epochs}
-    return {f"{pre}.finetune_max_epochs": block.finetune_max_epochs}
+    # KD baseline: since 2026-11-23 the product trains it with the block's lr for distill + finetune epochs
+    # (the chain's budget), so "matched" and "product" are the same recipe; both keys carry the caps.
+    return {f"{pre}.distill_max_epochs": block.distill_max_epochs,
+            f"{pre}.finetune_max_epochs": block.finetune_max_epochs}
 
 
 def run_settings(dataset: str, run: str, seed: int, args: argparse.Namespace, base, base_sha: str) -> dict:
@@ -207,8 +207,6 @@ def run_settings(dataset: str, run: str, seed: int, args: argparse.Namespace, ba
         block = {**spec.block}
         if run == "fsdnet_ext":
             block["external_teacher_weight"] = args.fsdnet_external_weight
-        if spec.kind == "baseline" and spec.student != "fsdnet" and args.baseline_recipe == "matched":
-            block["finetune_lr"] = base.distill.block(spec.student).lr
         ov.update({f"distill.{spec.student}.{k}": v for k, v in block.items()})
     for key, default in _epoch_keys(spec, base, args.baseline_recipe).items():
         ov[key] = default if cap is None else min(default, cap)
@@ -636,19 +634,6 @@ def notes(results: dict) -> dict[str, list[str]]:
                          f"{-v['mean_diff']:.4f} AUC higher on average (twin ≥ student in {v['n'] - v['wins']}/{v['n']} "
                          "seeds).")
         n += _distill_phase_notes(results, ds)
-        kd_twin = next((r for r in results["runs"] if r["dataset"] == ds and r["kind"] == "baseline"
-                        and r.get("student") in ("dagfm", "kd_dagfm_plus")
-                        and r["settings"].get("baseline_recipe") == "product" and r.get("block")), None)
-        chain = kd_twin and next((r for r in results["runs"] if r["dataset"] == ds and r["kind"] == "kd"
-                                  and r.get("student") == kd_twin["student"] and r.get("block")), None)
-        if kd_twin and chain:
-            b, c = kd_twin["block"], chain["block"]
-            n.append(f"The KD-DAGFM twins use the product's baseline recipe (run_student_baseline: the block's "
-                     f"finetune_lr {b['finetune_lr']:g} for ≤ {b['finetune_max_epochs']} epochs, from scratch), while "
-                     f"the chain first gets its distillation phase (lr {c['lr']:g}, ≤ {c['distill_max_epochs']} epochs) "
-                     f"and then the finetuning (lr {c['finetune_lr']:g}, ≤ {c['finetune_max_epochs']} epochs): the twin "
-                     "has the smaller training budget, so Δ vs twin can overstate what distillation buys "
-                     "(`--baseline-recipe matched` gives the twins the chain's lr and total epoch budget).")
         n += _cap_notes(results, ds)
         unc = sorted({op for r in results["runs"] if r["dataset"] == ds for op in (r.get("uncounted_ops") or {})})
         if unc:
@@ -701,8 +686,8 @@ def deviations(results: dict) -> list[str]:
         out.append(f"fsdnet_ext: distill.fsdnet.external_teacher_weight = {', '.join(map(str, weights))} (params.yaml 0 = "
                    "pure self-distillation; no published value, not tuned).")
     if any(r["settings"].get("baseline_recipe") == "matched" for r in runs):
-        out.append("KD-DAGFM twins with --baseline-recipe matched: finetune_lr = the distillation lr and "
-                   "finetune_max_epochs = distill_max_epochs + finetune_max_epochs.")
+        out.append("KD-DAGFM twins with --baseline-recipe matched: the distillation lr for distill_max_epochs + "
+                   "finetune_max_epochs epochs, the chain's budget (what the product's baseline does since 2026-11-23).")
     for who, kinds, key in (("teacher", ("teacher",), "train.precision"),
                             ("students", ("kd", "fsdnet", "baseline"), "distill.precision")):
         precs = sorted({str(r.get("precision")) for r in runs if r["kind"] in kinds and r.get("precision")})
@@ -950,8 +935,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fsdnet-external-weight", type=float, default=DEFAULT_EXTERNAL_WEIGHT,
                    help=f"external_teacher_weight of fsdnet_ext (> 0) [{DEFAULT_EXTERNAL_WEIGHT}]")
     p.add_argument("--baseline-recipe", choices=("product", "matched"), default="product",
-                   help="KD-DAGFM twins: product = the block's finetune_lr/finetune_max_epochs (run_student_baseline "
-                        "as shipped); matched = the distillation lr and the chain's total epochs [product]")
+                   help="KD-DAGFM twins' recipe, recorded with each run: since 2026-11-23 run_student_baseline "
+                        "itself gives them the distillation lr and the chain's total epochs, so both values run "
+                        "that (the results of 2026-11-23 ran 'matched' on the older code: the same recipe) [product]")
     p.add_argument("--max-epochs", type=_max_epochs, default={},
                    help="epoch caps (each phase's max epochs = min(params.yaml, cap)): N for all, or "
                         "dataset=N / run-glob=N / dataset/run-glob=N, comma-separated [none]")

@@ -406,11 +406,12 @@ def test_fsdnet_self_distillation_runs(world, tmp_path):
 
 def test_student_baseline_is_bce_from_scratch(world, tmp_path):
     processed, fmap, teacher_dir = world
-    settings = _settings(tmp_path, dagfm={"finetune_max_epochs": 2})
+    # the chain's budget: distill (1) + finetune (2) epochs, at the distillation lr
+    settings = _settings(tmp_path, dagfm={"distill_max_epochs": 1, "finetune_max_epochs": 2, "patience": 5})
     calls = []
     metrics = run_student_baseline("dagfm", processed, settings, tmp_path / "base", embedding_dim=DIM,
                                    trial_callback=lambda *a: calls.append(a), log=quiet)  # fmt: skip
-    assert [c[:2] for c in calls] == [("baseline", 1), ("baseline", 2)]
+    assert [c[:2] for c in calls] == [("baseline", 1), ("baseline", 2), ("baseline", 3)]
     model, meta = load_model(tmp_path / "base" / "baseline", fmap)
     assert meta["hparams"] == {"embedding_dim": DIM, "interaction_type": "outer", "depth": 2}
     assert not has_train_state(tmp_path / "base" / "baseline")

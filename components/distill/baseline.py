@@ -2,9 +2,10 @@
 
 :func:`run_student_baseline` builds the student from the registry (its own fresh embeddings) and
 trains it with :func:`components.train.loop.fit` — the teacher recipe: BCE on the model's logit,
-early stop on validation AUC, best checkpoint restored. KD-DAGFM students use their block's
-``finetune_lr`` / ``finetune_max_epochs`` (the BCE-only configuration of the chain), FSDNet its
-``lr`` / ``max_epochs`` with BCE on the inference output (no KL, no hint: the self-distillation
+early stop on validation AUC, best checkpoint restored. KD-DAGFM students get the chain's budget:
+their block's ``lr`` and ``distill_max_epochs + finetune_max_epochs`` epochs (until 2026-11-23 they
+got ``finetune_lr`` / ``finetune_max_epochs``, a fraction of what the distilled student trains for,
+which made "distillation helped" look larger than it is), FSDNet its ``lr`` / ``max_epochs`` with BCE on the inference output (no KL, no hint: the self-distillation
 ablation). The checkpoint is ``<out_dir>/baseline/`` (resume state cleared), the metrics
 ``<out_dir>/metrics.json``, both swapped in only when the run succeeds.
 """
@@ -57,7 +58,7 @@ def run_student_baseline(
     dim = embedding_dim or block.embedding_dim or DEFAULT_EMBEDDING_DIM
     hparams = {**block.model_hparams(), "embedding_dim": dim}
     if name in KD_STUDENTS:
-        lr, max_epochs = block.finetune_lr, block.finetune_max_epochs
+        lr, max_epochs = block.lr, block.distill_max_epochs + block.finetune_max_epochs
     else:
         lr, max_epochs = block.lr, block.max_epochs
 

@@ -51,6 +51,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from components.atomic_dir import replace_dir
 from components.config import PreprocessParams
 from components.data.errors import DataFormatError
 from components.data.feature_map import FeatureMap, FieldInfo
@@ -353,19 +354,6 @@ def _encode(
 # the whole run
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move ``tmp`` to ``out_dir``, replacing an existing ``out_dir`` (two renames)."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _round_sig(x: float, digits: int = 12) -> float:
     return float(f"{x:.{digits}g}")
 
@@ -397,7 +385,7 @@ def preprocess(table: SourceTable, params: PreprocessParams, out_dir: str | Path
             source_hash=digest, params=fmap.params,
         )
         fmap.save(tmp / FEATURE_MAP_FILE)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

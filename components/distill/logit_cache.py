@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import nn
 
+from components.atomic_dir import replace_dir
 from components.data.feature_map import FeatureMap
 from components.data.loader import BatchLoader
 from components.train.checkpoint import (
@@ -126,15 +127,6 @@ def _write_logits(path: Path, logits: np.ndarray) -> str:
     return file_sha256(path)
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` to ``final``, first moving an existing (stale) ``final`` aside and deleting it."""
-    if final.exists():
-        trash = final.with_name(f".{final.name}.stale-{os.getpid()}")
-        final.replace(trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    tmp.replace(final)
-
-
 def ensure_teacher_logits(
     teacher_dir: str | Path,
     processed_dir: str | Path,
@@ -195,7 +187,7 @@ def ensure_teacher_logits(
         }
         (tmp / CACHE_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         try:
-            _replace_dir(tmp, final)
+            replace_dir(tmp, final)
         except OSError:
             # another process renamed a complete cache into place first: use it if it is valid
             if _read_valid_meta(final, key, rows) is None:

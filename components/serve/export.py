@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from components.atomic_dir import replace_dir
 from components.config import Params
 from components.data.feature_map import FeatureMap
 from components.data.loader import BatchLoader
@@ -144,19 +145,6 @@ def _smoke_inputs(feature_map: FeatureMap) -> tuple[np.ndarray, np.ndarray]:
     return cat.reshape(3, len(sizes)), dense
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move ``tmp`` to ``out_dir``, replacing an existing ``out_dir`` (two renames)."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        if old.exists():
-            shutil.rmtree(old)
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_model(
     model_dir: str | Path,
     out_dir: str | Path,
@@ -234,7 +222,7 @@ def export_model(
                          "onnxruntime": onnxruntime.__version__},
         }
         (tmp / EXPORT_META).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -8,6 +8,8 @@ Usage::
     .venv/bin/python benchmarks/distillation.py --datasets synthetic --synthetic-rows 100000 --seeds 2024 \\
         --max-epochs 1 --out-dir /tmp/distill-smoke                # end-to-end smoke test (minutes)
     .venv/bin/python benchmarks/distillation.py --report-only       # re-render distillation.md from the JSON
+    .venv/bin/python benchmarks/distillation.py --drop synthetic --merge /tmp/s_2024 /tmp/s_2025 /tmp/s_2026
+                                # replace the synthetic rows by those of three per-seed processes
 
 Per dataset and seed (seed-major: every run of a seed finishes before the next seed starts, so a
 partial benchmark still holds complete paired comparisons), in process, with the product's own
@@ -27,6 +29,9 @@ functions and the settings of the repository's ``params.yaml`` (every change is 
    - ``fsdnet``: FSDNet with its self-distillation only (``external_teacher_weight`` 0);
    - ``fsdnet_ext``: FSDNet self-distillation plus the external teacher's logit-MSE term
      (``external_teacher_weight`` = ``--fsdnet-external-weight``, default 1.0: no published value).
+   - ``fsdnet_unreg``: FSDNet self-distillation with the teacher's regularisation instead of the
+     FuxiCTR Criteo config's (MLP dropout 0 and embedding L2 0, as the DCNv2 teacher; params.yaml has
+     0.2 and 1e-5), to separate the architecture from the regulariser in the FSDNet-vs-DCNv2 goal.
 3. **no-distillation twins** (:func:`components.distill.baseline.run_student_baseline`, BCE only,
    from scratch, the teacher's embedding_dim): ``baseline_dagfm_{inner,outer,kernel}``,
    ``baseline_kd_dagfm_plus`` (trained with the block's distillation ``lr`` for the chain's total
@@ -63,9 +68,11 @@ threads (default 1), polars too unless ``POLARS_MAX_THREADS`` is set.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import fnmatch
 import hashlib
+import io
 import json
 import os
 import shlex
@@ -140,6 +147,8 @@ SPECS: dict[str, RunSpec] = {s.name: s for s in (
             "FSDNet self-distillation"),
     RunSpec("fsdnet_ext", "fsdnet", "fsdnet", {}, "baseline_fsdnet",
             "FSDNet self-distillation + teacher logit-MSE"),
+    RunSpec("fsdnet_unreg", "fsdnet", "fsdnet", {"external_teacher_weight": 0.0, "dropout": 0.0, "embedding_l2": 0.0},
+            None, "FSDNet self-distillation with the teacher's regularisation (no dropout, no embedding L2)"),
     RunSpec("baseline_dagfm_inner", "baseline", "dagfm", {"interaction_type": "inner"}, what="BCE only"),
     RunSpec("baseline_dagfm_outer", "baseline", "dagfm", {"interaction_type": "outer"}, what="BCE only"),
     RunSpec("baseline_dagfm_kernel", "baseline", "dagfm", {"interaction_type": "kernel"}, what="BCE only"),
@@ -148,7 +157,7 @@ SPECS: dict[str, RunSpec] = {s.name: s for s in (
 )}
 ALL_STUDENTS = tuple(n for n in SPECS if n != "teacher")
 KD_GOAL_MODELS = ("dagfm_inner", "dagfm_outer", "dagfm_kernel", "kd_dagfm_plus")
-FSD_GOAL_MODELS = ("fsdnet", "fsdnet_ext")
+FSD_GOAL_MODELS = ("fsdnet", "fsdnet_ext", "fsdnet_unreg")
 ROW_ORDER = tuple(SPECS)
 
 
@@ -232,6 +241,32 @@ def merge_results(into: dict, other: dict) -> None:
             mine["teacher_logits_test"] = stats
     into["invocations"] += [i for i in other["invocations"] if i not in into["invocations"]]
     into.setdefault("context", other.get("context"))
+
+
+def _invocation_datasets(command: str) -> list[str] | None:
+    """The ``--datasets`` an invocation's recorded command line ran (None if it cannot be parsed)."""
+    argv = shlex.split(command)
+    while argv and not argv[0].endswith("distillation.py"):
+        argv.pop(0)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            return parse_args(argv[1:]).datasets
+    except SystemExit:
+        return None
+
+
+def drop_dataset(results: dict, dataset: str) -> int:
+    """Remove ``dataset``'s runs and description, and the invocations that ran only it; return runs removed.
+
+    For replacing a dataset's results wholesale (e.g. the synthetic set at another ``--synthetic-rows``):
+    runs of two sizes must never be aggregated together, and a run kept by mistake would be.
+    """
+    before = len(results["runs"])
+    results["runs"] = [r for r in results["runs"] if r["dataset"] != dataset]
+    results["datasets"].pop(dataset, None)
+    results["invocations"] = [i for i in results["invocations"]
+                              if _invocation_datasets(i.get("command", "")) != [dataset]]
+    return before - len(results["runs"])
 
 
 def _seedless(settings: dict) -> dict:
@@ -885,7 +920,8 @@ def render_markdown(results: dict) -> str:
         if mixed:
             lines.append(f"\nWarning: the seeds of {mixed} ran under different settings (see {RESULTS_JSON}).")
         lines += ["", "Rows: teacher = train_teacher stage; dagfm_* / kd_dagfm_plus = KD chain (distill → finetune); "
-                      "fsdnet = self-distillation; fsdnet_ext = + teacher logit-MSE; baseline_* = the same student, BCE "
+                      "fsdnet = self-distillation; fsdnet_ext = + teacher logit-MSE; fsdnet_unreg = fsdnet with the teacher's "
+                      "regularisation (no dropout, no embedding L2); baseline_* = the same student, BCE "
                       "only, from scratch. \"epochs\" sums the phases; train samples/s is the first phase's.", ""]
         lines += [f"- {n}" for n in results["notes"].get(ds, [])]
         lines.append("")
@@ -952,6 +988,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--merge", type=Path, nargs="+", default=[], metavar="DIR",
                    help=f"merge the {RESULTS_JSON} of these --out-dir's (runs of parallel processes) into --out-dir, "
                         "then re-render; a run present in both is taken from the merged directory")
+    p.add_argument("--drop", type=_csv, default=[], metavar="DATASETS",
+                   help=f"first remove these datasets' runs (and the invocations that ran only them) from "
+                        f"{RESULTS_JSON}, e.g. before --merge of the synthetic set rerun at another size")
     p.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="extra params override for every run, e.g. distill.dagfm.lr=1e-4 (repeatable; recorded, part "
                         "of the run settings)")
@@ -983,6 +1022,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     out_json = args.out_dir / RESULTS_JSON
     results = load_results(out_json)
+    for ds in args.drop:
+        log(f"[{ds}] dropped {drop_dataset(results, ds)} run(s) from {out_json}")
     if args.merge:
         for directory in args.merge:
             merge_results(results, load_results(directory / RESULTS_JSON))

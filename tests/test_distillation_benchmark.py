@@ -9,6 +9,7 @@ import pytest
 from benchmarks.distillation import (
     _compact_caps,
     _seedless,
+    drop_dataset,
     epoch_cap,
     merge_results,
     parse_args,
@@ -122,3 +123,22 @@ def test_seedless_settings_ignore_only_the_seed():
     assert _seedless(s1) == _seedless(s2)
     s3 = {**s2, "overrides": {"distill.seed": 2, "distill.dagfm.lr": 0.2}}
     assert _seedless(s1) != _seedless(s3)
+
+
+def test_drop_dataset_removes_its_runs_description_and_own_invocations():
+    syn = {**_run("teacher", 1, 0.82, TEACHER_FLOPS, "teacher"), "dataset": "synthetic"}
+    results = {
+        "runs": [_run("teacher", 1, 0.80, TEACHER_FLOPS, "teacher"), syn],
+        "datasets": {"frappe": {"splits": {"train": 9}}, "synthetic": {"splits": {"train": 8}}},
+        "invocations": [
+            {"command": ".venv/bin/python benchmarks/distillation.py --datasets synthetic --synthetic-rows 1000000"},
+            {"command": ".venv/bin/python benchmarks/distillation.py --datasets synthetic,frappe"},
+            {"command": ".venv/bin/python benchmarks/distillation.py --datasets frappe --seeds 2024"},
+        ],
+    }
+    assert drop_dataset(results, "synthetic") == 1
+    assert [(r["dataset"], r["model"]) for r in results["runs"]] == [("frappe", "teacher")]
+    assert list(results["datasets"]) == ["frappe"]
+    # the invocation that also ran frappe stays: its frappe runs may still be in the results
+    assert [i["command"].split("--datasets ")[1] for i in results["invocations"]] == ["synthetic,frappe", "frappe --seeds 2024"]
+    assert drop_dataset(results, "synthetic") == 0

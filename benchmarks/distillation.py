@@ -25,6 +25,8 @@ functions and the settings of the repository's ``params.yaml`` (every change is 
    - ``dagfm_inner`` / ``dagfm_outer`` / ``dagfm_kernel``: the KD-DAGFM chain (teacher →
      distillation on the frozen teacher embeddings with α·BCE + β·logit-MSE → finetuning with BCE)
      with ``distill.dagfm.interaction_type`` = inner / outer / kernel;
+   - ``dagfm_inner_full``: ``dagfm_inner`` with its own epoch budget of 6 + 3 (params.yaml's), which
+     neither ``--max-epochs`` nor ``--set`` caps: to show what the capped rows of a CPU run give away;
    - ``kd_dagfm_plus``: the same chain with the DAGFM + MLP student;
    - ``fsdnet``: FSDNet with its self-distillation only (``external_teacher_weight`` 0);
    - ``fsdnet_ext``: FSDNet self-distillation plus the external teacher's logit-MSE term
@@ -142,6 +144,9 @@ SPECS: dict[str, RunSpec] = {s.name: s for s in (
             "KD-DAGFM chain, outer"),
     RunSpec("dagfm_kernel", "kd", "dagfm", {"interaction_type": "kernel"}, "baseline_dagfm_kernel",
             "KD-DAGFM chain, kernel"),
+    RunSpec("dagfm_inner_full", "kd", "dagfm", {"interaction_type": "inner", "distill_max_epochs": 6,
+                                                "finetune_max_epochs": 3},
+            None, "KD-DAGFM chain, inner, with params.yaml's epoch budget (6 + 3) even where the other rows are capped"),
     RunSpec("kd_dagfm_plus", "kd", "kd_dagfm_plus", {}, "baseline_kd_dagfm_plus", "KD-DAGFM+ chain"),
     RunSpec("fsdnet", "fsdnet", "fsdnet", {"external_teacher_weight": 0.0}, "baseline_fsdnet",
             "FSDNet self-distillation"),
@@ -156,7 +161,7 @@ SPECS: dict[str, RunSpec] = {s.name: s for s in (
     RunSpec("baseline_fsdnet", "baseline", "fsdnet", {}, what="BCE only (no KL, no hint)"),
 )}
 ALL_STUDENTS = tuple(n for n in SPECS if n != "teacher")
-KD_GOAL_MODELS = ("dagfm_inner", "dagfm_outer", "dagfm_kernel", "kd_dagfm_plus")
+KD_GOAL_MODELS = ("dagfm_inner", "dagfm_outer", "dagfm_kernel", "dagfm_inner_full", "kd_dagfm_plus")
 FSD_GOAL_MODELS = ("fsdnet", "fsdnet_ext", "fsdnet_unreg")
 ROW_ORDER = tuple(SPECS)
 
@@ -218,7 +223,8 @@ def run_settings(dataset: str, run: str, seed: int, args: argparse.Namespace, ba
             block["external_teacher_weight"] = args.fsdnet_external_weight
         ov.update({f"distill.{spec.student}.{k}": v for k, v in block.items()})
     for key, default in _epoch_keys(spec, base, args.baseline_recipe).items():
-        ov[key] = default if cap is None else min(default, cap)
+        own = spec.block.get(key.rsplit(".", 1)[1])   # a row with its own budget is not capped
+        ov[key] = own if own is not None else default if cap is None else min(default, cap)
     s: dict = {"overrides": ov, "max_epochs_cap": cap, "params_sha": base_sha}
     if spec.kind == "baseline":
         s["baseline_recipe"] = args.baseline_recipe

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from benchmarks.distillation import (
 )
 
 TEACHER_FLOPS = 1_000_000.0
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
 def _run(model: str, seed: int, auc: float, flops: float, kind: str) -> dict:
@@ -142,3 +144,16 @@ def test_drop_dataset_removes_its_runs_description_and_own_invocations():
     # the invocation that also ran frappe stays: its frappe runs may still be in the results
     assert [i["command"].split("--datasets ")[1] for i in results["invocations"]] == ["synthetic,frappe", "frappe --seeds 2024"]
     assert drop_dataset(results, "synthetic") == 0
+
+
+def test_a_row_with_its_own_epoch_budget_is_not_capped():
+    from benchmarks.distillation import run_settings
+    from components.config import load_params
+
+    base = load_params(REPO_PARAMS, {"distill.dagfm.distill_max_epochs": 2})
+    args = parse_args(["--max-epochs", "synthetic=1"])
+    capped = run_settings("synthetic", "dagfm_inner", 1, args, base, "sha")["overrides"]
+    full = run_settings("synthetic", "dagfm_inner_full", 1, args, base, "sha")["overrides"]
+    assert (capped["distill.dagfm.distill_max_epochs"], capped["distill.dagfm.finetune_max_epochs"]) == (1, 1)
+    assert (full["distill.dagfm.distill_max_epochs"], full["distill.dagfm.finetune_max_epochs"]) == (6, 3)
+    assert full["distill.dagfm.interaction_type"] == "inner"

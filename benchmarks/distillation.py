@@ -245,7 +245,15 @@ def merge_results(into: dict, other: dict) -> None:
         mine.update(info)
         if stats:
             mine["teacher_logits_test"] = stats
-    into["invocations"] += [i for i in other["invocations"] if i not in into["invocations"]]
+    # one invocation seen twice (a results file copied from a process still running, then its final
+    # one) is kept once, with the larger run count
+    for inv in other["invocations"]:
+        key = (inv.get("command"), inv.get("started"))
+        same = [i for i in into["invocations"] if (i.get("command"), i.get("started")) == key]
+        if not same:
+            into["invocations"].append(inv)
+        elif inv.get("runs_done", 0) > same[0].get("runs_done", 0):
+            into["invocations"][into["invocations"].index(same[0])] = inv
     into.setdefault("context", other.get("context"))
 
 
@@ -883,7 +891,8 @@ def render_markdown(results: dict) -> str:
     wall = sum(r["wall_s"] for r in runs)
     lines += ["", "## Machine and load", "",
               f"- {ctx.get('cpu_count')} CPU cores ({ctx.get('machine')}), no GPU used; torch {ctx.get('torch')} on "
-              f"{ctx.get('threads')} thread(s) per run, runs sequential.",
+              f"{ctx.get('threads')} thread(s) per run; the runs of one invocation are sequential, and "
+              "invocations merged with --merge ran as parallel processes on the same cores.",
               (f"- Shared machine: other jobs ran at the same time. 1-minute load average over the runs: min "
                f"{min(loads):.2f}, median {statistics.median(loads):.2f}, max {max(loads):.2f}.") if loads else "- no runs yet",
               f"- {len(runs)} runs, {wall / 60:.1f} min of wall time in total; s/run and samples/s are under that load.", ""]

@@ -461,3 +461,28 @@ def test_rescale_embedding_sets_rms_and_keeps_geometry():
     assert torch.equal(model.embedding.first_order_table.detach(), first)  # first-order weights untouched
     with pytest.raises(ValueError):
         rescale_embedding(model, 0.0)
+
+
+@pytest.mark.parametrize("must_improve", [False, True])
+def test_finetune_must_improve_keeps_the_distilled_student(world, tmp_path, must_improve):
+    processed, fmap, teacher_dir = world
+    # a finetuning lr this large wrecks the distilled student on validation
+    settings = _settings(tmp_path, dagfm={"finetune_lr": 5.0, "finetune_must_improve": must_improve})
+    out = tmp_path / "kd"
+    metrics = run_kd_dagfm(teacher_dir, processed, settings, out, "dagfm", log=quiet)
+    dist, ft = metrics["phases"]["distill"], metrics["phases"]["finetune"]
+    raw_best = max(h["valid_auc"] for h in ft["history"])
+    assert raw_best < dist["best_valid_auc"]
+    distilled, _ = load_model(out / "distill", fmap)
+    finetuned, fmeta = load_model(out / "finetune", fmap)
+    d_state, f_state = distilled.state_dict(), finetuned.state_dict()
+    same = all(torch.equal(d_state[k], f_state[k]) for k in d_state)
+    assert ft["kept_distilled"] is must_improve
+    assert same is must_improve
+    if must_improve:
+        assert (ft["best_epoch"], ft["best_valid_auc"]) == (0, dist["best_valid_auc"])
+        assert fmeta["epoch"] == 0 and fmeta["extra"] == {"phase": "finetune", "kept": "distill"}
+        assert metrics["final"]["valid"]["auc"] == pytest.approx(dist["valid"]["auc"], abs=1e-12)
+        assert metrics["final"]["test"]["auc"] == pytest.approx(dist["test"]["auc"], abs=1e-12)
+    else:
+        assert ft["best_valid_auc"] == raw_best and metrics["final"]["valid"]["auc"] < dist["valid"]["auc"]

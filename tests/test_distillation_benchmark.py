@@ -157,3 +157,13 @@ def test_a_row_with_its_own_epoch_budget_is_not_capped():
     assert (capped["distill.dagfm.distill_max_epochs"], capped["distill.dagfm.finetune_max_epochs"]) == (1, 1)
     assert (full["distill.dagfm.distill_max_epochs"], full["distill.dagfm.finetune_max_epochs"]) == (6, 3)
     assert full["distill.dagfm.interaction_type"] == "inner"
+
+
+def test_merge_keeps_one_copy_of_an_invocation_seen_twice_with_its_larger_run_count():
+    snapshot = {"command": "x", "started": "t", "runs_done": 2}
+    final = {"command": "x", "started": "t", "runs_done": 12}
+    a = {"runs": [], "datasets": {}, "invocations": [snapshot]}
+    merge_results(a, {"runs": [], "datasets": {}, "invocations": [final, {"command": "y", "started": "t"}]})
+    assert a["invocations"] == [final, {"command": "y", "started": "t"}]
+    merge_results(a, {"runs": [], "datasets": {}, "invocations": [snapshot]})
+    assert a["invocations"][0]["runs_done"] == 12

@@ -8,7 +8,11 @@
    ``α·BCE(σ(z_S), y) + β·MSE(z_T, z_S)`` on logits (:func:`kd_dagfm_loss`). z_T are the teacher's
    logits from the Parquet cache (:mod:`.logit_cache`), so the teacher is never run during training.
 3. **finetuning** (``<out_dir>/finetune/``): the distilled student, embeddings trainable again, BCE
-   only, trained by :func:`components.train.loop.fit` (resume state cleared afterwards).
+   only, trained by :func:`components.train.loop.fit` (resume state cleared afterwards). With the
+   block's ``finetune_must_improve`` (default False, the reference procedure) a finetuning phase
+   whose best validation AUC does not beat the distilled student's is discarded: ``finetune/`` then
+   holds the distilled weights (``epoch`` 0, ``extra.kept`` = "distill"), so the chain's output is
+   never worse on validation than its distillation phase.
 
 Each phase keeps its best-validation-AUC checkpoint (early stop with the block's ``patience``) in its
 own subdirectory; the next phase starts from those best weights. ``<out_dir>/metrics.json`` (also
@@ -43,7 +47,13 @@ from components.distill.workspace import (
     write_json,
 )
 from components.models import build_model
-from components.train.checkpoint import clear_train_state, count_parameters, load_model
+from components.train.checkpoint import (
+    clear_train_state,
+    count_parameters,
+    load_model,
+    load_model_weights,
+    save_model,
+)
 from components.train.loop import fit, resolve_device, seed_everything
 from components.train.metrics import evaluate_logits
 
@@ -218,12 +228,24 @@ def run_kd_dagfm(
                  resume=False, log=log, progress=False, hparams=hparams, device=dev,
                  on_epoch_end=on_epoch)  # fmt: skip
         clear_train_state(stage / "finetune")
+        best_epoch, best_auc, best_logloss = ft.best_epoch, ft.best_valid_auc, ft.best_valid_logloss
+        kept_distilled = block.finetune_must_improve and not ft.best_valid_auc > summary["best_valid_auc"]
+        if kept_distilled:
+            meta = load_model_weights(model, stage / "distill")
+            save_model(model, stage / "finetune", model_name=meta["model"], hparams=meta["hparams"],
+                       feature_map_hash=meta["feature_map_hash"], epoch=0, metrics=meta["metrics"],
+                       extra={"phase": "finetune", "kept": "distill"})
+            best_epoch, best_auc = 0, summary["best_valid_auc"]
+            best_logloss = summary.get("best_valid_logloss")
+            log(f"{student}: finetuning's best valid AUC {ft.best_valid_auc:.6f} does not beat the distilled "
+                f"student's {best_auc:.6f}; kept the distilled weights (finetune_must_improve)")
         metrics["phases"]["finetune"] = {
             "phase": "finetune",
-            "best_epoch": ft.best_epoch,
+            "best_epoch": best_epoch,
             "epochs": ft.epochs_run,
-            "best_valid_auc": ft.best_valid_auc,
-            "best_valid_logloss": ft.best_valid_logloss,
+            "best_valid_auc": best_auc,
+            "best_valid_logloss": best_logloss,
+            "kept_distilled": kept_distilled,
             "checkpoint_dir": str(Path(out_dir) / "finetune"),
             "history": ft.history,
             **_scores(model, processed, fmap, settings, dev, cache),

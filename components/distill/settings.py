@@ -62,6 +62,7 @@ class DAGFMSettings(_Optimisation):
     teacher_embedding_rms: float | None = Field(None, gt=0)  # None: the teacher's scale as is
     finetune_lr: float = Field(1e-4, gt=0)
     finetune_max_epochs: int = Field(1000, ge=1)
+    finetune_must_improve: bool = False  # True: keep the distilled student unless finetuning beats it on valid AUC
 
     def model_hparams(self) -> dict:
         """``build_model`` keyword arguments of the student, except ``embedding_dim``."""

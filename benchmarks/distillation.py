@@ -26,7 +26,8 @@ functions and the settings of the repository's ``params.yaml`` (every change is 
      distillation on the frozen teacher embeddings with α·BCE + β·logit-MSE → finetuning with BCE)
      with ``distill.dagfm.interaction_type`` = inner / outer / kernel;
    - ``dagfm_inner_full``: ``dagfm_inner`` with its own epoch budget of 6 + 3 (params.yaml's), which
-     neither ``--max-epochs`` nor ``--set`` caps: to show what the capped rows of a CPU run give away;
+     neither ``--max-epochs`` nor ``--set`` caps: to show what the capped rows of a CPU run give away
+     (its twin ``baseline_dagfm_inner_full`` has the same 9 epochs);
    - ``kd_dagfm_plus``: the same chain with the DAGFM + MLP student;
    - ``fsdnet``: FSDNet with its self-distillation only (``external_teacher_weight`` 0);
    - ``fsdnet_ext``: FSDNet self-distillation plus the external teacher's logit-MSE term
@@ -146,7 +147,8 @@ SPECS: dict[str, RunSpec] = {s.name: s for s in (
             "KD-DAGFM chain, kernel"),
     RunSpec("dagfm_inner_full", "kd", "dagfm", {"interaction_type": "inner", "distill_max_epochs": 6,
                                                 "finetune_max_epochs": 3},
-            None, "KD-DAGFM chain, inner, with params.yaml's epoch budget (6 + 3) even where the other rows are capped"),
+            "baseline_dagfm_inner_full",
+            "KD-DAGFM chain, inner, with params.yaml's epoch budget (6 + 3) even where the other rows are capped"),
     RunSpec("kd_dagfm_plus", "kd", "kd_dagfm_plus", {}, "baseline_kd_dagfm_plus", "KD-DAGFM+ chain"),
     RunSpec("fsdnet", "fsdnet", "fsdnet", {"external_teacher_weight": 0.0}, "baseline_fsdnet",
             "FSDNet self-distillation"),
@@ -157,6 +159,9 @@ SPECS: dict[str, RunSpec] = {s.name: s for s in (
     RunSpec("baseline_dagfm_inner", "baseline", "dagfm", {"interaction_type": "inner"}, what="BCE only"),
     RunSpec("baseline_dagfm_outer", "baseline", "dagfm", {"interaction_type": "outer"}, what="BCE only"),
     RunSpec("baseline_dagfm_kernel", "baseline", "dagfm", {"interaction_type": "kernel"}, what="BCE only"),
+    RunSpec("baseline_dagfm_inner_full", "baseline", "dagfm",
+            {"interaction_type": "inner", "distill_max_epochs": 6, "finetune_max_epochs": 3},
+            what="BCE only, 6 + 3 epochs (the twin of dagfm_inner_full)"),
     RunSpec("baseline_kd_dagfm_plus", "baseline", "kd_dagfm_plus", {}, what="BCE only"),
     RunSpec("baseline_fsdnet", "baseline", "fsdnet", {}, what="BCE only (no KL, no hint)"),
 )}

@@ -167,3 +167,13 @@ def test_merge_keeps_one_copy_of_an_invocation_seen_twice_with_its_larger_run_co
     assert a["invocations"] == [final, {"command": "y", "started": "t"}]
     merge_results(a, {"runs": [], "datasets": {}, "invocations": [snapshot]})
     assert a["invocations"][0]["runs_done"] == 12
+
+
+def test_the_full_budget_twin_gets_the_chains_nine_epochs():
+    from benchmarks.distillation import SPECS, run_settings
+    from components.config import load_params
+
+    base = load_params(REPO_PARAMS, {"distill.dagfm.distill_max_epochs": 2, "distill.dagfm.finetune_max_epochs": 1})
+    ov = run_settings("synthetic", "baseline_dagfm_inner_full", 1, parse_args([]), base, "sha")["overrides"]
+    assert (ov["distill.dagfm.distill_max_epochs"], ov["distill.dagfm.finetune_max_epochs"]) == (6, 3)
+    assert SPECS["dagfm_inner_full"].twin == "baseline_dagfm_inner_full"

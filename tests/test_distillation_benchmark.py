@@ -12,6 +12,7 @@ from benchmarks.distillation import (
     _seedless,
     drop_dataset,
     epoch_cap,
+    finetune_keep_counterfactual,
     merge_results,
     parse_args,
     write_outputs,
@@ -177,3 +178,32 @@ def test_the_full_budget_twin_gets_the_chains_nine_epochs():
     ov = run_settings("synthetic", "baseline_dagfm_inner_full", 1, parse_args([]), base, "sha")["overrides"]
     assert (ov["distill.dagfm.distill_max_epochs"], ov["distill.dagfm.finetune_max_epochs"]) == (6, 3)
     assert SPECS["dagfm_inner_full"].twin == "baseline_dagfm_inner_full"
+
+
+def test_finetune_keep_counterfactual_returns_the_distilled_score_only_where_finetuning_lost_on_valid(tmp_path):
+    results = _results()
+    phases = {  # seed → (distill valid, distill test, finetune valid); the run's test AUC is finetune's
+        1: (0.7990, 0.8020, 0.7980),   # finetuning lowered valid AUC → the option keeps distill (test 0.8020)
+        2: (0.8050, 0.8000, 0.8060),   # finetuning won on valid → the option changes nothing
+    }
+    for r in results["runs"]:
+        if r["model"] == "dagfm_outer":
+            dv, dt, fv = phases[r["seed"]]
+            r["phases"] = [{"phase": "distill", "best_epoch": 2, "epochs": 2, "valid_auc": dv, "test_auc": dt},
+                           {"phase": "finetune", "best_epoch": 1, "epochs": 1, "valid_auc": fv,
+                            "test_auc": r["test_auc"]}]
+    cf = finetune_keep_counterfactual(results, "frappe")
+    assert list(cf) == ["dagfm_outer"]   # the other KD rows have no distill/finetune phases recorded
+    c = cf["dagfm_outer"]
+    assert (c["n"], c["kept"]) == (2, 1)
+    # default: seed 1 Δ -0.0003, seed 2 Δ -0.0005; keep: seed 1 0.8020 - 0.800 = +0.0020, seed 2 unchanged
+    assert c["default"] == pytest.approx(-0.0004)
+    assert c["keep"] == pytest.approx((0.0020 - 0.0005) / 2)
+    write_outputs(results, tmp_path)
+    md = (tmp_path / "distillation.md").read_text()
+    assert "dagfm_outer -0.0004 → +0.0008 (1/2 seeds keep the distilled student)" in md
+    # runs made with the option on are not re-judged
+    for r in results["runs"]:
+        if r["model"] == "dagfm_outer":
+            r["block"] = {"finetune_must_improve": True}
+    assert finetune_keep_counterfactual(results, "frappe") == {}

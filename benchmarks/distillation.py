@@ -241,9 +241,16 @@ def run_settings(dataset: str, run: str, seed: int, args: argparse.Namespace, ba
 
 
 def merge_results(into: dict, other: dict) -> None:
-    """Add ``other``'s runs, datasets (teacher-logit statistics per seed united) and invocations to ``into``."""
+    """Add ``other``'s runs, datasets (teacher-logit statistics per seed united) and invocations to ``into``.
+
+    Of two runs of one (dataset, model, seed) the later ``finished`` one is kept, whatever the order of
+    the merge: a result set copied from the committed file before a parallel process re-ran a run also
+    carries the older copy of that run.
+    """
     for run in other["runs"]:
-        put_run(into, run)
+        mine = find_run(into, run["dataset"], run["model"], run["seed"])
+        if mine is None or (run.get("finished") or "") >= (mine.get("finished") or ""):
+            put_run(into, run)
     for ds, info in other["datasets"].items():
         mine = into["datasets"].setdefault(ds, {})
         stats = {**mine.get("teacher_logits_test", {}), **info.get("teacher_logits_test", {})}

@@ -207,3 +207,13 @@ def test_finetune_keep_counterfactual_returns_the_distilled_score_only_where_fin
         if r["model"] == "dagfm_outer":
             r["block"] = {"finetune_must_improve": True}
     assert finetune_keep_counterfactual(results, "frappe") == {}
+
+
+def test_merge_keeps_the_later_finished_copy_of_a_run_in_any_order():
+    old = {**_run("teacher", 1, 0.79, TEACHER_FLOPS, "teacher"), "finished": "2026-11-23T17:44:35"}
+    new = {**_run("teacher", 1, 0.80, TEACHER_FLOPS, "teacher"), "finished": "2026-12-05T19:40:51"}
+    for first, second in ((old, new), (new, old)):
+        into = {"runs": [], "invocations": [], "datasets": {}}
+        merge_results(into, {"runs": [first], "invocations": [], "datasets": {}})
+        merge_results(into, {"runs": [second], "invocations": [], "datasets": {}})
+        assert [r["test_auc"] for r in into["runs"]] == [0.80]

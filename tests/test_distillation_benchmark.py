@@ -217,3 +217,21 @@ def test_merge_keeps_the_later_finished_copy_of_a_run_in_any_order():
         merge_results(into, {"runs": [first], "invocations": [], "datasets": {}})
         merge_results(into, {"runs": [second], "invocations": [], "datasets": {}})
         assert [r["test_auc"] for r in into["runs"]] == [0.80]
+
+
+def test_no_goal_is_judged_against_a_teacher_at_chance_level(tmp_path):
+    results = _results()
+    for r in results["runs"]:   # every row keeps its Δ; the teacher (and so everyone) drops to ~0.51
+        r["test_auc"] -= 0.295
+    write_outputs(results, tmp_path)
+    g = results["goals"]["frappe"]
+    assert g["judged"] is False and g["teacher_auc"] == pytest.approx(0.51)
+    assert g["kd"]["met"] is None and g["kd"]["met_by"] == []       # dagfm_outer's Δ would meet goal 1
+    assert g["fsdnet"]["met"] is None and not g["fsdnet"]["applicable"]
+    md = (tmp_path / "distillation.md").read_text()
+    assert "| frappe | not judged (teacher AUC 0.5100 < 0.55) | — | not judged (teacher AUC 0.5100 < 0.55) | — |" in md
+    assert "misses goal 1" not in md and "Neither goal is judged here" in md
+    # the same results with a teacher above the bar are judged as before
+    results = _results()
+    write_outputs(results, tmp_path)
+    assert results["goals"]["frappe"]["judged"] is True and results["goals"]["frappe"]["kd"]["met"] is True

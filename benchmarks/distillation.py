@@ -28,6 +28,11 @@ functions and the settings of the repository's ``params.yaml`` (every change is 
    - ``dagfm_inner_full``: ``dagfm_inner`` with its own epoch budget of 6 + 3 (params.yaml's), which
      neither ``--max-epochs`` nor ``--set`` caps: to show what the capped rows of a CPU run give away
      (its twin ``baseline_dagfm_inner_full`` has the same 9 epochs);
+   - ``dagfm_inner_tuned``: ``dagfm_inner`` tuned by Optuna exactly as the ``distill`` stage tunes
+     it (:func:`components.distill.students.tune_student`: ``tune.search_space.dagfm``, TPE seeded
+     with the benchmark seed, median pruning on per-epoch valid AUC, params.yaml's defaults as trial
+     0 so the untuned row is one of the candidates), ``--tune-trials`` trials (default 10), the best
+     trial picked on validation AUC; its study (SQLite) sits beside the run, so it resumes;
    - ``kd_dagfm_plus``: the same chain with the DAGFM + MLP student;
    - ``fsdnet``: FSDNet with its self-distillation only (``external_teacher_weight`` 0);
    - ``fsdnet_ext``: FSDNet self-distillation plus the external teacher's logit-MSE term
@@ -52,9 +57,9 @@ DCNv2 — and says met / NOT met, or "not judged" where the teacher's mean test 
 nothing; Avazu's 10k rows do that to DCNv2). On the synthetic set the oracle AUC / LogLoss (score = the true click
 probability) on exactly the test rows is reported too.
 
-No Optuna tuning: every student runs once per seed with params.yaml's reference defaults. The tuned
-path is the ``distill`` stage (``tune.search_space``: ``tune.n_trials`` full procedures per student),
-out of reach of a CPU benchmark over several datasets × 3 seeds × 11 models.
+Apart from ``dagfm_inner_tuned``, every student runs once per seed with params.yaml's reference
+defaults: tuning every row (``tune.n_trials`` full procedures each) is out of reach of a CPU benchmark
+over several datasets × 3 seeds × 15 rows.
 
 Datasets are prepared by ``benchmarks/quality.py``'s functions (imported, not copied): ``synthetic``
 (``--synthetic-rows`` rows, generator seed 2024, Criteo layout), ``criteo117k``, ``frappe`` (trained
@@ -116,6 +121,7 @@ DEFAULT_SEEDS = (2024, 2025, 2026)
 DEFAULT_SYNTHETIC_ROWS = 2_000_000
 DEFAULT_TEACHER = "dcnv2"
 DEFAULT_EXTERNAL_WEIGHT = 1.0
+DEFAULT_TUNE_TRIALS = 10
 AUC_TOLERANCE = 0.001   # goal 1: within 0.001 AUC of the teacher ...
 FLOPS_GOAL = 0.20       # ... at <= 20 % of its FLOPs (total FLOPs per sample, gathers included)
 TEACHER_MIN_AUC = 0.55  # below this mean test AUC the teacher learned next to nothing: neither goal is judged
@@ -133,11 +139,13 @@ class RunSpec:
     block: dict = field(default_factory=dict)   # overrides of the student's distill block
     twin: str | None = None        # the same student trained without distillation
     what: str = ""
+    tuned: bool = False            # an Optuna study (the distill stage's tune_student), --tune-trials trials
 
     @property
     def checkpoint(self) -> str:
         """Subdirectory of the run's output holding the model the procedure selected."""
-        return {"kd": "finetune", "fsdnet": "self_distill", "baseline": "baseline", "teacher": "."}[self.kind]
+        leaf = {"kd": "finetune", "fsdnet": "self_distill", "baseline": "baseline", "teacher": "."}[self.kind]
+        return f"{self.student}/{leaf}" if self.tuned else leaf
 
 
 SPECS: dict[str, RunSpec] = {s.name: s for s in (
@@ -152,6 +160,9 @@ SPECS: dict[str, RunSpec] = {s.name: s for s in (
                                                 "finetune_max_epochs": 3},
             "baseline_dagfm_inner_full",
             "KD-DAGFM chain, inner, with params.yaml's epoch budget (6 + 3) even where the other rows are capped"),
+    RunSpec("dagfm_inner_tuned", "kd", "dagfm", {"interaction_type": "inner"}, "baseline_dagfm_inner",
+            "KD-DAGFM chain, inner, tuned by Optuna (tune.search_space.dagfm; trial 0 = the dagfm_inner row)",
+            tuned=True),
     RunSpec("kd_dagfm_plus", "kd", "kd_dagfm_plus", {}, "baseline_kd_dagfm_plus", "KD-DAGFM+ chain"),
     RunSpec("fsdnet", "fsdnet", "fsdnet", {"external_teacher_weight": 0.0}, "baseline_fsdnet",
             "FSDNet self-distillation"),
@@ -169,7 +180,8 @@ SPECS: dict[str, RunSpec] = {s.name: s for s in (
     RunSpec("baseline_fsdnet", "baseline", "fsdnet", {}, what="BCE only (no KL, no hint)"),
 )}
 ALL_STUDENTS = tuple(n for n in SPECS if n != "teacher")
-KD_GOAL_MODELS = ("dagfm_inner", "dagfm_outer", "dagfm_kernel", "dagfm_inner_full", "kd_dagfm_plus")
+KD_GOAL_MODELS = ("dagfm_inner", "dagfm_outer", "dagfm_kernel", "dagfm_inner_full", "dagfm_inner_tuned",
+                  "kd_dagfm_plus")
 FSD_GOAL_MODELS = ("fsdnet", "fsdnet_ext", "fsdnet_unreg")
 ROW_ORDER = tuple(SPECS)
 
@@ -233,6 +245,8 @@ def run_settings(dataset: str, run: str, seed: int, args: argparse.Namespace, ba
     for key, default in _epoch_keys(spec, base, args.baseline_recipe).items():
         own = spec.block.get(key.rsplit(".", 1)[1])   # a row with its own budget is not capped
         ov[key] = own if own is not None else default if cap is None else min(default, cap)
+    if spec.tuned:
+        ov.update({"tune.n_trials": args.tune_trials, "tune.seed": seed, "tune.timeout_s": None})
     s: dict = {"overrides": ov, "max_epochs_cap": cap, "params_sha": base_sha}
     if spec.kind == "baseline":
         s["baseline_recipe"] = args.baseline_recipe
@@ -439,7 +453,7 @@ def train_teacher_run(prep, seed: int, settings: dict, dirs: SeedDirs, flops_bat
 def train_student_run(prep, run: str, seed: int, settings: dict, dirs: SeedDirs, flops_batch: int) -> dict:
     """One distilled student or no-distillation twin with the product's functions; metrics + profile."""
     from components.distill.baseline import run_student_baseline
-    from components.distill.students import run_student
+    from components.distill.students import run_student, tune_student, with_overrides
 
     spec = SPECS[run]
     out = dirs.student(run, settings)
@@ -452,9 +466,18 @@ def train_student_run(prep, run: str, seed: int, settings: dict, dirs: SeedDirs,
         def log_to_file(msg: str) -> None:
             print(msg, file=fh, flush=True)
 
+        tuned = None
         if spec.kind == "baseline":
             metrics = run_student_baseline(spec.student, prep.processed, params.distill, out,
                                            embedding_dim=teacher_meta["hparams"].get("embedding_dim"), log=log_to_file)
+        elif spec.tuned:
+            # the distill stage's own path; the study (SQLite) and its trials sit beside the run, so an
+            # interrupted benchmark resumes the study instead of starting it again
+            params = params.model_copy(update={"tune": params.tune.model_copy(update={
+                "storage": f"sqlite:///{out.with_name(out.name + '.optuna.db').resolve()}",
+                "trials_dir": str(out.with_name(out.name + ".trials"))})})
+            tuned = tune_student(spec.student, params, teacher_dir, prep.processed, out, log=log_to_file)["tuned"]
+            metrics = json.loads((out / spec.student / "metrics.json").read_text())
         else:
             metrics = run_student(spec.student, params.distill, teacher_dir, prep.processed, out, log=log_to_file)
     ctx = _context(t0, cpu0, load0)
@@ -477,6 +500,10 @@ def train_student_run(prep, run: str, seed: int, settings: dict, dirs: SeedDirs,
         **_profile(out / spec.checkpoint, prep.processed, flops_batch),
         **ctx, "out_dir": str(out), "log": str(log_path),
     }
+    if tuned is not None:
+        rec["tuned"] = tuned
+        block = with_overrides(params.distill, spec.student, tuned["params"]).block(spec.student)
+        rec["block"] = block.model_dump(mode="json")
     rec["train_samples_per_s"] = rec["phases"][0]["samples_per_s"] if rec["phases"] else None
     rec["epochs_total"] = sum(p.get("epochs") or 0 for p in rec["phases"])
     if spec.kind == "kd":
@@ -717,6 +744,25 @@ def _finetune_keep_notes(results: dict, ds: str) -> list[str]:
             + "; ".join(parts) + "."]
 
 
+def _tuned_notes(results: dict, ds: str) -> list[str]:
+    """Per Optuna-tuned row: trials per seed, the best trial and its hyperparameters."""
+    out = []
+    for m, spec in SPECS.items():
+        runs = sorted((r for r in results["runs"] if r["dataset"] == ds and r["model"] == m and r.get("tuned")),
+                      key=lambda r: r["seed"])
+        if not spec.tuned or not runs:
+            continue
+        per_seed = "; ".join(
+            f"seed {r['seed']}: {r['tuned']['complete']} complete + {r['tuned']['pruned']} pruned, best trial "
+            f"{r['tuned']['best_trial']} (valid AUC {r['tuned']['best_valid_auc']:.4f}) "
+            + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in sorted(r["tuned"]["params"].items()))
+            for r in runs)
+        out.append(f"{m}: Optuna (TPE, median pruning; trial 0 = params.yaml's defaults, i.e. the untuned row), "
+                   f"selected on validation AUC — {per_seed}.")
+    return out
+
+
 def notes(results: dict) -> dict[str, list[str]]:
     """Per-dataset findings derived from the numbers: why a goal falls short, what distillation changed."""
     out: dict[str, list[str]] = {}
@@ -753,6 +799,7 @@ def notes(results: dict) -> dict[str, list[str]]:
                 n.append(f"{m}: distillation did not help here — its no-distillation twin {a['twin']} scores "
                          f"{-v['mean_diff']:.4f} AUC higher on average (twin ≥ student in {v['n'] - v['wins']}/{v['n']} "
                          "seeds).")
+        n += _tuned_notes(results, ds)
         n += _distill_phase_notes(results, ds)
         n += _finetune_keep_notes(results, ds)
         n += _cap_notes(results, ds)
@@ -857,10 +904,13 @@ def reproduce_commands(results: dict) -> list[str]:
                       for r in mine if r["model"] == "fsdnet_ext"})
         recipe = sorted({r["settings"].get("baseline_recipe") for r in mine if r["kind"] == "baseline"})
         sets = sorted({json.dumps(r["settings"].get("set") or {}, sort_keys=True) for r in mine})
-        key = (students, tuple(sorted({r["seed"] for r in mine})), teacher, tuple(ext), tuple(recipe), tuple(sets))
+        trials = sorted({r["settings"]["overrides"]["tune.n_trials"] for r in mine
+                         if "tune.n_trials" in r["settings"]["overrides"]})
+        key = (students, tuple(sorted({r["seed"] for r in mine})), teacher, tuple(ext), tuple(recipe), tuple(sets),
+               tuple(trials))
         groups.setdefault(key, []).append(ds)
     cmds = []
-    for (students, seeds, teacher, ext, recipe, sets), datasets in groups.items():
+    for (students, seeds, teacher, ext, recipe, sets, trials), datasets in groups.items():
         mine = [r for r in runs if r["dataset"] in datasets]
         threads = mine[0]["settings"]["overrides"].get("train.num_threads",
                                                        mine[0]["settings"]["overrides"].get("distill.num_threads"))
@@ -875,6 +925,8 @@ def reproduce_commands(results: dict) -> list[str]:
             cmd += f" --synthetic-rows {syn[0]}"
         if ext and ext[0] != DEFAULT_EXTERNAL_WEIGHT:
             cmd += f" --fsdnet-external-weight {ext[0]}"
+        if trials and trials[0] != DEFAULT_TUNE_TRIALS:
+            cmd += f" --tune-trials {trials[0]}"
         if recipe and recipe[0] != "product":
             cmd += f" --baseline-recipe {recipe[0]}"
         for k, v in json.loads(sets[0]).items():
@@ -1071,6 +1123,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="epoch caps (each phase's max epochs = min(params.yaml, cap)): N for all, or "
                         "dataset=N / run-glob=N / dataset/run-glob=N, comma-separated [none]")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run [1]")
+    p.add_argument("--tune-trials", type=int, default=DEFAULT_TUNE_TRIALS,
+                   help=f"Optuna trials per *_tuned row (tune.n_trials; trial 0 = the defaults) [{DEFAULT_TUNE_TRIALS}]")
     p.add_argument("--work-dir", type=Path, default=DEFAULT_WORK, help=f"scratch data, checkpoints [{DEFAULT_WORK}]")
     p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT, help=f"where {RESULTS_JSON} / {RESULTS_MD} go")
     p.add_argument("--fresh", action="store_true", help=f"re-run runs already present in {RESULTS_JSON}")

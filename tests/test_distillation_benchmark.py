@@ -235,3 +235,33 @@ def test_no_goal_is_judged_against_a_teacher_at_chance_level(tmp_path):
     results = _results()
     write_outputs(results, tmp_path)
     assert results["goals"]["frappe"]["judged"] is True and results["goals"]["frappe"]["kd"]["met"] is True
+
+
+def test_a_tuned_row_runs_the_study_with_its_seed_and_trial_budget_and_is_the_untuned_rows_twin():
+    from benchmarks.distillation import DEFAULT_TUNE_TRIALS, SPECS, run_settings
+    from components.config import load_params
+
+    base = load_params(REPO_PARAMS)
+    ov = run_settings("criteo117k", "dagfm_inner_tuned", 7, parse_args(["--tune-trials", "4"]), base, "sha")["overrides"]
+    assert (ov["tune.n_trials"], ov["tune.seed"], ov["tune.timeout_s"]) == (4, 7, None)
+    assert ov["distill.dagfm.interaction_type"] == "inner" and ov["distill.seed"] == 7
+    assert parse_args([]).tune_trials == DEFAULT_TUNE_TRIALS
+    assert "tune.n_trials" not in run_settings("criteo117k", "dagfm_inner", 7, parse_args([]), base, "sha")["overrides"]
+    spec = SPECS["dagfm_inner_tuned"]
+    assert spec.checkpoint == "dagfm/finetune" and SPECS["dagfm_inner"].checkpoint == "finetune"
+    assert spec.twin == SPECS["dagfm_inner"].twin == "baseline_dagfm_inner"
+
+
+def test_tuned_rows_report_their_trials_and_reproduce_with_their_trial_budget(tmp_path):
+    results = _results()
+    for seed, best in ((1, 0), (2, 3)):
+        run = _run("dagfm_inner_tuned", seed, 0.80 + 0.01 * (seed - 1), 0.05 * TEACHER_FLOPS, "kd")
+        run["settings"]["overrides"].update({"tune.n_trials": 6, "tune.seed": seed})
+        run["tuned"] = {"best_trial": best, "best_valid_auc": 0.7512, "complete": 4, "pruned": 2,
+                        "params": {"lr": 0.00312, "depth": 2}}
+        results["runs"].append(run)
+    write_outputs(results, tmp_path)
+    md = (tmp_path / "distillation.md").read_text()
+    assert ("seed 2: 4 complete + 2 pruned, best trial 3 (valid AUC 0.7512) depth=2, lr=0.00312") in md
+    assert "--tune-trials 6" in md
+    assert "dagfm_inner_tuned" in {r["model"] for r in results["goals"]["frappe"]["kd"]["rows"]}

@@ -313,10 +313,10 @@ def drop_dataset(results: dict, dataset: str) -> int:
 
 
 def _seedless(settings: dict) -> dict:
-    """``settings`` without the per-seed keys (train.seed / distill.seed), to compare seeds' settings."""
+    """``settings`` without the per-seed keys (train.seed / distill.seed / tune.seed), to compare seeds' settings."""
     out = {k: (_seedless(v) if isinstance(v, dict) and "overrides" in v else v) for k, v in settings.items()}
     out["overrides"] = {k: v for k, v in settings.get("overrides", {}).items()
-                        if k not in ("train.seed", "distill.seed")}  # fmt: skip
+                        if k not in ("train.seed", "distill.seed", "tune.seed")}  # fmt: skip
     return out
 
 
@@ -1065,7 +1065,9 @@ def render_markdown(results: dict) -> str:
         if mixed:
             lines.append(f"\nWarning: the seeds of {mixed} ran under different settings (see {RESULTS_JSON}).")
         lines += ["", "Rows: teacher = train_teacher stage; dagfm_* / kd_dagfm_plus = KD chain (distill → finetune); "
-                      "fsdnet = self-distillation; fsdnet_ext = + teacher logit-MSE; fsdnet_unreg = fsdnet with the teacher's "
+                      "dagfm_inner_full = params.yaml's 6 + 3 epochs, never capped; dagfm_inner_tuned = the dagfm_inner "
+                      "chain tuned by Optuna (trial 0 = the untuned row; epochs, s/run and samples/s are its best "
+                      "trial's, s/run the whole study's); fsdnet = self-distillation; fsdnet_ext = + teacher logit-MSE; fsdnet_unreg = fsdnet with the teacher's "
                       "regularisation (no dropout, no embedding L2); baseline_* = the same student, BCE "
                       "only, from scratch. \"epochs\" sums the phases; train samples/s is the first phase's.", ""]
         lines += [f"- {n}" for n in results["notes"].get(ds, [])]

@@ -126,6 +126,8 @@ def test_seedless_settings_ignore_only_the_seed():
     assert _seedless(s1) == _seedless(s2)
     s3 = {**s2, "overrides": {"distill.seed": 2, "distill.dagfm.lr": 0.2}}
     assert _seedless(s1) != _seedless(s3)
+    tuned = [{"overrides": {"distill.seed": k, "tune.seed": k, "tune.n_trials": 10}} for k in (1, 2)]
+    assert _seedless(tuned[0]) == _seedless(tuned[1])
 
 
 def test_drop_dataset_removes_its_runs_description_and_own_invocations():

@@ -605,7 +605,7 @@ def goal_checks(results: dict) -> dict:
                               if r["dataset"] == ds and r["model"] == "teacher"), None)
         teacher_auc = _mean([r["test_auc"] for r in results["runs"] if r["dataset"] == ds and r["model"] == "teacher"])
         # "student ≈ teacher" and "FSDNet > teacher" say nothing against a teacher at chance level
-        judged = teacher_auc is not None and teacher_auc >= TEACHER_MIN_AUC
+        judged = teacher_auc is None or teacher_auc >= TEACHER_MIN_AUC   # no teacher: "not measured" below
         kd_rows = []
         for m in KD_GOAL_MODELS:
             a = models.get(m)
@@ -747,10 +747,10 @@ def _finetune_keep_notes(results: dict, ds: str) -> list[str]:
 def _tuned_notes(results: dict, ds: str) -> list[str]:
     """Per Optuna-tuned row: trials per seed, the best trial and its hyperparameters."""
     out = []
-    for m, spec in SPECS.items():
+    for m in (name for name, spec in SPECS.items() if spec.tuned):
         runs = sorted((r for r in results["runs"] if r["dataset"] == ds and r["model"] == m and r.get("tuned")),
                       key=lambda r: r["seed"])
-        if not spec.tuned or not runs:
+        if not runs:
             continue
         per_seed = "; ".join(
             f"seed {r['seed']}: {r['tuned']['complete']} complete + {r['tuned']['pruned']} pruned, best trial "
@@ -776,11 +776,11 @@ def notes(results: dict) -> dict[str, list[str]]:
                              for s, r in sorted(t_runs.items()))
             n.append(f"Teacher ({g.get('teacher_model')}): test AUC {_pm(teacher, 'test_auc')}; best epoch / epochs "
                      f"per seed {best}.")
-        if not g.get("judged", True) and g.get("teacher_auc") is not None:
+        if g and not g["judged"]:
             n.append(f"Neither goal is judged here: the teacher's mean test AUC {g['teacher_auc']:.4f} is below "
                      f"{TEACHER_MIN_AUC}, so it learned next to nothing, and a student \"within 0.001 of\" or \"above\" "
                      "it says nothing about distillation.")
-        for row in g.get("kd", {}).get("rows", []) if g.get("judged", True) else []:
+        for row in g["kd"]["rows"] if g and g["judged"] else []:
             if row["met"]:
                 continue
             why = []
@@ -982,9 +982,9 @@ def render_markdown(results: dict) -> str:
                   "|---|---|---|---|---|"]
         for ds, g in goals.items():
             g2 = g["fsdnet"]
-            g1v = _verdict(g["kd"]["met"]) if g.get("judged", True) else _not_judged(g)
+            g1v = _verdict(g["kd"]["met"]) if g["judged"] else _not_judged(g)
             g2v = (_verdict(g2["met"]) if g2["applicable"] else
-                   _not_judged(g) if not g.get("judged", True) else f"n/a (teacher {g['teacher_model']})")
+                   _not_judged(g) if not g["judged"] else f"n/a (teacher {g['teacher_model']})")
             lines.append(f"| {ds} | {g1v} | {', '.join(g['kd']['met_by']) or '—'} | {g2v} | "
                          f"{', '.join(g2['met_by']) or '—'} |")
         lines += ["", "### Goal 1 per student", "",
@@ -996,7 +996,7 @@ def render_markdown(results: dict) -> str:
                 lines.append(f"| {ds} | {r['model']} | {r['n']} | {r['mean_diff']:+.4f}{std} | {r['seeds_within']}/{r['n']} | "
                              f"{_p(r['p_value'])} | {_pct(r['flops_fraction'])} ({_pct(r['flops_fraction_excl_gather'])}) | "
                              f"{'yes' if r['auc_ok'] else 'no'} | {'yes' if r['flops_ok'] else 'no'} | "
-                             f"{('yes' if r['met'] else '**no**') if g.get('judged', True) else 'not judged'} |")
+                             f"{('yes' if r['met'] else '**no**') if g['judged'] else 'not judged'} |")
         lines += ["", "### Goal 2 per FSDNet variant", "",
                   "| dataset | variant | seeds | Δ test AUC vs teacher | seeds above | p | FLOPs % of teacher | met |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -1004,7 +1004,7 @@ def render_markdown(results: dict) -> str:
             for r in g["fsdnet"]["rows"]:
                 std = "" if r["std_diff"] is None else f" ± {r['std_diff']:.4f}"
                 met = (("yes" if r["met"] else "**no**") if g["fsdnet"]["applicable"] else
-                       "not judged" if not g.get("judged", True) else f"n/a ({g['teacher_model']})")
+                       "not judged" if not g["judged"] else f"n/a ({g['teacher_model']})")
                 lines.append(f"| {ds} | {r['model']} | {r['n']} | {r['mean_diff']:+.4f}{std} | {r['wins']}/{r['n']} | "
                              f"{_p(r['p_value'])} | {_pct(r['flops_fraction'])} | {met} |")
         lines.append("")
@@ -1066,8 +1066,8 @@ def render_markdown(results: dict) -> str:
             lines.append(f"\nWarning: the seeds of {mixed} ran under different settings (see {RESULTS_JSON}).")
         lines += ["", "Rows: teacher = train_teacher stage; dagfm_* / kd_dagfm_plus = KD chain (distill → finetune); "
                       "dagfm_inner_full = params.yaml's 6 + 3 epochs, never capped; dagfm_inner_tuned = the dagfm_inner "
-                      "chain tuned by Optuna (trial 0 = the untuned row; epochs, s/run and samples/s are its best "
-                      "trial's, s/run the whole study's); fsdnet = self-distillation; fsdnet_ext = + teacher logit-MSE; fsdnet_unreg = fsdnet with the teacher's "
+                      "chain tuned by Optuna (trial 0 = the untuned row; epochs and samples/s are its best trial's, "
+                      "s/run the whole study's); fsdnet = self-distillation; fsdnet_ext = + teacher logit-MSE; fsdnet_unreg = fsdnet with the teacher's "
                       "regularisation (no dropout, no embedding L2); baseline_* = the same student, BCE "
                       "only, from scratch. \"epochs\" sums the phases; train samples/s is the first phase's.", ""]
         lines += [f"- {n}" for n in results["notes"].get(ds, [])]
@@ -1152,6 +1152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"unknown student row(s) {bad}; choose from {list(ALL_STUDENTS)}")
     if "fsdnet_ext" in args.students and args.fsdnet_external_weight <= 0:
         p.error("--fsdnet-external-weight must be > 0 for fsdnet_ext")
+    if args.tune_trials < 1:
+        p.error(f"--tune-trials must be >= 1 (trial 0 is params.yaml's defaults), got {args.tune_trials}")
     for key in args.max_epochs:
         pat = key.split("/", 1)[-1] if "/" in key else key
         if key != "*" and key not in ALL_DATASETS and not fnmatch.filter(SPECS, pat):

@@ -267,3 +267,18 @@ def test_tuned_rows_report_their_trials_and_reproduce_with_their_trial_budget(tm
     assert ("seed 2: 4 complete + 2 pruned, best trial 3 (valid AUC 0.7512) depth=2, lr=0.00312") in md
     assert "--tune-trials 6" in md
     assert "dagfm_inner_tuned" in {r["model"] for r in results["goals"]["frappe"]["kd"]["rows"]}
+
+
+def test_tune_trials_below_one_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--tune-trials", "0"])
+    assert "--tune-trials must be >= 1" in capsys.readouterr().err
+
+
+def test_a_dataset_without_teacher_runs_is_not_measured_rather_than_not_judged(tmp_path):
+    results = _results()
+    results["runs"] = [r for r in results["runs"] if r["model"] != "teacher"]
+    write_outputs(results, tmp_path)
+    g = results["goals"]["frappe"]
+    assert g["judged"] is True and g["kd"]["met"] is None
+    assert "| frappe | not measured |" in (tmp_path / "distillation.md").read_text()

@@ -199,8 +199,9 @@ def evaluate(ctx):
 def profile(ctx):
     """FLOPs per sample (matmuls and every element-wise/gather op), parameters, latency of every model.
 
-    Also each student's FLOPs as a fraction of the teacher's. Writes evaluate.profile_out and the
-    AUC-vs-FLOPs Pareto data.
+    Also where the time goes (achieved GFLOP/s, torch.profiler time shares embedding / interaction /
+    MLP, top ops by self CPU time) and each student's FLOPs, throughput and p50 latency relative to
+    the teacher's. Writes evaluate.profile_out and the AUC-vs-FLOPs Pareto data.
     """
     from components.stages import profile_stage
 

@@ -36,6 +36,8 @@ class EvaluateParams(BaseModel):
     latency_runs: int = Field(200, ge=1)
     throughput_batch_size: int = Field(4096, ge=1)
     throughput_runs: int = Field(10, ge=1)
+    profile_runs: int = Field(5, ge=1)
+    profile_top_ops: int = Field(10, ge=0)
     flops_claim: float = Field(0.215, gt=0)
     report_dir: str = "reports"
 

@@ -10,9 +10,18 @@ checkpoints, baselines), loaded on the CPU:
 - batch-1 p50/p99 latency and large-batch throughput (:func:`measure_latency` with
   ``evaluate.latency_threads`` threads, ``latency_warmup`` / ``latency_runs`` batch-1 calls and
   ``throughput_runs`` calls at ``throughput_batch_size``);
+- ``achieved_gflops_per_s``: FLOPs per sample × throughput / 1e9, from the two numbers above
+  (:func:`achieved_gflops`);
+- ``time_breakdown``: shares of the forward's CPU time in the embedding lookup, the interaction and
+  the MLPs, and the top ``evaluate.profile_top_ops`` aten ops by self CPU time, from
+  ``evaluate.profile_runs`` forward calls at ``throughput_batch_size`` with ``latency_threads``
+  threads under torch.profiler (:func:`time_breakdown`);
 - for every model but the teacher, its FLOPs as a fraction of the teacher's
-  (:func:`flops_fraction`: total, without gathers, matmul only) and ``below_claim``: whether the
-  total fraction is below ``evaluate.flops_claim`` (KD-DAGFM's "< 21.5 % of the teacher's FLOPs").
+  (:func:`flops_fraction`: total, without gathers, matmul only), ``below_claim``: whether the
+  total fraction is below ``evaluate.flops_claim`` (KD-DAGFM's "< 21.5 % of the teacher's FLOPs"),
+  and its speed relative to the teacher's (:func:`speed_vs_teacher`: ``throughput_ratio``,
+  ``p50_latency_ratio``, ``speedup_per_flop`` = throughput ratio × FLOPs fraction, 1.0 = the FLOP
+  saving became speed in full), computed from the latency numbers stored beside it.
 
 Outputs (temporary file + rename): ``evaluate.profile_out`` (JSON) and
 ``<evaluate.plots_dir>/pareto.csv`` with ``model,flops_per_sample,test_auc``. The test AUC is the
@@ -36,10 +45,12 @@ from components.evaluate.models import TEACHER, discover_models
 from components.evaluate.settings import EvaluateParams, evaluate_settings
 from components.train.checkpoint import MODEL_WEIGHTS, load_model
 
+from .breakdown import time_breakdown
 from .compare import flops_fraction
 from .flops import count_flops
-from .latency import measure_latency
+from .latency import LatencyReport, measure_latency
 from .size import model_size
+from .speed import achieved_gflops, speed_vs_teacher
 
 
 def _read_json(path: str | Path) -> dict | None:
@@ -67,13 +78,19 @@ def reported_test_aucs(params, ev: EvaluateParams) -> dict[str, float]:
     return out
 
 
-def _profile_model(model, fmap: FeatureMap, weights: Path, ev: EvaluateParams) -> tuple[dict, Any]:
+def _profile_model(
+    model, fmap: FeatureMap, weights: Path, ev: EvaluateParams
+) -> tuple[dict, Any, LatencyReport]:
     flops = count_flops(model, fmap, ev.flops_batch_size)
     size = model_size(model, weights)
     latency = measure_latency(
         model, fmap, threads=ev.latency_threads, warmup=ev.latency_warmup,
         single_runs=ev.latency_runs, throughput_batch_size=ev.throughput_batch_size,
         batch_runs=ev.throughput_runs,
+    )  # fmt: skip
+    breakdown = time_breakdown(
+        model, fmap, batch_size=ev.throughput_batch_size, threads=ev.latency_threads,
+        runs=ev.profile_runs, top_ops=ev.profile_top_ops,
     )  # fmt: skip
     record = {
         "flops_per_sample": flops.flops_per_sample,
@@ -83,24 +100,31 @@ def _profile_model(model, fmap: FeatureMap, weights: Path, ev: EvaluateParams) -
                        "dense": size.dense_parameters},
         "checkpoint_bytes": size.file_bytes,
         "latency": latency.to_dict(),
+        "achieved_gflops_per_s": achieved_gflops(
+            flops.flops_per_sample, latency.throughput_samples_per_s
+        ),
+        "time_breakdown": breakdown.to_dict(),
     }
-    return record, flops
+    return record, flops, latency
 
 
 def profile_run(params) -> dict[str, Any]:
     """Profile every model of the run, write ``evaluate.profile_out`` and ``pareto.csv`` (module doc).
 
     Returns ``{"models": {name: {role, model, checkpoint, flops_per_sample, macs_per_sample, flops,
-    parameters, checkpoint_bytes, latency, vs_teacher}}, "flops_claim", "settings", "host",
-    "outputs"}``; ``vs_teacher`` is None for the teacher.
+    parameters, checkpoint_bytes, latency, achieved_gflops_per_s, time_breakdown, vs_teacher}},
+    "flops_claim", "settings", "host", "outputs"}``; ``vs_teacher`` is None for the teacher.
     """
     ev = evaluate_settings(params)
     fmap = FeatureMap.load(Path(params.preprocess.out_dir) / "feature_map.json")
     models: dict[str, dict] = {}
     reports = {}
+    latencies = {}
     for rm in discover_models(params):
         model, meta = load_model(rm.directory, fmap, device="cpu")
-        record, reports[rm.name] = _profile_model(model, fmap, rm.directory / MODEL_WEIGHTS, ev)
+        record, reports[rm.name], latencies[rm.name] = _profile_model(
+            model, fmap, rm.directory / MODEL_WEIGHTS, ev
+        )
         models[rm.name] = {"role": rm.role, "model": meta["model"], "checkpoint": str(rm.directory),
                            **record}
         del model
@@ -109,7 +133,10 @@ def profile_run(params) -> dict[str, Any]:
             record["vs_teacher"] = None
             continue
         cmp = flops_fraction(reports[name], reports[TEACHER]).to_dict()
-        record["vs_teacher"] = {**cmp, "below_claim": cmp["fraction"] < ev.flops_claim}
+        record["vs_teacher"] = {
+            **cmp, "below_claim": cmp["fraction"] < ev.flops_claim,
+            **speed_vs_teacher(latencies[name], latencies[TEACHER], cmp["fraction"]),
+        }  # fmt: skip
     aucs = reported_test_aucs(params, ev)
     pareto = ["model,flops_per_sample,test_auc"] + [
         f"{n},{r['flops_per_sample']!r},{aucs[n]!r}" if n in aucs else f"{n},{r['flops_per_sample']!r},"
@@ -121,7 +148,7 @@ def profile_run(params) -> dict[str, Any]:
         "flops_claim": ev.flops_claim,
         "settings": {k: getattr(ev, k) for k in (
             "flops_batch_size", "latency_threads", "latency_warmup", "latency_runs",
-            "throughput_batch_size", "throughput_runs")},
+            "throughput_batch_size", "throughput_runs", "profile_runs", "profile_top_ops")},
         "host": {"machine": platform.machine(), "processor": platform.processor() or None,
                  "cpu_count": os.cpu_count(), "torch": torch.__version__},
         "outputs": {"profile": ev.profile_out, "pareto": str(pareto_path)},

@@ -1,10 +1,11 @@
 """The run report on a tiny finished run (tests/run_fixture.py), evaluated and profiled first.
 
 Checked: every section heading in report.md and report.html; the numbers of the evaluation,
-profile, training, validation, oracle, study and dvc.lock files appear as formatted; the HTML is
-self-contained (base64 PNG figures, no http(s) URL in any src/href); the Markdown's figure files
-are PNGs; the CLI headline table; a report of a run with nothing but a feature map still has every
-section and says what is missing; and the Markdown/HTML renderers escape their text.
+profile (comparison, speed and top-ops tables), training, validation, oracle, study and dvc.lock
+files appear as formatted; the HTML is self-contained (base64 PNG figures, no http(s) URL in any
+src/href); the Markdown's figure files are PNGs; the CLI headline table; a report of a run with
+nothing but a feature map still has every section and says what is missing; and the Markdown/HTML
+renderers escape their text.
 """
 
 from __future__ import annotations
@@ -88,6 +89,33 @@ def test_model_table_holds_the_numbers_of_the_json_files(built):
     table = [[c.strip() for c in line.strip("|").split(" | ")] for line in md.splitlines()
              if line.startswith("| ") and line.count(" | ") == 12]
     assert [c[0] for c in table] == ["model", "teacher", "dagfm", "fsdnet", "baseline_dagfm"]
+
+
+def test_speed_tables_hold_the_numbers_of_profile_json(built):
+    *_, profile, md, html, _ = built
+    assert "\n### Where inference time goes\n" in md and "<h3>Where inference time goes</h3>" in html
+    assert "\n### Top ops by self CPU time\n" in md
+    for name in MODELS:
+        p = profile["models"][name]
+        b = p["time_breakdown"]
+        row = next(line for line in md.splitlines()
+                   if line.startswith(f"| {name} | ") and line.count(" | ") == 9)
+        cells = [c.strip() for c in row.strip("|").split(" | ")]
+        assert cells[1] == f"{p['achieved_gflops_per_s']:.3f}"
+        assert cells[2:5] == [f"{100 * b['shares'][k]:.1f} %" for k in ("embedding", "interaction", "mlp")]
+        assert cells[5] == f"{100 * b['outside_ops_share']:.1f} %"
+        vs = p["vs_teacher"]
+        if name == "teacher":
+            assert cells[6:] == ["–"] * 4
+        else:
+            assert cells[6:] == [f"{100 * vs['fraction']:.2f} %", f"{vs['throughput_ratio']:.3f}",
+                                 f"{vs['p50_latency_ratio']:.3f}", f"{vs['speedup_per_flop']:.3f}"]
+        ops_table = md.split("\n### Top ops by self CPU time\n", 1)[1].split("\n#", 1)[0]
+        ops = [[c.strip() for c in line.strip("|").split(" | ")] for line in ops_table.splitlines()
+               if line.startswith(f"| {name} | ")]
+        assert ops == [[name, o["op"], f"{o['self_cpu_ms']:.3f}", f"{o['percent']:.1f} %",
+                        f"{o['calls']:g}"] for o in b["top_ops"]]
+        assert len(ops) == len(b["top_ops"]) > 0
 
 
 def test_data_tuning_and_environment_numbers(built):

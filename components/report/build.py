@@ -4,8 +4,9 @@
 
 Sections (:data:`SECTIONS`, in order): data summary (rows per split, fields and vocabulary sizes,
 the validation gate's result, the synthetic log's oracle AUC), teacher and students (the comparison
-table of :mod:`.tables`, agreement with the teacher, paired student − teacher differences, the
-FLOPs claim), the Pareto plot (test AUC vs FLOPs, log x), ROC curves, reliability curves, the
+table of :mod:`.tables`, the FLOPs claim, where inference time goes and the top ops by self CPU
+time (:mod:`.timing`), agreement with the teacher, paired student − teacher differences), the
+Pareto plot (test AUC vs FLOPs, log x), ROC curves, reliability curves, the
 teacher's training curve, the tuned hyperparameters (``tuned`` of ``distill.metrics`` and each
 study's ``best.json`` / ``trials.csv``) and the environment (package versions, devices, seeds, git
 commit, DVC output hashes). A section whose inputs are missing says which file and stage provide them.
@@ -36,6 +37,7 @@ from .document import (
 from .environment import dvc_output_hashes, git_state, package_versions
 from .sources import RunArtifacts, load_artifacts
 from .tables import COMPARISON_HEADER, MISSING, comparison_cells, fmt, headline_text, model_rows
+from .timing import SPEED_HEADER, TOP_OPS_HEADER, speed_cells, top_ops_cells
 
 TITLE = "ctrflow run report"
 SECTIONS = (
@@ -133,6 +135,7 @@ def _models_section(art: RunArtifacts, rows: list[dict[str, Any]], ev: EvaluateP
     if claims:
         blocks += [Heading(f"FLOPs claim (KD-DAGFM: < {100 * ev.flops_claim:.1f} % of the teacher)", 3),
                    Bullets(tuple(claims))]
+    blocks += _speed_blocks(art, [r["name"] for r in rows])
     models = (art.evaluation or {}).get("models", {})
     agreement = [(n, m["agreement_with_teacher"]) for n, m in models.items()
                  if m.get("agreement_with_teacher")]
@@ -150,6 +153,33 @@ def _models_section(art: RunArtifacts, rows: list[dict[str, Any]], ev: EvaluateP
             tuple((n, str(c["n"]), f"{c['mean_diff']:+.4f}", fmt(c["std_diff"]),
                    fmt(c["t_statistic"], 3), fmt(c["p_value"], 4)) for n, c in paired)),
             Paragraph(f"{n_runs} run(s) aggregated; with one run there is no spread and no test.")]
+    return blocks
+
+
+def _speed_blocks(art: RunArtifacts, order: list[str]) -> list[Block]:
+    """Where inference time goes (GFLOP/s, time shares, speed vs the teacher) and the top ops."""
+    prof = (art.profile or {}).get("models", {})
+    names = [n for n in order if n in prof]
+    if not names:
+        return []
+    s = art.profile.get("settings", {})
+    blocks: list[Block] = [
+        Heading("Where inference time goes", 3),
+        Table(SPEED_HEADER, tuple(speed_cells(n, prof[n]) for n in names)),
+        Paragraph(
+            f"GFLOP/s = FLOPs per sample × throughput at batch {s.get('throughput_batch_size')}. "
+            f"Time shares from torch.profiler over {s.get('profile_runs', MISSING)} forward calls at "
+            f"that batch with {s.get('latency_threads')} thread(s): embedding = the embedding "
+            "lookup, MLP = the MLP stacks, interaction = the rest of the forward (interaction "
+            "layers, heads, glue); outside aten ops = the part of the forward in Python and "
+            "dispatch rather than in any op's kernel. Throughput and p50 latency as multiples of "
+            "the teacher's (> 1 throughput, < 1 latency: faster); speedup per FLOP = throughput "
+            "ratio × FLOPs fraction: 1.0 when the FLOP saving became speed in full, lower when it "
+            "did not."),
+    ]
+    ops = [row for n in names for row in top_ops_cells(n, prof[n])]
+    if ops:
+        blocks += [Heading("Top ops by self CPU time", 3), Table(TOP_OPS_HEADER, tuple(ops))]
     return blocks
 
 

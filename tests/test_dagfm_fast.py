@@ -1,0 +1,190 @@
+"""The fast DAG propagation equals the einsum formulas it replaces (issue: students as fast as their FLOPs).
+
+``DAGPropagation.propagate`` (batch-last batched matmuls, cached inference weights, eval-mode row
+chunks) against ``reference_forward`` / ``reference_interact`` (the einsum specification, itself
+checked against a path enumeration in test_students.py): every interaction type, DAGFM and both
+KD-DAGFM+ structures, values and gradients, random inputs and a trained checkpoint, PyTorch and
+ONNX Runtime. Float64 comparisons are tight (1e-12); float32 ones use 1e-5, the bound the issue
+sets, far above the ~1e-7 rounding of a different summation order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from components.data.feature_map import FeatureMap
+from components.models import build_model
+from components.models.dagfm import DAGPropagation, by_row_chunks
+
+TYPES = ("inner", "outer", "kernel")
+F32 = {"rtol": 1e-5, "atol": 1e-5}
+F64 = {"rtol": 1e-12, "atol": 1e-12}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(7)
+
+
+def _perturbed(dag: DAGPropagation) -> DAGPropagation:
+    """A DAG whose connect layer is not the identity (its init), so C is really exercised."""
+    with torch.no_grad():
+        dag.connect.add_(0.2 * torch.randn_like(dag.connect))
+    return dag
+
+
+def _model(name: str, fields: int = 6, d: int = 4, dtype=torch.float32, **hp):
+    model = build_model(name, FeatureMap.toy([9] * fields), embedding_dim=d, **hp).to(dtype)
+    _perturbed(model.dag)
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", TYPES)
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, F64), (torch.float32, F32)])
+def test_propagation_states_equal_the_einsum_formulas(kind, dtype, tol):
+    dag = _perturbed(DAGPropagation(7, 5, 3, kind)).to(dtype)
+    e = torch.randn(33, 7, 5, dtype=dtype)
+    fast, ref = dag(e), dag.reference_forward(e)
+    assert len(fast) == len(ref) == 4
+    for h_fast, h_ref in zip(fast, ref, strict=True):
+        assert h_fast.shape == h_ref.shape == (33, 7, 5)
+        torch.testing.assert_close(h_fast, h_ref, **tol)
+    # the readout inputs taken straight from the batch-last states
+    states = dag.propagate(e)
+    want_sums = torch.cat([h.sum(dim=2) for h in ref], dim=1)
+    torch.testing.assert_close(dag.node_sums(states), want_sums, **tol)
+    torch.testing.assert_close(dag.summed_flat(states), sum(ref).flatten(1), **tol)
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_gradients_equal_the_einsum_formulas(kind):
+    dag = _perturbed(DAGPropagation(5, 3, 2, kind)).double()
+    e = torch.randn(6, 5, 3, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 5, 3, dtype=torch.float64)
+
+    def grads(states):
+        loss = sum((h * w * (t + 1)).sum() for t, h in enumerate(states))
+        return torch.autograd.grad(loss, [e, *(p for p in dag.parameters())])
+
+    for g_fast, g_ref in zip(grads(dag(e)), grads(dag.reference_forward(e)), strict=True):
+        torch.testing.assert_close(g_fast, g_ref, **F64)
+
+
+CASES = [("dagfm", {"interaction_type": k}) for k in TYPES] + [
+    ("kd_dagfm_plus", {"interaction_type": k, "structure": s, "hidden_units": [8, 8]})
+    for k in ("inner", "outer") for s in ("stacked", "parallel")
+]
+
+
+@pytest.mark.parametrize(("name", "hp"), CASES)
+def test_model_logits_equal_the_reference_interaction(name, hp):
+    for dtype, tol in ((torch.float64, F64), (torch.float32, F32)):
+        model = _model(name, dtype=dtype, depth=3, **hp)
+        cat = torch.randint(0, 9, (50, 6))
+        with torch.no_grad():
+            emb = model.embed(cat)
+            torch.testing.assert_close(model.interact(emb), model.reference_interact(emb), **tol)
+
+
+@pytest.mark.parametrize(("name", "hp"), CASES)
+def test_eval_row_chunks_change_nothing_but_rounding(name, hp):
+    model = _model(name, dtype=torch.float64, **hp)
+    cat = torch.randint(0, 9, (23, 6))
+    with torch.no_grad():
+        model.dag.chunk_rows = 0
+        whole = model(cat)
+        model.dag.chunk_rows = 5  # 4 full blocks and a partial one
+        chunked = model(cat)
+    torch.testing.assert_close(chunked, whole, **F64)
+
+
+def test_training_never_splits_the_batch():
+    """BatchNorm in KD-DAGFM+'s MLP must see the whole batch while training."""
+    model = _model("kd_dagfm_plus", interaction_type="outer", hidden_units=[8])
+    model.dag.chunk_rows = 4
+    calls = []
+    original = model.dag.propagate
+    model.dag.propagate = lambda v: (calls.append(len(v)), original(v))[1]
+    model.train()(torch.randint(0, 9, (10, 6)))
+    assert calls == [10]
+    calls.clear()
+    with torch.no_grad():
+        model.eval()(torch.randint(0, 9, (10, 6)))
+    assert calls == [4, 4, 2]
+
+
+def test_by_row_chunks_concatenates_in_order():
+    x = torch.arange(10.0)
+    assert torch.equal(by_row_chunks(lambda b: b * 2, x, 3), x * 2)
+    assert torch.equal(by_row_chunks(lambda b: b + 1, x, 0), x + 1)
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_inference_weight_cache_follows_every_parameter_change(kind):
+    model = _model("dagfm", interaction_type=kind)
+    cat = torch.randint(0, 9, (12, 6))
+
+    def check():
+        with torch.inference_mode():
+            emb = model.embed(cat)
+            torch.testing.assert_close(model.interact(emb), model.reference_interact(emb), **F32)
+
+    check()
+    weight = model.dag.W if kind == "kernel" else model.dag.p
+    with torch.no_grad():  # an in-place edit (bumps the version counter)
+        weight.mul_(-1.5)
+    check()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)  # an optimiser step
+    model.train()
+    torch.nn.functional.binary_cross_entropy_with_logits(
+        model(cat), torch.randint(0, 2, (12,)).float()
+    ).backward()
+    opt.step()
+    model.eval()
+    check()
+    other = _model("dagfm", interaction_type=kind)  # load_state_dict copies in place
+    model.load_state_dict(other.state_dict())
+    check()
+    model.double()  # new storage and dtype
+    with torch.no_grad():
+        emb = model.embed(cat)
+        torch.testing.assert_close(model.interact(emb), model.reference_interact(emb), **F64)
+
+
+def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path):
+    """Train a KD-DAGFM student briefly, save and reload it: fast == reference, and ONNX == both."""
+    import onnxruntime as ort
+
+    from components.serve.export import export_onnx
+    from components.train.checkpoint import feature_map_hash, load_model, save_model
+
+    fmap = FeatureMap.toy([9] * 6)
+    for name, hp in (("dagfm", {"interaction_type": "outer"}), ("dagfm", {"interaction_type": "inner"}),
+                     ("kd_dagfm_plus", {"interaction_type": "outer", "hidden_units": [16, 16]})):
+        torch.manual_seed(3)
+        model = build_model(name, fmap, embedding_dim=4, **hp)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        cat = torch.randint(0, 9, (256, 6))
+        y = (cat[:, 0] > 4).float()
+        for _ in range(20):
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(model(cat), y).backward()
+            opt.step()
+        directory = tmp_path / name / hp["interaction_type"]
+        save_model(model, directory, model_name=name, hparams={"embedding_dim": 4, **hp},
+                   feature_map_hash=feature_map_hash(fmap), epoch=20, metrics={})
+        loaded, _ = load_model(directory, fmap)
+        loaded.dag.chunk_rows = 100  # exercise the eval-mode blocks too
+        test = torch.randint(0, 9, (300, 6))
+        with torch.no_grad():
+            emb = loaded.embed(test)
+            fast, ref = loaded.interact(emb), loaded.reference_interact(emb)
+        torch.testing.assert_close(fast, ref, **F32)
+        path = export_onnx(loaded, fmap, tmp_path / f"{name}-{hp['interaction_type']}.onnx")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        names = {i.name for i in session.get_inputs()}
+        feeds = {"categorical": test.numpy(), "dense": np.zeros((300, 0), np.float32)}
+        (logit, _) = session.run(None, {k: v for k, v in feeds.items() if k in names})
+        np.testing.assert_allclose(logit, ref.numpy(), rtol=1e-5, atol=1e-5)

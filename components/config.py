@@ -102,6 +102,18 @@ class TrainParams(_Section):
     curve: str = "metrics/teacher_curve.csv"
 
 
+class InferenceParams(_Section):
+    """Serving: how a trained model is turned into its inference form (components/serve/optimize.py)
+    and how predict/export run it."""
+
+    fold_batch_norm: bool = True
+    quantize: Literal["none", "dynamic_int8"] = "none"
+    compile: bool = False
+    onnx_graph_optimization: Literal["all", "extended", "basic", "disabled"] = "all"
+    threads: int = Field(0, ge=0)
+    score_rows: int = Field(4096, gt=0)
+
+
 # Sections owned by later stages import TrainParams from here, so they are imported after it.
 from components.distill.settings import DistillParams  # noqa: E402
 from components.evaluate.settings import EvaluateParams  # noqa: E402
@@ -122,6 +134,7 @@ class Params(_Section):
     distill: DistillParams = DistillParams()
     tune: TuneParams = TuneParams()
     evaluate: EvaluateParams = EvaluateParams()
+    inference: InferenceParams = InferenceParams()
 
     @model_validator(mode="after")
     def _synthetic_format_matches(self) -> Params:

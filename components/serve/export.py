@@ -3,16 +3,19 @@
 :func:`export_model` writes ``out_dir`` (built in a hidden temporary sibling, swapped in at the
 end, so a failed export leaves an earlier one intact):
 
-- ``model.onnx``: inputs ``categorical`` int64 [batch, F_cat] (ids, feature-map categorical order)
-  and ``dense`` float32 [batch, F_dense]; outputs ``logit`` and ``probability`` (= sigmoid(logit))
+- ``model.onnx``: the checkpoint's model with its BatchNorms folded into the preceding Linear
+  layers (``inference.fold_batch_norm``, :mod:`.optimize`; no BatchNormalization node). Inputs
+  ``categorical`` int64 [batch, F_cat] (ids, feature-map categorical order) and ``dense`` float32
+  [batch, F_dense]; outputs ``logit`` and ``probability`` (= sigmoid(logit))
   float32 [batch]; the batch dimension is dynamic. Field names, model name and feature-map hash are
   also in the graph's ``metadata_props`` (``ctrflow.*``), for consumers that read only the ONNX file;
 - ``model.safetensors`` + ``model.json``: the checkpoint, copied byte for byte (PyTorch serving,
   :func:`~components.serve.predict.predict_file`);
 - ``feature_map.json`` + ``vocab/``: the encodings of the processed directory the model was
   trained on, copied byte for byte, so the directory scores raw logs on its own;
-- ``export.json``: format tag, input/output layout, versions, source paths, and the max |Δ|
-  between onnxruntime and PyTorch probabilities on a smoke batch (every field's OOV, missing and
+- ``export.json``: format tag, input/output layout, versions, source paths, the number of
+  BatchNorms folded (``batch_norm_folded``), and the max |Δ| between onnxruntime (folded graph) and
+  PyTorch (the unfolded checkpoint) probabilities on a smoke batch (every field's OOV, missing and
   last id) that the export checks before it is published.
 
 Exporter: ``torch.onnx.export(..., dynamo=False)``, the TorchScript-based exporter. It needs only
@@ -43,12 +46,13 @@ import torch
 from torch import nn
 
 from components.atomic_dir import replace_dir
-from components.config import Params
+from components.config import InferenceParams, Params
 from components.data.feature_map import FeatureMap
 from components.data.loader import BatchLoader
 from components.data.preprocess import FEATURE_MAP_FILE, load_feature_map
 from components.data.vocab import VOCAB_DIR
 from components.serve.encode import DEFAULT_BATCH_ROWS, load_encoder
+from components.serve.optimize import count_batch_norms, fold_batch_norm
 from components.serve.predict import resolve_model_dir, resolve_processed_dir
 from components.train.checkpoint import MODEL_META, feature_map_hash, load_model
 
@@ -60,6 +64,12 @@ OPSET = 17
 INPUT_NAMES = ("categorical", "dense")
 OUTPUT_NAMES = ("logit", "probability")
 SMOKE_TOLERANCE = 1e-4  # max |Δ probability| onnxruntime vs PyTorch accepted at export time
+ORT_LEVELS = {  # inference.onnx_graph_optimization → onnxruntime.GraphOptimizationLevel member
+    "all": "ORT_ENABLE_ALL",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "basic": "ORT_ENABLE_BASIC",
+    "disabled": "ORT_DISABLE_ALL",
+}
 
 
 class _Scoring(nn.Module):
@@ -111,15 +121,33 @@ def _add_metadata(path: Path, props: dict[str, str]) -> None:
     onnx.save(proto, str(path))
 
 
-def onnx_session(export_dir: str | Path):
-    """An onnxruntime CPU ``InferenceSession`` of ``<export_dir>/model.onnx``."""
+def onnx_session_options(settings: InferenceParams | None = None, *, optimized_model_path: str | Path | None = None):
+    """onnxruntime ``SessionOptions`` per ``settings`` (default :class:`InferenceParams()`):
+    graph optimisation level ``inference.onnx_graph_optimization`` (default ``all`` =
+    ``ORT_ENABLE_ALL``), intra-op threads ``inference.threads`` (0: onnxruntime's default, all
+    cores). ``optimized_model_path``: also save the optimised graph there (inspection, tests)."""
+    import onnxruntime as ort
+
+    settings = settings or InferenceParams()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[settings.onnx_graph_optimization])
+    options.intra_op_num_threads = settings.threads
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    return options
+
+
+def onnx_session(export_dir: str | Path, settings: InferenceParams | None = None, *,
+                 optimized_model_path: str | Path | None = None):
+    """An onnxruntime CPU ``InferenceSession`` of ``<export_dir>/model.onnx`` with
+    :func:`onnx_session_options` (``settings``: params.yaml ``inference:``)."""
     import onnxruntime as ort
 
     path = Path(export_dir) / ONNX_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no ONNX model here; export the checkpoint first (ctrflow export)")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
+    options = onnx_session_options(settings, optimized_model_path=optimized_model_path)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -160,6 +188,10 @@ def export_model(
     ``params.preprocess.out_dir``); the checkpoint must have been trained on that feature map
     (ValueError otherwise). Raises RuntimeError when onnxruntime and PyTorch disagree by more than
     :data:`SMOKE_TOLERANCE` on the smoke batch. Contents: see the module docstring.
+
+    ``params.inference`` (default :class:`InferenceParams()`): with ``fold_batch_norm`` the graph is
+    exported from :func:`~components.serve.optimize.fold_batch_norm`'s model (no BatchNormalization
+    node), while the smoke check compares it with the unfolded checkpoint.
     """
     import onnx
     import onnxruntime
@@ -172,6 +204,9 @@ def export_model(
     encoder = load_encoder(source)  # checks the vocabularies against the feature map
     fmap = encoder.feature_map
     model, meta = load_model(model_dir, fmap)
+    settings = params.inference if params is not None else InferenceParams()
+    graph_model = fold_batch_norm(model) if settings.fold_batch_norm else model
+    folded = count_batch_norms(model) - count_batch_norms(graph_model)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -185,7 +220,7 @@ def export_model(
         for name in encoder.vocabularies:
             shutil.copyfile(source / VOCAB_DIR / f"{name}.parquet", tmp / VOCAB_DIR / f"{name}.parquet")
         fm_hash = feature_map_hash(fmap)
-        export_onnx(model, fmap, tmp / ONNX_FILE, opset=opset)
+        export_onnx(graph_model, fmap, tmp / ONNX_FILE, opset=opset)
         _add_metadata(tmp / ONNX_FILE, {
             "ctrflow.model": meta["model"],
             "ctrflow.feature_map_hash": fm_hash,
@@ -194,7 +229,7 @@ def export_model(
         })  # fmt: skip
         cat, dense = _smoke_inputs(fmap)
         diff = float(np.max(np.abs(
-            onnx_probabilities(onnx_session(tmp), cat, dense) - _torch_probabilities(model, cat, dense)
+            onnx_probabilities(onnx_session(tmp, settings), cat, dense) - _torch_probabilities(model, cat, dense)
         )))  # fmt: skip
         if not diff <= SMOKE_TOLERANCE:
             raise RuntimeError(f"{model_dir}: ONNX and PyTorch probabilities differ by {diff:.3g} on the smoke batch")
@@ -218,6 +253,7 @@ def export_model(
             "source_model_dir": str(model_dir),
             "source_processed_dir": str(source),
             "smoke_max_abs_diff": diff,
+            "batch_norm_folded": folded,
             "versions": {"torch": torch.__version__, "onnx": onnx.__version__,
                          "onnxruntime": onnxruntime.__version__},
         }

@@ -40,7 +40,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from components.config import Params
+from components.config import InferenceParams, Params
 from components.data.feature_map import FeatureMap
 from components.data.formats import SourceTable, read_source
 from components.data.preprocess import FEATURE_MAP_FILE
@@ -52,6 +52,7 @@ from components.serve.encode import (
     iter_encoded,
     load_encoder,
 )
+from components.serve.optimize import apply_threads, prepare_for_inference
 from components.train.checkpoint import MODEL_META, load_model
 
 Runtime = Literal["torch", "onnx"]
@@ -130,31 +131,53 @@ def read_raw(
 class Scorer:
     """A loaded model + its encoder: :meth:`probabilities` of an :class:`EncodedBatch`.
 
-    ``runtime="torch"`` runs the safetensors checkpoint; ``"onnx"`` runs ``model.onnx`` of an export
-    directory with onnxruntime (see :mod:`.export`).
+    ``runtime="torch"`` runs the safetensors checkpoint in its inference form
+    (:func:`~components.serve.optimize.prepare_for_inference` per ``settings``: BatchNorm folded by
+    default, optionally int8 / ``torch.compile``); ``"onnx"`` runs ``model.onnx`` of an export
+    directory with onnxruntime at ``settings.onnx_graph_optimization`` (see :mod:`.export`). Both
+    use ``settings.threads`` intra-op threads (0: all cores; for torch this sets the process-wide
+    ``torch.set_num_threads``) and call the model on at most ``settings.score_rows`` rows at a time.
     """
 
-    def __init__(self, model_dir: Path, encoder: RawEncoder, runtime: Runtime = "torch") -> None:
+    def __init__(
+        self, model_dir: Path, encoder: RawEncoder, runtime: Runtime = "torch",
+        settings: InferenceParams | None = None,
+    ) -> None:  # fmt: skip
         self.encoder = encoder
         self.runtime = runtime
+        self.settings = settings or InferenceParams()
         # load_model checks the checkpoint's feature-map hash even when ONNX does the scoring
         self.model, self.meta = load_model(model_dir, encoder.feature_map)
         self.session = None
         if runtime == "onnx":
             from components.serve.export import onnx_session
 
-            self.session = onnx_session(model_dir)
-        elif runtime != "torch":
+            self.session = onnx_session(model_dir, self.settings)
+        elif runtime == "torch":
+            apply_threads(self.settings)
+            self.model = prepare_for_inference(self.model, self.settings)
+        else:
             raise ValueError(f"runtime must be 'torch' or 'onnx', got {runtime!r}")
 
     def probabilities(self, batch: EncodedBatch) -> np.ndarray:
         """float32 [B] click probabilities, ``sigmoid(logit)``, in batch order."""
+        step = self.settings.score_rows
+        n = len(batch)
+        if n <= step:
+            return self._score(batch.categorical, batch.dense)
+        out = np.empty(n, dtype=np.float32)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            out[start:stop] = self._score(batch.categorical[start:stop], batch.dense[start:stop])
+        return out
+
+    def _score(self, categorical: np.ndarray, dense: np.ndarray) -> np.ndarray:
         if self.session is not None:
             from components.serve.export import onnx_probabilities
 
-            return onnx_probabilities(self.session, batch.categorical, batch.dense)
+            return onnx_probabilities(self.session, categorical, dense)
         with torch.inference_mode():
-            logits = self.model(torch.from_numpy(batch.categorical), torch.from_numpy(batch.dense))
+            logits = self.model(torch.from_numpy(categorical), torch.from_numpy(dense))
             return torch.sigmoid(logits.float()).numpy()
 
 
@@ -169,7 +192,7 @@ def load_scorer(
     :func:`resolve_processed_dir` (ValueError when the checkpoint was trained on another map)."""
     model_dir = resolve_model_dir(model_dir)
     encoder = load_encoder(resolve_processed_dir(model_dir, processed_dir, params))
-    return Scorer(model_dir, encoder, runtime)
+    return Scorer(model_dir, encoder, runtime, params.inference if params is not None else None)
 
 
 def iter_probabilities(

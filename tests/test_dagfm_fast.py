@@ -1,7 +1,6 @@
 """The fast DAG propagation equals the einsum formulas it replaces (issue: students as fast as their FLOPs).
 
-``DAGPropagation.propagate`` (batch-last batched matmuls, cached inference weights, eval-mode row
-chunks) against ``reference_forward`` / ``reference_interact`` (the einsum specification, itself
+``DAGPropagation.propagate`` (batch-last batched matmuls, cached inference weights) against ``reference_forward`` / ``reference_interact`` (the einsum specification, itself
 checked against a path enumeration in test_students.py): every interaction type, DAGFM and both
 KD-DAGFM+ structures, values and gradients, random inputs and a trained checkpoint, PyTorch and
 ONNX Runtime. Float64 comparisons are tight (1e-12); float32 ones use 1e-5, the bound the issue
@@ -16,7 +15,7 @@ import torch
 
 from components.data.feature_map import FeatureMap
 from components.models import build_model
-from components.models.dagfm import DAGPropagation, by_row_chunks
+from components.models.dagfm import DAGPropagation
 
 TYPES = ("inner", "outer", "kernel")
 F32 = {"rtol": 1e-5, "atol": 1e-5}
@@ -88,39 +87,6 @@ def test_model_logits_equal_the_reference_interaction(name, hp):
             torch.testing.assert_close(model.interact(emb), model.reference_interact(emb), **tol)
 
 
-@pytest.mark.parametrize(("name", "hp"), CASES)
-def test_eval_row_chunks_change_nothing_but_rounding(name, hp):
-    model = _model(name, dtype=torch.float64, **hp)
-    cat = torch.randint(0, 9, (23, 6))
-    with torch.no_grad():
-        model.dag.chunk_rows = 0
-        whole = model(cat)
-        model.dag.chunk_rows = 5  # 4 full blocks and a partial one
-        chunked = model(cat)
-    torch.testing.assert_close(chunked, whole, **F64)
-
-
-def test_training_never_splits_the_batch():
-    """BatchNorm in KD-DAGFM+'s MLP must see the whole batch while training."""
-    model = _model("kd_dagfm_plus", interaction_type="outer", hidden_units=[8])
-    model.dag.chunk_rows = 4
-    calls = []
-    original = model.dag.propagate
-    model.dag.propagate = lambda v: (calls.append(len(v)), original(v))[1]
-    model.train()(torch.randint(0, 9, (10, 6)))
-    assert calls == [10]
-    calls.clear()
-    with torch.no_grad():
-        model.eval()(torch.randint(0, 9, (10, 6)))
-    assert calls == [4, 4, 2]
-
-
-def test_by_row_chunks_concatenates_in_order():
-    x = torch.arange(10.0)
-    assert torch.equal(by_row_chunks(lambda b: b * 2, x, 3), x * 2)
-    assert torch.equal(by_row_chunks(lambda b: b + 1, x, 0), x + 1)
-
-
 @pytest.mark.parametrize("kind", TYPES)
 def test_inference_weight_cache_follows_every_parameter_change(kind):
     model = _model("dagfm", interaction_type=kind)
@@ -176,11 +142,10 @@ def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path)
         save_model(model, directory, model_name=name, hparams={"embedding_dim": 4, **hp},
                    feature_map_hash=feature_map_hash(fmap), epoch=20, metrics={})
         loaded, _ = load_model(directory, fmap)
-        loaded.dag.chunk_rows = 100  # exercise the eval-mode blocks too
+        loaded.block_rows = 100  # exercise the eval-mode row blocks too
         test = torch.randint(0, 9, (300, 6))
         with torch.no_grad():
-            emb = loaded.embed(test)
-            fast, ref = loaded.interact(emb), loaded.reference_interact(emb)
+            fast, ref = loaded(test), loaded.reference_interact(loaded.embed(test))
         torch.testing.assert_close(fast, ref, **F32)
         path = export_onnx(loaded, fmap, tmp_path / f"{name}-{hp['interaction_type']}.onnx")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

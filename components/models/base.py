@@ -9,6 +9,15 @@ computed (or detached) itself, e.g. a KD student on the teacher's frozen embeddi
 Parameters are split for regularisation: :meth:`embedding_parameters` are the parameters of the
 embedding module (categorical tables, dense-field projections, first-order weights);
 :meth:`dense_parameters` are all the others (network weights, biases, BatchNorm affine).
+
+Inference in row blocks: in eval mode :meth:`CTRModel.forward` splits a batch larger than
+``block_rows`` (default :data:`INFERENCE_BLOCK_ROWS` = 1024; params.yaml ``inference.block_rows``
+sets it on served models) into consecutive blocks and concatenates their logits. Every zoo model
+scores each row on its own in eval mode (BatchNorm uses its running statistics), so the result is
+the unsplit one up to float rounding, but a block's activations stay in the CPU cache between
+layers: at 1 thread a batch of 4096 measured ≈ 1.4× faster for the DCNv2 teacher and ≈ 1.5× for
+the memory-bound DAGFM-outer student than in one piece. Training never splits a batch (BatchNorm
+needs the whole batch's statistics).
 """
 
 from __future__ import annotations
@@ -23,8 +32,14 @@ from components.data.feature_map import FeatureMap
 from .embedding import Embedded, FeatureEmbedding
 
 
+INFERENCE_BLOCK_ROWS = 1024
+
+
 class CTRModel(nn.Module):
     """Base of every CTR model: embedding + ``interact`` → logits [B]."""
+
+    #: eval-mode forward runs in blocks of this many rows (0: never split); see the module doc.
+    block_rows: int = INFERENCE_BLOCK_ROWS
 
     def __init__(
         self,
@@ -60,8 +75,17 @@ class CTRModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, categorical: torch.Tensor, dense: torch.Tensor | None = None) -> torch.Tensor:
-        """categorical [B, F_cat] ids, dense [B, F_dense] floats (or None) → logits [B]."""
-        return self.interact(self.embed(categorical, dense))
+        """categorical [B, F_cat] ids, dense [B, F_dense] floats (or None) → logits [B].
+
+        In eval mode a batch larger than :attr:`block_rows` runs in consecutive blocks of that many
+        rows (module doc); in training the batch is never split.
+        """
+        rows = self.block_rows
+        if self.training or rows <= 0 or len(categorical) <= rows:
+            return self.interact(self.embed(categorical, dense))
+        blocks = categorical.split(rows)
+        dense_blocks = dense.split(rows) if dense is not None else (None,) * len(blocks)
+        return torch.cat([self.interact(self.embed(c, d)) for c, d in zip(blocks, dense_blocks, strict=True)])
 
     def linear_logit(self, emb: Embedded) -> torch.Tensor:
         """First-order term w0 + Σ_i w_i(x_i): [B] (models built with first_order=True)."""

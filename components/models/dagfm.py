@@ -19,7 +19,7 @@ Interaction types φ_t (``interaction_type``):
 Unrolled, H_t[j] sums over every non-decreasing index path i_0 ≤ … ≤ i_{t-1} ≤ j, so layer t
 carries all (t+1)-order interactions (models.md §1.4) at O(L·F²·cost(φ)).
 Implementation: :class:`DAGPropagation` runs the layers as batched matmuls over batch-last states
-(its docstring has the layouts), in blocks of ``chunk_rows`` rows at inference; the einsum
+(its docstring has the layouts); the einsum
 formulas above stay as ``reference_forward`` / ``reference_interact``, the specification the fast
 path is tested against (tests/test_dagfm_fast.py).
 
@@ -66,7 +66,6 @@ from .registry import register
 INTERACTION_TYPES = ("inner", "outer", "kernel")
 PLUS_STRUCTURES = ("stacked", "parallel")
 XAVIER_GAIN = 1.414
-CHUNK_ROWS = 1024  # rows per inference block: keeps the DAG states cache-resident (by_row_chunks)
 
 
 def _xavier_layers(*shape: int) -> nn.Parameter:
@@ -75,21 +74,6 @@ def _xavier_layers(*shape: int) -> nn.Parameter:
     for t in range(shape[0]):
         nn.init.xavier_normal_(weight[t], gain=XAVIER_GAIN)
     return nn.Parameter(weight)
-
-
-def by_row_chunks(fn, rows: torch.Tensor, chunk_rows: int) -> torch.Tensor:
-    """``fn(rows)`` evaluated on consecutive blocks of at most ``chunk_rows`` rows, concatenated.
-
-    Used for inference only (eval mode): the DAG layers are memory-bound, and at a batch of a few
-    thousand rows their [F, d, B] states and an outer layer's [F, F, B] scores leave the cache
-    between layers, while at ~1k rows they stay in L2 (measured ≈ 1.5× faster for outer at batch
-    4096, 1 thread). Every row's logit depends on that row alone in eval mode, so the result is the
-    unchunked one up to float rounding. In training the batch is never split: BatchNorm in
-    KD-DAGFM+'s MLP needs the whole batch's statistics. ``chunk_rows`` ≤ 0 disables chunking.
-    """
-    if chunk_rows <= 0 or len(rows) <= chunk_rows:
-        return fn(rows)
-    return torch.cat([fn(block) for block in rows.split(chunk_rows)])
 
 
 class DAGPropagation(nn.Module):
@@ -153,7 +137,6 @@ class DAGPropagation(nn.Module):
         if interaction_type == "kernel":
             self.W = _xavier_layers(depth, f, f, d, d)
         self._cache: tuple[tuple, tuple[torch.Tensor, ...]] | None = None
-        self.chunk_rows = CHUNK_ROWS  # rows per block of the models' eval-mode forward (by_row_chunks)
 
     # ------------------------------------------------------------------ reference (the formulas)
     def _aggregate(self, t: int, h: torch.Tensor) -> torch.Tensor:
@@ -291,13 +274,9 @@ class DAGFM(CTRModel):
         states = self.dag.propagate(emb.vectors)
         return self.dag.node_sums(states).view(len(emb.vectors), len(states), -1)
 
-    def _logits(self, vectors: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.dag.node_sums(self.dag.propagate(vectors))).squeeze(1)
-
     def interact(self, emb: Embedded) -> torch.Tensor:
         """z = w · concat(s_0, …, s_L) + b (layer-major order, as the reference code)."""
-        chunk = 0 if self.training else self.dag.chunk_rows
-        return by_row_chunks(self._logits, emb.vectors, chunk)
+        return self.readout(self.dag.node_sums(self.dag.propagate(emb.vectors))).squeeze(1)
 
     def reference_interact(self, emb: Embedded) -> torch.Tensor:
         """:meth:`interact` by the einsum formulas (:meth:`DAGPropagation.reference_forward`)."""
@@ -342,17 +321,13 @@ class KDDAGFMPlus(CTRModel):
             xavier_linear(self.num_fields * (depth + 1), 1) if structure == "parallel" else None
         )
 
-    def _logits(self, vectors: torch.Tensor) -> torch.Tensor:
-        states = self.dag.propagate(vectors)
+    def interact(self, emb: Embedded) -> torch.Tensor:
+        """stacked: MLP(flatten(H_0 + … + H_L)); parallel: w·concat(s_0..s_L) + b + MLP(flatten(E))."""
+        states = self.dag.propagate(emb.vectors)
         if self.structure == "stacked":
             return self.mlp(self.dag.summed_flat(states)).squeeze(1)
         readouts = self.dag.node_sums(states)
-        return (self.readout(readouts) + self.mlp(vectors.flatten(start_dim=1))).squeeze(1)
-
-    def interact(self, emb: Embedded) -> torch.Tensor:
-        """stacked: MLP(flatten(H_0 + … + H_L)); parallel: w·concat(s_0..s_L) + b + MLP(flatten(E))."""
-        chunk = 0 if self.training else self.dag.chunk_rows
-        return by_row_chunks(self._logits, emb.vectors, chunk)
+        return (self.readout(readouts) + self.mlp(self.flat_vectors(emb))).squeeze(1)
 
     def reference_interact(self, emb: Embedded) -> torch.Tensor:
         """:meth:`interact` by the einsum formulas (:meth:`DAGPropagation.reference_forward`)."""

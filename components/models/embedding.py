@@ -166,7 +166,7 @@ class FeatureEmbedding(nn.Module):
             if self.dense_weight is not None:
                 parts.append(dense.unsqueeze(2) * self.dense_weight)
             vectors = (
-                torch.cat(parts, dim=1)
+                _join(parts)
                 if parts
                 else dense.new_zeros((len(dense), 0, self.embedding_dim))
             )
@@ -176,5 +176,11 @@ class FeatureEmbedding(nn.Module):
                 parts.append(self.first_order_table(idx).squeeze(2))
             if self.first_order_dense is not None:
                 parts.append(dense * self.first_order_dense)
-            linear = torch.cat(parts, dim=1) if parts else dense.new_zeros((len(dense), 0))
+            linear = _join(parts) if parts else dense.new_zeros((len(dense), 0))
         return Embedded(vectors, linear, dense)
+
+
+def _join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-kind field blocks along the field axis; a single block is returned as is
+    (``torch.cat`` would copy it: a whole [B, F, d] pass on every all-categorical forward)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)

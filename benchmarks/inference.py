@@ -1,0 +1,502 @@
+"""Benchmark: inference speed of the students against the teacher, in PyTorch and ONNX Runtime.
+
+Usage::
+
+    make bench-inference                                   # installs the [bench] extra, then runs this
+    .venv/bin/python benchmarks/inference.py               # embedded + criteo117k, 1 thread and all threads
+    .venv/bin/python benchmarks/inference.py --datasets embedded --threads 1 --repeats 1   # quick look
+
+What is measured, per dataset and thread count, in ONE process so every number sees the same load:
+
+- the models of ``params.yaml``, built by the same hyperparameter functions the stages use: the
+  teacher (``train.model`` + ``train.model_params``), the students ``dagfm`` and ``kd_dagfm_plus``
+  (``distill.dagfm`` / ``distill.kd_dagfm_plus`` via :func:`components.distill.kd_dagfm.student_hparams`)
+  and ``fsdnet`` (``distill.fsdnet``), plus ``dagfm_reference``: the DAGFM student running its
+  einsum specification (``reference_interact``), i.e. the propagation before the batched-matmul
+  rewrite, to show what the rewrite bought. Weights are seeded, not trained: fp32 CPU inference
+  time does not depend on the weight values (no data-dependent branch in any of these forwards).
+  Every model is first put in its serving form by :func:`components.serve.optimize.prepare_for_inference`
+  with params.yaml's ``inference:`` settings (BatchNorm folded into the Linear before it);
+- **PyTorch eager**: ``model(categorical, dense)`` under ``torch.inference_mode`` on
+  ``--threads`` threads; samples/s at each ``--batch-sizes`` (batch / median time of
+  ``--runs`` calls) and the batch-1 p50 latency (median of ``--single-runs`` calls);
+- **ONNX Runtime**: the same serving model exported by :func:`components.serve.export.export_onnx`
+  (what ``ctrflow export`` writes), run by an ``InferenceSession`` with params.yaml's
+  ``inference.onnx_graph_optimization`` (default ``all``) and ``intra_op_num_threads`` = threads;
+- **DeepCTR-Torch 0.3.0 DCN** (the ``[bench]`` extra; skipped with a message when it is not
+  installed): its ``DCN`` with the teacher's architecture (``cross_parameterization="matrix"``, the
+  teacher's cross layers and MLP widths, embedding 16, no BatchNorm), on the same rows and threads,
+  through its own ``forward``: the teacher must be at least as fast.
+
+Inputs are real rows: the first rows of the dataset's processed test split (tiled when a batch is
+larger than the split), the same rows for every model and runtime. Datasets (prepared by
+``benchmarks/quality.py``'s functions, imported, not copied): ``embedded`` = the embedded default
+of ``make run`` (the 100k-row synthetic Criteo-format log, generator seed 2024, params.yaml's
+preprocessing) and ``criteo117k`` (../shared/data, skipped with a message when absent).
+
+Each measurement is repeated ``--repeats`` times with the models in rotating order; the figure is
+the median over repeats (a 2-core box is shared: the ratios, measured side by side, are the robust
+numbers). The targets of the issue "Students as fast as their FLOPs" are judged on them:
+
+- DAGFM student ≥ 4× the teacher's samples/s at batch 4096 and ≤ 0.5× its batch-1 p50 latency,
+  in PyTorch and in ONNX Runtime, on every dataset and thread count;
+- KD-DAGFM+ faster than the teacher at every batch size (PyTorch and ONNX Runtime);
+- the teacher ≥ DeepCTR-Torch's DCN samples/s at batch 4096 (PyTorch, same rows and threads).
+
+With ``--quantize`` (default on when the embedded run's trained checkpoints exist, i.e. after
+``make run``): the optional ``inference.quantize: dynamic_int8`` is measured on those trained
+checkpoints, with its AUC cost on the test split (:func:`components.serve.optimize.quantization_auc_cost`)
+and its PyTorch samples/s at batch 4096 vs fp32.
+
+Results go to stdout and to ``--out-dir`` (default ``benchmarks/results``): ``inference.json`` and
+``inference.md``, written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+DEFAULT_WORK = Path(tempfile.gettempdir()) / "ctrflow-bench-inference"
+DEFAULT_OUT = REPO / "benchmarks" / "results"
+DEFAULT_DATASETS = ("embedded", "criteo117k")
+DEFAULT_BATCH_SIZES = (1, 16, 256, 1024, 4096)
+EMBEDDED_ROWS = 100_000
+TEACHER = "teacher"
+STUDENTS = ("dagfm", "kd_dagfm_plus", "fsdnet")
+REFERENCE = "dagfm_reference"
+DEEPCTR = "deepctr_dcn"
+THROUGHPUT_GOAL = 4.0   # DAGFM student samples/s >= 4x the teacher's at batch 4096
+LATENCY_GOAL = 0.5      # ... and batch-1 p50 <= 0.5x the teacher's
+GOAL_BATCH = 4096
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+
+
+class _ReferenceDAGFM(torch.nn.Module):
+    """A DAGFM student that runs its einsum specification (what the model ran before the rewrite)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, categorical, dense=None):
+        return self.model.reference_interact(self.model.embed(categorical, dense))
+
+
+def build_models(params, fmap, seed: int = 0) -> dict[str, torch.nn.Module]:
+    """params.yaml's teacher and students (seeded, untrained) in their serving form, plus the reference DAGFM."""
+    from components.distill.kd_dagfm import student_hparams
+    from components.models import build_model
+    from components.serve.optimize import prepare_for_inference
+
+    torch.manual_seed(seed)
+    t = params.train
+    raw = {TEACHER: build_model(t.model, fmap, embedding_dim=t.embedding_dim, **t.model_params)}
+    for s in ("dagfm", "kd_dagfm_plus"):
+        raw[s] = build_model(s, fmap, **student_hparams(s, params.distill, t.embedding_dim))
+    raw["fsdnet"] = build_model("fsdnet", fmap, **params.distill.block("fsdnet").model_hparams())
+    models = {name: prepare_for_inference(m.eval(), params.inference) for name, m in raw.items()}
+    models[REFERENCE] = _ReferenceDAGFM(models["dagfm"]).eval()
+    return models
+
+
+def build_deepctr_dcn(params, fmap) -> tuple[torch.nn.Module | None, str]:
+    """DeepCTR-Torch 0.3.0's DCN with the teacher's architecture, or (None, why) when unavailable."""
+    try:
+        with _no_version_check():
+            from deepctr_torch.inputs import DenseFeat, SparseFeat
+            from deepctr_torch.models import DCN
+    except ImportError as e:
+        return None, f"DeepCTR-Torch is not installed ({e}); `pip install -c constraints.txt -e '.[bench]'`"
+    hp = {"num_cross_layers": 3, "hidden_units": (400, 400, 400), **params.train.model_params}
+    if params.train.model != "dcnv2":
+        return None, f"the teacher is {params.train.model}, not dcnv2: no DeepCTR-Torch twin"
+    columns = [SparseFeat(f.name, f.vocab_size, embedding_dim=params.train.embedding_dim)
+               for f in fmap.categorical_fields]
+    columns += [DenseFeat(f.name, 1) for f in fmap.dense_fields]
+    torch.manual_seed(0)
+    model = DCN(columns, columns, cross_num=int(hp["num_cross_layers"]), cross_parameterization="matrix",
+                dnn_hidden_units=tuple(hp["hidden_units"]), dnn_use_bn=False, device="cpu")
+    return model.eval(), "DeepCTR-Torch 0.3.0 DCN(matrix)"
+
+
+@contextlib.contextmanager
+def _no_version_check():
+    """DeepCTR-Torch asks the package index for its latest version in a thread at import; offline
+    that call hangs on the network, so make it fail at once (peers.md)."""
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - requests comes with the project's dependencies
+        yield
+        return
+    original = requests.get
+
+    def refuse(*_a, **_k):
+        raise requests.ConnectionError("offline benchmark: no version check")
+
+    requests.get = refuse
+    try:
+        yield
+    finally:
+        requests.get = original
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs and timing
+
+
+def real_rows(processed: Path, fmap, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``rows`` rows of the processed test split (tiled if shorter): ids int64, dense float32."""
+    from components.data.loader import BatchLoader
+
+    split = "test" if fmap.splits.get("test", {}).get("rows") else "valid"
+    batch = next(iter(BatchLoader(processed / fmap.splits[split]["path"], fmap, rows, shuffle=False)))
+    cat, dense = batch.categorical.numpy(), batch.dense.numpy().astype(np.float32)
+    reps = -(-rows // len(cat))
+    return np.ascontiguousarray(np.tile(cat, (reps, 1))[:rows]), np.ascontiguousarray(np.tile(dense, (reps, 1))[:rows])
+
+
+def _median_seconds(fn: Callable[[], object], warmup: int, runs: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def torch_runner(model, cat: np.ndarray, dense: np.ndarray) -> Callable[[], object]:
+    c, d = torch.from_numpy(cat), torch.from_numpy(dense)
+    return lambda: model(c, d)
+
+
+def deepctr_runner(model, cat: np.ndarray, dense: np.ndarray) -> Callable[[], object]:
+    x = torch.from_numpy(np.concatenate([cat.astype(np.float32), dense], axis=1))  # its input layout
+    return lambda: model(x)
+
+
+def onnx_runner(session, cat: np.ndarray, dense: np.ndarray) -> Callable[[], object]:
+    names = {i.name for i in session.get_inputs()}
+    feeds = {k: v for k, v in (("categorical", cat), ("dense", dense)) if k in names}
+    return lambda: session.run(["logit"], feeds)
+
+
+def measure(make_runner, rows: tuple[np.ndarray, np.ndarray], batch_sizes, runs: int, single_runs: int) -> dict:
+    """samples/s per batch size and the batch-1 p50 (ms) of one model in one runtime."""
+    cat, dense = rows
+    out: dict = {"samples_per_s": {}}
+    with torch.inference_mode():
+        for b in batch_sizes:
+            run = make_runner(cat[:b], dense[:b])
+            if b == 1:
+                out["p50_ms"] = _median_seconds(run, 20, single_runs) * 1e3
+            n = max(3, runs if b >= 1024 else runs * 4)
+            out["samples_per_s"][str(b)] = b / _median_seconds(run, 2, n)
+    return out
+
+
+def export_sessions(models: dict, fmap, settings, threads: int, work: Path) -> dict:
+    """ONNX Runtime sessions of the serving models (``ctrflow export``'s graph), ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    from components.serve.export import export_onnx, onnx_session_options
+
+    sessions = {}
+    for name, model in models.items():
+        if name == REFERENCE:
+            continue  # the exported graph of the student is the student's; no separate reference
+        path = export_onnx(model, fmap, work / f"{name}.onnx")
+        options = onnx_session_options(settings.model_copy(update={"threads": threads}))
+        sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return sessions
+
+
+# ------------------------------------------------------------------------------------------------
+# one dataset
+
+
+def _median_of(records: list[dict]) -> dict:
+    out = {"samples_per_s": {}}
+    for b in records[0]["samples_per_s"]:
+        out["samples_per_s"][b] = statistics.median(r["samples_per_s"][b] for r in records)
+    if "p50_ms" in records[0]:
+        out["p50_ms"] = statistics.median(r["p50_ms"] for r in records)
+    return out
+
+
+def bench_dataset(name: str, processed: Path, params, args, work: Path) -> dict:
+    from components.data.preprocess import load_feature_map
+
+    fmap = load_feature_map(processed)
+    models = build_models(params, fmap)
+    rows = real_rows(processed, fmap, max(args.batch_sizes))
+    dct, dct_note = build_deepctr_dcn(params, fmap)
+    if dct is None:
+        log(f"{name}: {dct_note}")
+    result = {"fields": len(fmap.categorical_fields) + len(fmap.dense_fields),
+              "ids": int(sum(fmap.vocab_sizes)), "deepctr": dct_note, "threads": {}}
+    prev = torch.get_num_threads()
+    try:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            sessions = export_sessions(models, fmap, params.inference, threads, work / name)
+            runners: dict[tuple[str, str], Callable] = {}
+            for m, model in models.items():
+                runners[("torch", m)] = lambda c, d, model=model: torch_runner(model, c, d)
+            for m, session in sessions.items():
+                runners[("onnx", m)] = lambda c, d, session=session: onnx_runner(session, c, d)
+            if dct is not None:
+                runners[("torch", DEEPCTR)] = lambda c, d: deepctr_runner(dct, c, d)
+            records: dict[tuple[str, str], list[dict]] = {k: [] for k in runners}
+            keys = list(runners)
+            for rep in range(args.repeats):
+                order = keys[rep % len(keys):] + keys[: rep % len(keys)]  # rotate who goes first
+                for key in order:
+                    records[key].append(measure(runners[key], rows, args.batch_sizes, args.runs, args.single_runs))
+                log(f"{name}, {threads} thread(s): repeat {rep + 1}/{args.repeats} done")
+            per = {}
+            for (runtime, m), recs in records.items():
+                per.setdefault(runtime, {})[m] = _median_of(recs)
+            result["threads"][str(threads)] = per
+    finally:
+        torch.set_num_threads(prev)
+    result["ratios"] = ratios(result)
+    return result
+
+
+def ratios(result: dict) -> dict:
+    """Per thread count and runtime: every model's samples/s and p50 relative to the teacher's."""
+    out: dict = {}
+    for threads, per in result["threads"].items():
+        for runtime, models in per.items():
+            teacher = models.get(TEACHER)
+            if teacher is None:
+                continue
+            rt = out.setdefault(threads, {}).setdefault(runtime, {})
+            for m, rec in models.items():
+                if m == TEACHER:
+                    continue
+                rt[m] = {"throughput_x": {b: rec["samples_per_s"][b] / teacher["samples_per_s"][b]
+                                          for b in rec["samples_per_s"]},
+                         "p50_x": (rec["p50_ms"] / teacher["p50_ms"]) if "p50_ms" in rec else None}
+    return out
+
+
+def goal_checks(results: dict) -> list[dict]:
+    """The issue's targets, one row per (dataset, threads, runtime, goal): value and met."""
+    rows = []
+    big = str(GOAL_BATCH)
+    for ds, res in results["datasets"].items():
+        for threads, per_rt in res.get("ratios", {}).items():
+            for runtime, r in per_rt.items():
+                if "dagfm" in r:
+                    x = r["dagfm"]["throughput_x"].get(big)
+                    rows.append({"dataset": ds, "threads": threads, "runtime": runtime,
+                                 "goal": f"DAGFM samples/s at batch {GOAL_BATCH} ≥ {THROUGHPUT_GOAL:g}× teacher",
+                                 "value": x, "met": x is not None and x >= THROUGHPUT_GOAL})
+                    p = r["dagfm"]["p50_x"]
+                    rows.append({"dataset": ds, "threads": threads, "runtime": runtime,
+                                 "goal": f"DAGFM batch-1 p50 ≤ {LATENCY_GOAL:g}× teacher",
+                                 "value": p, "met": p is not None and p <= LATENCY_GOAL})
+                if "kd_dagfm_plus" in r:
+                    xs = r["kd_dagfm_plus"]["throughput_x"]
+                    worst = min(xs.values())
+                    rows.append({"dataset": ds, "threads": threads, "runtime": runtime,
+                                 "goal": "KD-DAGFM+ faster than the teacher at every batch size (min ×)",
+                                 "value": worst, "met": worst > 1.0})
+                if runtime == "torch" and DEEPCTR in r:
+                    x = 1.0 / r[DEEPCTR]["throughput_x"][big]  # teacher / DeepCTR
+                    rows.append({"dataset": ds, "threads": threads, "runtime": runtime,
+                                 "goal": f"teacher samples/s at batch {GOAL_BATCH} ≥ DeepCTR-Torch DCN's",
+                                 "value": x, "met": x >= 1.0})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# optional int8 on the trained checkpoints of `make run`
+
+
+def bench_quantization(params, args) -> dict | None:
+    """fp32 vs dynamic-int8 AUC (test split) and batch-4096 samples/s of the repo's trained models."""
+    from components.data.loader import BatchLoader
+    from components.data.preprocess import load_feature_map
+    from components.evaluate.models import discover_models
+    from components.serve.optimize import prepare_for_inference, quantization_auc_cost
+    from components.train.checkpoint import load_model
+
+    processed = REPO / params.preprocess.out_dir
+    with contextlib.chdir(REPO):
+        found = discover_models(params, require=False)
+    if not found or not (processed / "feature_map.json").is_file():
+        log("quantization: no trained checkpoints of `make run` here; skipped")
+        return None
+    fmap = load_feature_map(processed)
+    rows = real_rows(processed, fmap, GOAL_BATCH)
+    out = {}
+    torch.set_num_threads(1)
+    for rm in found:
+        model, meta = load_model(REPO / rm.directory, fmap)
+        loader = BatchLoader(processed / fmap.splits["test"]["path"], fmap, 8192, shuffle=False)
+        cost = quantization_auc_cost(model, loader)
+        fp32 = prepare_for_inference(model, params.inference)
+        int8 = prepare_for_inference(model, params.inference.model_copy(update={"quantize": "dynamic_int8"}))
+        speed = {}
+        for label, m in (("fp32", fp32), ("int8", int8)):
+            rec = [measure(lambda c, d, m=m: torch_runner(m, c, d), rows, (GOAL_BATCH,), args.runs, 1)
+                   for _ in range(args.repeats)]
+            speed[label] = statistics.median(r["samples_per_s"][str(GOAL_BATCH)] for r in rec)
+        out[rm.name] = {"model": meta["model"], **cost, "samples_per_s": speed,
+                        "int8_speedup": speed["int8"] / speed["fp32"]}
+        log(f"quantization {rm.name}: {cost} · {speed['int8'] / speed['fp32']:.2f}× samples/s")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+
+
+def _f(x, digits=2, suffix="") -> str:
+    return "–" if x is None else f"{x:,.{digits}f}{suffix}"
+
+
+def render(results: dict) -> str:
+    lines = ["# Inference speed: students vs teacher (benchmarks/inference.py)", "",
+             f"Host: {results['host']['processor']} · {results['host']['cpu_count']} CPUs · torch "
+             f"{results['host']['torch']} · onnxruntime {results['host']['onnxruntime']} · "
+             f"load average {results['load_before']:.2f} → {results['load_after']:.2f}", "",
+             f"Command: `{results['command']}`", "",
+             "Samples/s = batch / median call time; p50 = median batch-1 latency; medians over "
+             f"{results['settings']['repeats']} repeats in rotating order. Models are params.yaml's, "
+             "seeded (speed does not depend on trained weight values), in their serving form "
+             "(BatchNorm folded). Rows: the dataset's processed test split.", "",
+             "## Targets", "", "| dataset | threads | runtime | goal | value | met |", "|---|---|---|---|---|---|"]
+    for g in results["goals"]:
+        lines.append(f"| {g['dataset']} | {g['threads']} | {g['runtime']} | {g['goal']} | "
+                     f"{_f(g['value'], 2, '×')} | {'yes' if g['met'] else '**no**'} |")
+    for ds, res in results["datasets"].items():
+        lines += ["", f"## {ds} ({res['fields']} fields, {res['ids']:,} ids)", ""]
+        if res.get("deepctr"):
+            lines.append(f"DeepCTR-Torch: {res['deepctr']}.")
+            lines.append("")
+        for threads, per_rt in res["threads"].items():
+            for runtime, models in per_rt.items():
+                sizes = list(next(iter(models.values()))["samples_per_s"])
+                lines += [f"### {threads} thread(s), {'PyTorch eager' if runtime == 'torch' else 'ONNX Runtime'}", "",
+                          "| model | " + " | ".join(f"samples/s @{b}" for b in sizes)
+                          + " | p50 ms | × teacher @4096 | p50 × teacher |",
+                          "|---|" + "---|" * (len(sizes) + 3)]
+                r = res["ratios"].get(threads, {}).get(runtime, {})
+                for m, rec in models.items():
+                    x = r.get(m, {})
+                    lines.append(f"| {m} | " + " | ".join(_f(rec['samples_per_s'][b], 0) for b in sizes)
+                                 + f" | {_f(rec.get('p50_ms'), 3)} | {_f(x.get('throughput_x', {}).get(str(GOAL_BATCH)), 2, '×')}"
+                                 f" | {_f(x.get('p50_x'), 2, '×')} |")
+                lines.append("")
+    q = results.get("quantization")
+    if q:
+        lines += ["## Optional dynamic int8 (trained checkpoints of `make run`, 1 thread)", "",
+                  "| model | AUC fp32 | AUC int8 | ΔAUC | samples/s fp32 | samples/s int8 | speed-up |",
+                  "|---|---|---|---|---|---|---|"]
+        for m, rec in q.items():
+            lines.append(f"| {m} | {_f(rec.get('fp32_auc'), 4)} | {_f(rec.get('int8_auc'), 4)} | "
+                         f"{_f(-rec['auc_cost'], 4)} | {_f(rec['samples_per_s']['fp32'], 0)} | "
+                         f"{_f(rec['samples_per_s']['int8'], 0)} | {_f(rec['int8_speedup'], 2, '×')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", default=",".join(DEFAULT_DATASETS),
+                    help="comma-separated: embedded, criteo117k (default: both)")
+    ap.add_argument("--threads", default=f"1,{os.cpu_count()}",
+                    help="comma-separated thread counts (default: 1 and all cores)")
+    ap.add_argument("--batch-sizes", default=",".join(map(str, DEFAULT_BATCH_SIZES)))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=7, help="timed calls per batch size ≥ 1024 (4× that below)")
+    ap.add_argument("--single-runs", type=int, default=200, help="timed batch-1 calls for the p50")
+    ap.add_argument("--quantize", choices=("auto", "yes", "no"), default="auto",
+                    help="measure dynamic int8 on `make run`'s trained checkpoints (auto: when present)")
+    ap.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
+    ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args(argv)
+    args.datasets = [d for d in args.datasets.split(",") if d]
+    args.threads = sorted({int(t) for t in args.threads.split(",")})
+    args.batch_sizes = sorted({int(b) for b in args.batch_sizes.split(",")} | {1, GOAL_BATCH})
+    if min(args.repeats, args.runs, args.single_runs, *args.threads) < 1:
+        ap.error("--repeats, --runs, --single-runs and --threads must be >= 1")
+    unknown = set(args.datasets) - set(DEFAULT_DATASETS)
+    if unknown:
+        ap.error(f"unknown datasets {sorted(unknown)}; choose from {list(DEFAULT_DATASETS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    import onnxruntime
+
+    from benchmarks.quality import prepare
+    from components.config import load_params
+
+    args = parse_args(argv)
+    params = load_params(REPO / "params.yaml")
+    results = {"command": " ".join(["benchmarks/inference.py", *(argv if argv is not None else sys.argv[1:])]),
+               "host": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                        "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+               "settings": {k: v for k, v in vars(args).items() if k not in ("work_dir", "out_dir")},
+               "load_before": os.getloadavg()[0], "datasets": {}}
+    for ds in args.datasets:
+        source = "synthetic" if ds == "embedded" else ds
+        try:
+            prep = prepare(source, args.work_dir, EMBEDDED_ROWS, log)
+        except FileNotFoundError as e:
+            log(f"{ds}: skipped ({e})")
+            continue
+        log(f"{ds}: {prep.processed}")
+        results["datasets"][ds] = bench_dataset(ds, prep.processed, params, args, args.work_dir / "onnx")
+    if args.quantize != "no":
+        q = bench_quantization(params, args)
+        if q is None and args.quantize == "yes":
+            raise SystemExit("--quantize yes: no trained checkpoints of `make run` in this checkout")
+        results["quantization"] = q
+    results["load_after"] = os.getloadavg()[0]
+    results["goals"] = goal_checks(results)
+    text = render(results)
+    _atomic_write(args.out_dir / "inference.json", json.dumps(results, indent=2, sort_keys=True) + "\n")
+    _atomic_write(args.out_dir / "inference.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

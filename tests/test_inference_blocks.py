@@ -1,0 +1,51 @@
+"""Eval-mode row blocks (CTRModel.block_rows): the same logits as one piece, never while training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from components.data.feature_map import FeatureMap
+from components.models import build_model
+from components.models.registry import list_models
+
+F64 = {"rtol": 1e-12, "atol": 1e-12}
+
+
+def _fmap() -> FeatureMap:
+    return FeatureMap.toy([7, 5, 9, 4], dense=2)
+
+
+@pytest.mark.parametrize("name", [m.name for m in list_models()])
+def test_blocks_give_the_unsplit_logits_for_every_zoo_model(name):
+    torch.manual_seed(11)
+    model = build_model(name, _fmap(), embedding_dim=4).double()
+    cat = torch.stack([torch.randint(0, v, (23,)) for v in (7, 5, 9, 4)], dim=1)
+    dense = torch.randn(23, 2, dtype=torch.float64)
+    model.train()(cat, dense)  # a training step's forward updates BatchNorm running statistics
+    model.eval()
+    with torch.no_grad():
+        model.block_rows = 0
+        whole = model(cat, dense)
+        model.block_rows = 5  # 4 full blocks and a partial one
+        blocked = model(cat, dense)
+    torch.testing.assert_close(blocked, whole, **F64)
+
+
+def test_training_never_splits_and_eval_splits_in_order():
+    model = build_model("dcnv2", _fmap(), embedding_dim=4)
+    model.block_rows = 4
+    seen: list[int] = []
+    model.embedding.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
+    cat = torch.zeros(10, 4, dtype=torch.long)
+    model.train()(cat, torch.zeros(10, 2))
+    assert seen == [10]
+    seen.clear()
+    with torch.no_grad():
+        model.eval()(cat, torch.zeros(10, 2))
+    assert seen == [4, 4, 2]
+    seen.clear()
+    model.block_rows = 0  # disabled
+    with torch.no_grad():
+        model(cat, torch.zeros(10, 2))
+    assert seen == [10]

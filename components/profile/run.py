@@ -7,12 +7,16 @@ checkpoints, baselines), loaded on the CPU:
   ``evaluate.flops_batch_size``), with the per-op and per-category breakdowns;
 - parameters split embedding / dense and the checkpoint's weights-file size (:func:`model_size`
   with the ``model.safetensors`` path);
-- batch-1 p50/p99 latency and large-batch throughput (:func:`measure_latency` with
+- batch-1 p50/p99 latency and large-batch throughput of the model in its **serving form**
+  (:func:`components.serve.optimize.prepare_for_inference` with params.yaml's ``inference:``
+  settings, what ``ctrflow predict`` and ``ctrflow export`` run: BatchNorm folded, eval-mode row
+  blocks of ``inference.block_rows``; recorded under ``served_as``) (:func:`measure_latency` with
   ``evaluate.latency_threads`` threads, ``latency_warmup`` / ``latency_runs`` batch-1 calls and
   ``throughput_runs`` calls at ``throughput_batch_size``);
 - ``achieved_gflops_per_s``: FLOPs per sample × throughput / 1e9, from the two numbers above
   (:func:`achieved_gflops`);
-- ``time_breakdown``: shares of the forward's CPU time in the embedding lookup, the interaction and
+- ``time_breakdown`` (serving form too, without ``torch.compile`` whose fused graph has no
+  module boundaries): shares of the forward's CPU time in the embedding lookup, the interaction and
   the MLPs, and the top ``evaluate.profile_top_ops`` aten ops by self CPU time, from
   ``evaluate.profile_runs`` forward calls at ``throughput_batch_size`` with ``latency_threads``
   threads under torch.profiler (:func:`time_breakdown`);
@@ -43,6 +47,7 @@ from components.data.feature_map import FeatureMap
 from components.distill.workspace import write_json
 from components.evaluate.models import TEACHER, discover_models
 from components.evaluate.settings import EvaluateParams, evaluate_settings
+from components.serve.optimize import prepare_for_inference
 from components.train.checkpoint import MODEL_WEIGHTS, load_model
 
 from .breakdown import time_breakdown
@@ -79,17 +84,20 @@ def reported_test_aucs(params, ev: EvaluateParams) -> dict[str, float]:
 
 
 def _profile_model(
-    model, fmap: FeatureMap, weights: Path, ev: EvaluateParams
+    model, fmap: FeatureMap, weights: Path, ev: EvaluateParams, inference
 ) -> tuple[dict, Any, LatencyReport]:
     flops = count_flops(model, fmap, ev.flops_batch_size)
     size = model_size(model, weights)
+    served = prepare_for_inference(model, inference)
     latency = measure_latency(
-        model, fmap, threads=ev.latency_threads, warmup=ev.latency_warmup,
+        served, fmap, threads=ev.latency_threads, warmup=ev.latency_warmup,
         single_runs=ev.latency_runs, throughput_batch_size=ev.throughput_batch_size,
         batch_runs=ev.throughput_runs,
     )  # fmt: skip
+    uncompiled = served if not inference.compile else prepare_for_inference(
+        model, inference.model_copy(update={"compile": False}))
     breakdown = time_breakdown(
-        model, fmap, batch_size=ev.throughput_batch_size, threads=ev.latency_threads,
+        uncompiled, fmap, batch_size=ev.throughput_batch_size, threads=ev.latency_threads,
         runs=ev.profile_runs, top_ops=ev.profile_top_ops,
     )  # fmt: skip
     record = {
@@ -104,6 +112,8 @@ def _profile_model(
             flops.flops_per_sample, latency.throughput_samples_per_s
         ),
         "time_breakdown": breakdown.to_dict(),
+        "served_as": {"fold_batch_norm": inference.fold_batch_norm, "quantize": inference.quantize,
+                      "compile": inference.compile, "block_rows": getattr(served, "block_rows", None)},
     }
     return record, flops, latency
 
@@ -112,7 +122,7 @@ def profile_run(params) -> dict[str, Any]:
     """Profile every model of the run, write ``evaluate.profile_out`` and ``pareto.csv`` (module doc).
 
     Returns ``{"models": {name: {role, model, checkpoint, flops_per_sample, macs_per_sample, flops,
-    parameters, checkpoint_bytes, latency, achieved_gflops_per_s, time_breakdown, vs_teacher}},
+    parameters, checkpoint_bytes, latency, achieved_gflops_per_s, time_breakdown, served_as, vs_teacher}},
     "flops_claim", "settings", "host", "outputs"}``; ``vs_teacher`` is None for the teacher.
     """
     ev = evaluate_settings(params)
@@ -123,7 +133,7 @@ def profile_run(params) -> dict[str, Any]:
     for rm in discover_models(params):
         model, meta = load_model(rm.directory, fmap, device="cpu")
         record, reports[rm.name], latencies[rm.name] = _profile_model(
-            model, fmap, rm.directory / MODEL_WEIGHTS, ev
+            model, fmap, rm.directory / MODEL_WEIGHTS, ev, params.inference
         )
         models[rm.name] = {"role": rm.role, "model": meta["model"], "checkpoint": str(rm.directory),
                            **record}

@@ -174,7 +174,7 @@ def real_rows(processed: Path, fmap, rows: int) -> tuple[np.ndarray, np.ndarray]
 
     split = "test" if fmap.splits.get("test", {}).get("rows") else "valid"
     batch = next(iter(BatchLoader(processed / fmap.splits[split]["path"], fmap, rows, shuffle=False)))
-    cat, dense = batch.categorical.numpy(), batch.dense.numpy().astype(np.float32)
+    cat, dense = batch.categorical.numpy().astype(np.int64), batch.dense.numpy().astype(np.float32)
     reps = -(-rows // len(cat))
     return np.ascontiguousarray(np.tile(cat, (reps, 1))[:rows]), np.ascontiguousarray(np.tile(dense, (reps, 1))[:rows])
 
@@ -227,6 +227,7 @@ def export_sessions(models: dict, fmap, settings, threads: int, work: Path) -> d
     from components.serve.export import export_onnx, onnx_session_options
 
     sessions = {}
+    work.mkdir(parents=True, exist_ok=True)
     for name, model in models.items():
         if name == REFERENCE:
             continue  # the exported graph of the student is the student's; no separate reference

@@ -31,7 +31,6 @@ from components.data.feature_map import FeatureMap
 
 from .embedding import Embedded, FeatureEmbedding
 
-
 INFERENCE_BLOCK_ROWS = 1024
 
 

@@ -330,7 +330,7 @@ def goal_checks(results: dict) -> list[dict]:
                     rows.append({"dataset": ds, "threads": threads, "runtime": runtime,
                                  "goal": "KD-DAGFM+ faster than the teacher at every batch size (min ×)",
                                  "value": worst, "met": worst > 1.0})
-                if runtime == "torch" and DEEPCTR in r:
+                if runtime == "torch" and r.get(DEEPCTR, {}).get("throughput_x", {}).get(big):
                     x = 1.0 / r[DEEPCTR]["throughput_x"][big]  # teacher / DeepCTR
                     rows.append({"dataset": ds, "threads": threads, "runtime": runtime,
                                  "goal": f"teacher samples/s at batch {GOAL_BATCH} ≥ DeepCTR-Torch DCN's",

@@ -46,7 +46,9 @@ numbers). The targets of the issue "Students as fast as their FLOPs" are judged 
 With ``--quantize`` (default on when the embedded run's trained checkpoints exist, i.e. after
 ``make run``): the optional ``inference.quantize: dynamic_int8`` is measured on those trained
 checkpoints, with its AUC cost on the test split (:func:`components.serve.optimize.quantization_auc_cost`)
-and its PyTorch samples/s at batch 4096 vs fp32.
+and its PyTorch samples/s at batch 4096 vs fp32. With ``--compile``: the teacher and the DAGFM
+student also run under the optional ``inference.compile: true`` (``torch.compile``; PyTorch rows
+``teacher+compile`` and ``dagfm+compile``).
 
 Results go to stdout and to ``--out-dir`` (default ``benchmarks/results``): ``inference.json`` and
 ``inference.md``, written atomically.
@@ -82,6 +84,7 @@ TEACHER = "teacher"
 STUDENTS = ("dagfm", "kd_dagfm_plus", "fsdnet")
 REFERENCE = "dagfm_reference"
 DEEPCTR = "deepctr_dcn"
+COMPILED = "+compile"
 THROUGHPUT_GOAL = 4.0   # DAGFM student samples/s >= 4x the teacher's at batch 4096
 LATENCY_GOAL = 0.5      # ... and batch-1 p50 <= 0.5x the teacher's
 GOAL_BATCH = 4096
@@ -106,8 +109,9 @@ class _ReferenceDAGFM(torch.nn.Module):
         return self.model.reference_interact(self.model.embed(categorical, dense))
 
 
-def build_models(params, fmap, seed: int = 0) -> dict[str, torch.nn.Module]:
-    """params.yaml's teacher and students (seeded, untrained) in their serving form, plus the reference DAGFM."""
+def build_models(params, fmap, seed: int = 0, compiled: bool = False) -> dict[str, torch.nn.Module]:
+    """params.yaml's teacher and students (seeded, untrained) in their serving form, plus the
+    reference DAGFM and, with ``compiled``, the teacher and DAGFM under ``torch.compile``."""
     from components.distill.kd_dagfm import student_hparams
     from components.models import build_model
     from components.serve.optimize import prepare_for_inference
@@ -120,6 +124,10 @@ def build_models(params, fmap, seed: int = 0) -> dict[str, torch.nn.Module]:
     raw["fsdnet"] = build_model("fsdnet", fmap, **params.distill.block("fsdnet").model_hparams())
     models = {name: prepare_for_inference(m.eval(), params.inference) for name, m in raw.items()}
     models[REFERENCE] = _ReferenceDAGFM(models["dagfm"]).eval()
+    if compiled:  # the optional inference.compile, off by default: measured, PyTorch only
+        on = params.inference.model_copy(update={"compile": True})
+        for name in (TEACHER, "dagfm"):
+            models[f"{name}{COMPILED}"] = prepare_for_inference(raw[name].eval(), on)
     return models
 
 
@@ -229,8 +237,8 @@ def export_sessions(models: dict, fmap, settings, threads: int, work: Path) -> d
     sessions = {}
     work.mkdir(parents=True, exist_ok=True)
     for name, model in models.items():
-        if name == REFERENCE:
-            continue  # the exported graph of the student is the student's; no separate reference
+        if name == REFERENCE or name.endswith(COMPILED):
+            continue  # the exported graph is the student's own; compile is a PyTorch option
         path = export_onnx(model, fmap, work / f"{name}.onnx")
         options = onnx_session_options(settings.model_copy(update={"threads": threads}))
         sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -254,7 +262,7 @@ def bench_dataset(name: str, processed: Path, params, args, work: Path) -> dict:
     from components.data.preprocess import load_feature_map
 
     fmap = load_feature_map(processed)
-    models = build_models(params, fmap)
+    models = build_models(params, fmap, compiled=getattr(args, "compile", False))
     rows = real_rows(processed, fmap, max(args.batch_sizes))
     dct, dct_note = build_deepctr_dcn(params, fmap)
     if dct is None:
@@ -447,6 +455,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--runs", type=int, default=7, help="timed calls per batch size ≥ 1024 (4× that below)")
     ap.add_argument("--single-runs", type=int, default=200, help="timed batch-1 calls for the p50")
+    ap.add_argument("--compile", action="store_true",
+                    help="also measure the teacher and DAGFM under torch.compile (inference.compile)")
     ap.add_argument("--quantize", choices=("auto", "yes", "no"), default="auto",
                     help="measure dynamic int8 on `make run`'s trained checkpoints (auto: when present)")
     ap.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)

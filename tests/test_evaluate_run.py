@@ -34,7 +34,7 @@ from components.profile import count_flops
 from components.profile.run import profile_run
 from components.train.checkpoint import load_model
 from components.train.loop import predict
-from tests.run_fixture import MODELS, ROWS, make_run, run_params
+from tests.run_fixture import EVALUATE, MODELS, ROWS, make_run, run_params
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,13 @@ def run(tmp_path_factory):
 
 
 def _recompute(root: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The model's test logits scored like the stage scores them: same batch size (EVALUATE's), so
+    the same float32 matmuls run in the same order and the 1e-9 comparisons below are exact in
+    practice. (A different batch size changes the GEMM blocking: float32 logits then differ at
+    ~1e-7 relative, which moved a LogLoss by 1.4e-9 once — not a property of the code.)"""
     fmap = FeatureMap.load(root / "data/processed/feature_map.json")
     model, _ = load_model(root / MODELS[name][0], fmap)
-    loader = BatchLoader(root / "data/processed/test.parquet", fmap, 50, shuffle=False)
+    loader = BatchLoader(root / "data/processed/test.parquet", fmap, EVALUATE["batch_size"], shuffle=False)
     logits, labels = predict(model, loader)
     return logits.astype(np.float64), labels.astype(np.float64)
 

@@ -333,7 +333,8 @@ def predict(ctx, model_dir, processed_dir, out, fmt, runtime, batch_rows, raw_fi
 
     Values never kept in training map to the OOV id, empty ones to the missing id, exactly as
     preprocessing encoded the training data. Bad input fails before any output, naming file, line
-    and column.
+    and column. How the model runs (BatchNorm folding, int8, torch.compile, onnxruntime
+    optimisation level, threads, rows per model call) is set in params.yaml `inference:`.
     """
     from components.serve.predict import predict_file
 

@@ -377,6 +377,7 @@ def test_onnx_session_uses_the_configured_optimization_level_and_threads(world, 
         options = session.get_session_options()
         assert options.graph_optimization_level == getattr(ort.GraphOptimizationLevel, ort_name)
         assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         nodes[level] = [n.op_type for n in onnx.load(str(saved)).graph.node]
     # the saved graphs show the levels at work: higher levels fuse / fold more nodes away
     assert len(nodes["disabled"]) > len(nodes["basic"]) >= len(nodes["extended"]) >= len(nodes["all"])

@@ -22,7 +22,9 @@ model is a freshly initialised ``--model`` (default ``dagfm``: the KD-DAGFM stud
 params.yaml settings, outer interaction, depth 3, embedding 16) saved as a checkpoint. Throughput
 does not depend on the weights' values, only on the architecture (and, for int8, on the settings).
 
-Inference settings: params.yaml ``inference:`` defaults (``--set inference.KEY=VALUE`` overrides,
+Like ``ctrflow predict``, each run gets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it
+(pass ``OMP_WAIT_POLICY=ACTIVE`` to measure the spinning default). Inference settings: params.yaml
+``inference:`` defaults (``--set inference.KEY=VALUE`` overrides,
 e.g. ``threads``, ``score_rows``, ``quantize``, ``compile``; ``--runtime onnx`` exports first).
 On a shared 2-core box other jobs shift the numbers; the load average is printed before and after.
 No assertion is made on the figures.
@@ -167,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                                  out=str(out), processed=str(processed) if processed else None,
                                  batch_rows=batch_rows, runtime=args.runtime)
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+            env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}  # as `ctrflow predict` sets it (cli.py)
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env)
             if proc.returncode:
                 sys.stderr.write(proc.stderr)
                 return proc.returncode

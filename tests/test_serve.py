@@ -377,6 +377,7 @@ def test_onnx_session_uses_the_configured_optimization_level_and_threads(world, 
         options = session.get_session_options()
         assert options.graph_optimization_level == getattr(ort.GraphOptimizationLevel, ort_name)
         assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         nodes[level] = [n.op_type for n in onnx.load(str(saved)).graph.node]
     # the saved graphs show the levels at work: higher levels fuse / fold more nodes away
     assert len(nodes["disabled"]) > len(nodes["basic"]) >= len(nodes["extended"]) >= len(nodes["all"])
@@ -423,3 +424,15 @@ def test_predict_text_equals_the_unoptimised_reference(world, tmp_path, fold):
     predict_file(ckpt, world["raw"], small, processed_dir=proc, batch_rows=100,
                  params=Params.model_validate({"inference": {**settings.model_dump(), "score_rows": 16}}))
     np.testing.assert_allclose(read_probs(small), got, rtol=0, atol=1e-6)
+
+
+def test_predict_with_int8_dynamic_quantization_stays_close(world, tmp_path):
+    proc = world["root"] / "proc"
+    ckpt = _trained_bn_checkpoint(tmp_path / "ckpt", world["fmap"], proc)
+    fp32, int8 = tmp_path / "fp32.txt", tmp_path / "int8.txt"
+    predict_file(ckpt, world["raw"], fp32, processed_dir=proc)
+    predict_file(ckpt, world["raw"], int8, processed_dir=proc,
+                 params=Params.model_validate({"inference": {"quantize": "dynamic_int8"}}))
+    a, b = read_probs(fp32), read_probs(int8)
+    assert len(b) == ROWS and not np.array_equal(a, b)  # the int8 model really ran
+    assert np.corrcoef(a, b)[0, 1] > 0.99 and np.abs(a - b).max() < 0.05

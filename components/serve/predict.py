@@ -21,6 +21,14 @@ Reading: the format defaults to the feature map's; the reader gets ``params`` (s
 validation limits) with the MovieLens rating settings taken from the feature map and
 ``drop_neutral_rating`` off, so every input line gets a probability.
 
+Scoring: :class:`Scorer` with params.yaml ``inference:`` (``params.inference``, defaults when
+``params`` is None): the PyTorch runtime runs
+:func:`~components.serve.optimize.prepare_for_inference`'s model (BatchNorm folded by default), the
+ONNX runtime the export's graph at the configured onnxruntime optimisation level; both with
+``inference.threads`` threads, ``inference.score_rows`` rows per model call (DAGFM's forward alone
+measured 2–4× faster in 2,048–8,192-row calls than in one 65,536-row call on 2 cores, and it bounds
+the model's scratch memory: peak RSS no longer grows with ``batch_rows`` through the model).
+
 Output: text, one probability per line, written as the shortest decimal that round-trips the
 float32 value (``float32(text) == probability`` exactly). A file is written to a temporary name
 and renamed at the end; ``"-"`` writes to standard output batch by batch.

@@ -22,7 +22,10 @@ What is measured, per dataset and thread count, in ONE process so every number s
   ``--runs`` calls) and the batch-1 p50 latency (median of ``--single-runs`` calls);
 - **ONNX Runtime**: the same serving model exported by :func:`components.serve.export.export_onnx`
   (what ``ctrflow export`` writes), run by an ``InferenceSession`` with params.yaml's
-  ``inference.onnx_graph_optimization`` (default ``all``) and ``intra_op_num_threads`` = threads;
+  ``inference.onnx_graph_optimization`` (default ``all``) and ``intra_op_num_threads`` = threads,
+  called the way ``ctrflow predict --runtime onnx`` calls it: ``session.run`` per block of
+  ``inference.score_rows`` rows (:func:`components.serve.predict.in_row_blocks`; the PyTorch models
+  split a batch into the same blocks internally, ``CTRModel.block_rows``);
 - **DeepCTR-Torch 0.3.0 DCN** (the ``[bench]`` extra; skipped with a message when it is not
   installed): its ``DCN`` with the teacher's architecture (``cross_parameterization="matrix"``, the
   teacher's cross layers and MLP widths, embedding 16, no BatchNorm), on the same rows and threads,
@@ -66,6 +69,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -208,10 +212,12 @@ def deepctr_runner(model, cat: np.ndarray, dense: np.ndarray) -> Callable[[], ob
     return lambda: model(x)
 
 
-def onnx_runner(session, cat: np.ndarray, dense: np.ndarray) -> Callable[[], object]:
-    names = {i.name for i in session.get_inputs()}
-    feeds = {k: v for k, v in (("categorical", cat), ("dense", dense)) if k in names}
-    return lambda: session.run(["logit"], feeds)
+def onnx_runner(session, cat: np.ndarray, dense: np.ndarray, block_rows: int) -> Callable[[], object]:
+    """ctrflow's ONNX scoring (what ``ctrflow predict --runtime onnx`` calls): blocks of ``block_rows``."""
+    from components.serve.export import onnx_probabilities
+    from components.serve.predict import in_row_blocks
+
+    return lambda: in_row_blocks(partial(onnx_probabilities, session), cat, dense, block_rows)
 
 
 def measure(make_runner, rows: tuple[np.ndarray, np.ndarray], batch_sizes, runs: int, single_runs: int) -> dict:
@@ -278,7 +284,8 @@ def bench_dataset(name: str, processed: Path, params, args, work: Path) -> dict:
             for m, model in models.items():
                 runners[("torch", m)] = lambda c, d, model=model: torch_runner(model, c, d)
             for m, session in sessions.items():
-                runners[("onnx", m)] = lambda c, d, session=session: onnx_runner(session, c, d)
+                runners[("onnx", m)] = lambda c, d, session=session: onnx_runner(
+                    session, c, d, params.inference.score_rows)
             if dct is not None:
                 runners[("torch", DEEPCTR)] = lambda c, d: deepctr_runner(dct, c, d)
             records: dict[tuple[str, str], list[dict]] = {k: [] for k in runners}

@@ -111,7 +111,7 @@ class InferenceParams(_Section):
     compile: bool = False
     onnx_graph_optimization: Literal["all", "extended", "basic", "disabled"] = "all"
     threads: int = Field(0, ge=0)
-    score_rows: int = Field(4096, gt=0)
+    score_rows: int = Field(1024, gt=0)
 
 
 # Sections owned by later stages import TrainParams from here, so they are imported after it.

@@ -49,3 +49,18 @@ def test_training_never_splits_and_eval_splits_in_order():
     with torch.no_grad():
         model(cat, torch.zeros(10, 2))
     assert seen == [10]
+
+
+def test_the_serving_form_blocks_at_inference_score_rows_and_the_profile_says_so(tmp_path):
+    from components.config import InferenceParams
+    from components.profile.run import profile_run
+    from components.serve.optimize import prepare_for_inference
+    from tests.run_fixture import make_run
+
+    model = build_model("dcnv2", _fmap(), embedding_dim=4)
+    assert prepare_for_inference(model, InferenceParams(score_rows=37)).block_rows == 37
+    assert model.block_rows == 1024  # the checkpoint's own module is left as it was
+    params = make_run(tmp_path)
+    params = params.model_copy(update={"inference": InferenceParams(score_rows=48)})
+    served = profile_run(params)["models"]["dagfm"]["served_as"]
+    assert served == {"fold_batch_norm": True, "quantize": "none", "compile": False, "block_rows": 48}

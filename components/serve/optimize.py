@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from components.config import InferenceParams
+from components.models.base import CTRModel
 
 QUANTIZE_CHOICES = ("none", "dynamic_int8")
 
@@ -110,7 +111,8 @@ def is_quantized_linear(module: nn.Module) -> bool:
 
 def prepare_for_inference(model: nn.Module, settings: InferenceParams | None = None) -> nn.Module:
     """``model`` in its inference form per ``settings`` (default :class:`InferenceParams()`):
-    fold BatchNorm, then int8 dynamic quantisation, then ``torch.compile`` — each when enabled.
+    fold BatchNorm, then int8 dynamic quantisation, then ``torch.compile`` — each when enabled;
+    the model's eval-mode row blocks (``CTRModel.block_rows``) are set to ``settings.score_rows``.
     Always returns an eval-mode module that is not ``model`` itself."""
     settings = settings or InferenceParams()
     out = fold_batch_norm(model) if settings.fold_batch_norm else copy.deepcopy(model).eval()
@@ -118,6 +120,8 @@ def prepare_for_inference(model: nn.Module, settings: InferenceParams | None = N
         out = quantize_dynamic_int8(out)
     elif settings.quantize != "none":
         raise ValueError(f"inference.quantize must be one of {QUANTIZE_CHOICES}, got {settings.quantize!r}")
+    if isinstance(out, CTRModel):
+        out.block_rows = settings.score_rows  # eval-mode row blocks (components/models/base.py)
     if settings.compile:
         out = torch.compile(out, dynamic=True)
     return out

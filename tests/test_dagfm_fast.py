@@ -57,6 +57,46 @@ def test_propagation_states_equal_the_einsum_formulas(kind, dtype, tol):
     torch.testing.assert_close(dag.summed_flat(states), sum(ref).flatten(1), **tol)
 
 
+@pytest.mark.parametrize("per_group", [1, 2, 3, 10])
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, F64), (torch.float32, F32)])
+def test_grouped_outer_layers_equal_the_einsum_formulas(per_group, dtype, tol):
+    """Serving (inference_mode) runs outer layers per target-field group: same states."""
+    dag = _perturbed(DAGPropagation(7, 5, 3, "outer")).to(dtype)
+    dag.fields_per_group, dag.group_min_rows = per_group, 1
+    groups = dag.field_groups()
+    assert groups[0][0] == 0 and groups[-1][1] == 7
+    assert all(hi - lo <= max(per_group, 1) + 1 for lo, hi in groups)
+    e = torch.randn(33, 7, 5, dtype=dtype)
+    with torch.inference_mode():
+        fast = dag(e)
+    for h_fast, h_ref in zip(fast, dag.reference_forward(e), strict=True):
+        torch.testing.assert_close(h_fast, h_ref, **tol)
+
+
+def test_grouping_is_used_only_for_inference_batches_from_group_min_rows():
+    dag = DAGPropagation(7, 5, 2, "outer")
+    dag.fields_per_group, dag.group_min_rows = 2, 8
+    calls = []
+    original = torch.bmm
+    try:
+        torch.bmm = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+        with torch.inference_mode():
+            dag(torch.randn(8, 7, 5))
+        grouped = len(calls)
+        calls.clear()
+        with torch.inference_mode():
+            dag(torch.randn(7, 7, 5))  # below group_min_rows
+        small = len(calls)
+        calls.clear()
+        with torch.no_grad():
+            dag(torch.randn(8, 7, 5))  # not inference mode: the FLOP counter's path
+        counted = len(calls)
+    finally:
+        torch.bmm = original
+    assert small == counted == 2 * 2  # two bmm per layer
+    assert grouped == 2 * 2 * len(dag.field_groups()) == 2 * 2 * 4
+
+
 @pytest.mark.parametrize("kind", TYPES)
 def test_gradients_equal_the_einsum_formulas(kind):
     dag = _perturbed(DAGPropagation(5, 3, 2, kind)).double()

@@ -64,3 +64,19 @@ def test_the_serving_form_blocks_at_inference_score_rows_and_the_profile_says_so
     params = params.model_copy(update={"inference": InferenceParams(score_rows=48)})
     served = profile_run(params)["models"]["dagfm"]["served_as"]
     assert served == {"fold_batch_norm": True, "quantize": "none", "compile": False, "block_rows": 48}
+
+
+def test_the_serving_form_skips_the_id_range_check_the_checkpoint_keeps_it():
+    from components.config import InferenceParams
+    from components.serve.optimize import prepare_for_inference
+
+    model = build_model("dagfm", _fmap(), embedding_dim=4).eval()
+    served = prepare_for_inference(model, InferenceParams())
+    bad = torch.tensor([[0, 0, 9, 0]])  # field c2 has 9 ids: 9 is out of range
+    with pytest.raises(ValueError, match="c2"):
+        model(bad, torch.zeros(1, 2))
+    assert model.embedding.check_ids and not served.embedding.check_ids
+    good = torch.tensor([[6, 4, 8, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(served(good, torch.zeros(1, 2)), model(good, torch.zeros(1, 2)),
+                                   rtol=1e-5, atol=1e-6)

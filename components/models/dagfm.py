@@ -66,6 +66,8 @@ from .registry import register
 INTERACTION_TYPES = ("inner", "outer", "kernel")
 PLUS_STRUCTURES = ("stacked", "parallel")
 XAVIER_GAIN = 1.414
+FIELDS_PER_GROUP = 10  # outer layers: target fields per group (DAGPropagation doc)
+GROUP_MIN_ROWS = 64  # ... from this many rows on; smaller batches pay less per op ungrouped
 
 
 def _xavier_layers(*shape: int) -> nn.Parameter:
@@ -99,17 +101,24 @@ class DAGPropagation(nn.Module):
       ======  ===========  ===============================================================
       inner   [d, F, B]    A = bmm(P_t [d, F_j, F_i], H [d, F_i, B])
       outer   [F, d, B]    S = bmm(p_t [F_i, F_j, d], H [F_i, d, B]) → [F_i, F_j, B];
-                           A = bmm(q_t [F_j, d, F_i], Sᵀ [F_j, F_i, B]) (a strided view)
+                           A = bmm(q_t [F_j, d, F_i], Sᵀ [F_j, F_i, B]) (a strided view);
+                           under ``inference_mode``, from ``group_min_rows`` rows on, per
+                           group of ~``fields_per_group`` target fields [lo, hi) (only
+                           sources i < hi reach them, i ≤ j):
+                           S_g [hi, hi−lo, B], A_g [hi−lo, d, B]; this skips most of the masked
+                           half of the edges (F=39 in 4 groups: 37 % fewer multiply-adds) and
+                           keeps S_g in cache (≈ 1.3–2× faster at 1024 rows, 1 thread)
       kernel  [F, d, B]    A = K_t [F·d, F·d] @ H [F·d, B] (the masked d×d blocks)
       ======  ===========  ===============================================================
 
       then H_t = H_0 ⊙ A. The masked, permuted weights are built on every forward, except under
       ``torch.inference_mode`` (how ctrflow scores, profiles and serves) where they are cached and
       rebuilt only when a parameter changes (its version counter, storage, dtype or device), so
-      serving pays for them once. (The FLOP counter runs under ``no_grad`` and so always counts
-      that per-batch work.) :meth:`forward` returns the states as [B, F, d] views (no copy);
-      :meth:`node_sums` and :meth:`summed_flat` give the readout inputs straight from the
-      batch-last states.
+      serving pays for them once. (The FLOP counter runs under ``no_grad``, so it counts that
+      per-batch work and the ungrouped outer layers: the algorithm's FLOPs as models.md states
+      them, including the multiply-adds with the mask's structural zeros that serving skips.)
+      :meth:`forward` returns the states as [B, F, d] views (no copy); :meth:`node_sums` and
+      :meth:`summed_flat` give the readout inputs straight from the batch-last states.
     """
 
     def __init__(
@@ -136,7 +145,9 @@ class DAGPropagation(nn.Module):
             self.q = _xavier_layers(depth, f, f, d)
         if interaction_type == "kernel":
             self.W = _xavier_layers(depth, f, f, d, d)
-        self._cache: tuple[tuple, tuple[torch.Tensor, ...]] | None = None
+        self._cache: tuple[tuple, tuple] | None = None
+        self.fields_per_group = FIELDS_PER_GROUP  # outer: target fields per group (class doc)
+        self.group_min_rows = GROUP_MIN_ROWS  # outer: batches smaller than this run ungrouped
 
     # ------------------------------------------------------------------ reference (the formulas)
     def _aggregate(self, t: int, h: torch.Tensor) -> torch.Tensor:
@@ -165,7 +176,7 @@ class DAGPropagation(nn.Module):
                 f"DAGFM input must be [B, {self.num_fields}, {self.embedding_dim}], got {list(vectors.shape)}"
             )
 
-    def _build_weights(self) -> tuple[torch.Tensor, ...]:
+    def _build_weights(self) -> tuple:
         """The masked edge weights, laid out for the fast path's batched matmuls (see class doc)."""
         m, f, d, depth = self.mask, self.num_fields, self.embedding_dim, self.depth
         if self.interaction_type == "inner":
@@ -174,18 +185,22 @@ class DAGPropagation(nn.Module):
         if self.interaction_type == "outer":
             p = (self.p * m.unsqueeze(2)).contiguous()  # [L, F_i, F_j, d]: per i, scores = p_i h_i
             q = self.q.permute(0, 2, 3, 1).contiguous()  # [L, F_j, d, F_i]: per j, A_j = q_jᵀ s_j
-            return p, q
+            # per target-field group [lo, hi): only sources i < hi can reach it (i ≤ j)
+            groups = self.field_groups()
+            p_groups = [[p[t, :hi, lo:hi].contiguous() for lo, hi in groups] for t in range(depth)]
+            q_groups = [[q[t, lo:hi, :, :hi].contiguous() for lo, hi in groups] for t in range(depth)]
+            return p, q, p_groups, q_groups
         # kernel: K[t, (j, k), (i, e)] = W[t, i, j, k, e] · m[i, j]
         w = self.W * m[:, :, None, None]
         return (w.permute(0, 2, 3, 1, 4).reshape(depth, f * d, f * d),)
 
-    def _weights(self) -> tuple[torch.Tensor, ...]:
+    def _weights(self) -> tuple:
         """:meth:`_build_weights`, cached under ``torch.inference_mode`` (class doc)."""
         if not torch.is_inference_mode_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
             self._cache = None
             return self._build_weights()
         params = [t for t in (self.p, self.q, self.W) if t is not None]
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in params)
+        key = (self.fields_per_group, *((t.data_ptr(), t._version, t.dtype, t.device) for t in params))
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self._build_weights())
         return self._cache[1]
@@ -206,15 +221,32 @@ class DAGPropagation(nn.Module):
         h0 = torch.mm(self.connect, vectors.permute(1, 2, 0).reshape(f, d * b)).view(f, d, b)
         states = [h0]
         if self.interaction_type == "outer":
-            p, q = weights
+            p, q, p_groups, q_groups = weights
+            grouped = (torch.is_inference_mode_enabled() and b >= self.group_min_rows
+                       and len(p_groups[0]) > 1)
             for t in range(self.depth):
-                scores = torch.bmm(p[t], states[-1])  # [F_i, F_j, B]
-                states.append(h0 * torch.bmm(q[t], scores.transpose(0, 1)))  # [F_j, d, B]
+                h = states[-1]
+                if not grouped:
+                    scores = torch.bmm(p[t], h)  # [F_i, F_j, B]
+                    states.append(h0 * torch.bmm(q[t], scores.transpose(0, 1)))  # [F_j, d, B]
+                    continue
+                parts = [  # target group [lo, hi): scores [hi, hi - lo, B] from sources i < hi
+                    torch.bmm(qg, torch.bmm(pg, h[: pg.shape[0]]).transpose(0, 1))
+                    for pg, qg in zip(p_groups[t], q_groups[t], strict=True)
+                ]
+                states.append(h0 * torch.cat(parts))
             return states
         (w,) = weights
         for t in range(self.depth):
             states.append(h0 * torch.mm(w[t], states[-1].view(f * d, b)).view(f, d, b))
         return states
+
+    def field_groups(self) -> list[tuple[int, int]]:
+        """Consecutive target-field ranges [lo, hi) of about :attr:`fields_per_group` fields each."""
+        f = self.num_fields
+        n = max(1, -(-f // max(1, self.fields_per_group)))
+        bounds = [round(f * k / n) for k in range(n + 1)]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
 
     @property
     def layout(self) -> str:

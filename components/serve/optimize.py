@@ -112,7 +112,9 @@ def is_quantized_linear(module: nn.Module) -> bool:
 def prepare_for_inference(model: nn.Module, settings: InferenceParams | None = None) -> nn.Module:
     """``model`` in its inference form per ``settings`` (default :class:`InferenceParams()`):
     fold BatchNorm, then int8 dynamic quantisation, then ``torch.compile`` — each when enabled;
-    the model's eval-mode row blocks (``CTRModel.block_rows``) are set to ``settings.score_rows``.
+    the model's eval-mode row blocks (``CTRModel.block_rows``) are set to ``settings.score_rows``
+    and its per-call id range check is off (the encoder only produces valid ids; the ONNX export
+    never had the check).
     Always returns an eval-mode module that is not ``model`` itself."""
     settings = settings or InferenceParams()
     out = fold_batch_norm(model) if settings.fold_batch_norm else copy.deepcopy(model).eval()
@@ -122,6 +124,7 @@ def prepare_for_inference(model: nn.Module, settings: InferenceParams | None = N
         raise ValueError(f"inference.quantize must be one of {QUANTIZE_CHOICES}, got {settings.quantize!r}")
     if isinstance(out, CTRModel):
         out.block_rows = settings.score_rows  # eval-mode row blocks (components/models/base.py)
+        out.embedding.check_ids = False  # served ids come from the encoder (components/models/embedding.py)
     if settings.compile:
         out = torch.compile(out, dynamic=True)
     return out

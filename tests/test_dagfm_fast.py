@@ -183,10 +183,15 @@ def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path)
                    feature_map_hash=feature_map_hash(fmap), epoch=20, metrics={})
         loaded, _ = load_model(directory, fmap)
         loaded.block_rows = 100  # exercise the eval-mode row blocks too
+        loaded.dag.fields_per_group = 2  # grouped outer layers under inference_mode below
         test = torch.randint(0, 9, (300, 6))
         with torch.no_grad():
             fast, ref = loaded(test), loaded.reference_interact(loaded.embed(test))
         torch.testing.assert_close(fast, ref, **F32)
+        loaded.dag.group_min_rows = 1
+        with torch.inference_mode():
+            served = loaded(test)
+        torch.testing.assert_close(served, ref, **F32)
         path = export_onnx(loaded, fmap, tmp_path / f"{name}-{hp['interaction_type']}.onnx")
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         names = {i.name for i in session.get_inputs()}

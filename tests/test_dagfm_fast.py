@@ -60,7 +60,7 @@ def test_propagation_states_equal_the_einsum_formulas(kind, dtype, tol):
 @pytest.mark.parametrize("per_group", [1, 2, 3, 10])
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, F64), (torch.float32, F32)])
 def test_grouped_outer_layers_equal_the_einsum_formulas(per_group, dtype, tol):
-    """Serving (inference_mode) runs outer layers per target-field group: same states."""
+    """Serving runs outer layers per target-field group (propagate_stacked): same states."""
     dag = _perturbed(DAGPropagation(7, 5, 3, "outer")).to(dtype)
     dag.fields_per_group, dag.group_min_rows = per_group, 1
     groups = dag.field_groups()
@@ -68,31 +68,28 @@ def test_grouped_outer_layers_equal_the_einsum_formulas(per_group, dtype, tol):
     assert all(hi - lo <= max(per_group, 1) + 1 for lo, hi in groups)
     e = torch.randn(33, 7, 5, dtype=dtype)
     with torch.inference_mode():
-        fast = dag(e)
-    for h_fast, h_ref in zip(fast, dag.reference_forward(e), strict=True):
-        torch.testing.assert_close(h_fast, h_ref, **tol)
+        buf = dag.propagate_stacked(e)
+    for t, h_ref in enumerate(dag.reference_forward(e)):
+        torch.testing.assert_close(dag.as_bfd(buf[t]), h_ref.detach(), **tol)
 
 
-def test_grouping_is_used_only_for_inference_batches_from_group_min_rows():
+def test_serving_groups_outer_layers_from_group_min_rows_and_the_flop_path_never():
     dag = DAGPropagation(7, 5, 2, "outer")
     dag.fields_per_group, dag.group_min_rows = 2, 8
     calls = []
     original = torch.bmm
     try:
         torch.bmm = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
-        with torch.inference_mode():
-            dag(torch.randn(8, 7, 5))
-        grouped = len(calls)
-        calls.clear()
-        with torch.inference_mode():
-            dag(torch.randn(7, 7, 5))  # below group_min_rows
-        small = len(calls)
-        calls.clear()
-        with torch.no_grad():
-            dag(torch.randn(8, 7, 5))  # not inference mode: the FLOP counter's path
-        counted = len(calls)
+        counts = []
+        for rows, mode in ((8, torch.inference_mode), (7, torch.inference_mode), (8, torch.no_grad)):
+            calls.clear()
+            with mode():
+                (dag.propagate_stacked if mode is torch.inference_mode else dag.propagate)(
+                    torch.randn(rows, 7, 5))
+            counts.append(len(calls))
     finally:
         torch.bmm = original
+    grouped, small, counted = counts
     assert small == counted == 2 * 2  # two bmm per layer
     assert grouped == 2 * 2 * len(dag.field_groups()) == 2 * 2 * 4
 
@@ -115,6 +112,26 @@ CASES = [("dagfm", {"interaction_type": k}) for k in TYPES] + [
     ("kd_dagfm_plus", {"interaction_type": k, "structure": s, "hidden_units": [8, 8]})
     for k in ("inner", "outer") for s in ("stacked", "parallel")
 ]
+
+
+@pytest.mark.parametrize("group_min_rows", [1, 10**6])
+@pytest.mark.parametrize(("name", "hp"), CASES)
+def test_served_logits_equal_the_reference_interaction(name, hp, group_min_rows):
+    """Under inference_mode the models take the stacked-buffer path (grouped outer layers or not)."""
+    for dtype, tol in ((torch.float64, F64), (torch.float32, F32)):
+        model = _model(name, dtype=dtype, depth=3, **hp)
+        model.dag.fields_per_group, model.dag.group_min_rows = 2, group_min_rows
+        cat = torch.randint(0, 9, (50, 6))
+        with torch.no_grad():
+            want = model.reference_interact(model.embed(cat))
+        with torch.inference_mode():
+            got = model.interact(model.embed(cat))
+            buf = model.dag.propagate_stacked(model.embed(cat).vectors)
+        torch.testing.assert_close(got, want, **tol)
+        for t, h_ref in enumerate(model.dag.reference_forward(model.embed(cat).vectors)):
+            torch.testing.assert_close(model.dag.as_bfd(buf[t]), h_ref.detach(), **tol)
+    with pytest.raises(RuntimeError, match="inference_mode"):
+        model.dag.propagate_stacked(model.embed(cat).vectors)
 
 
 @pytest.mark.parametrize(("name", "hp"), CASES)

@@ -135,6 +135,21 @@ def test_served_logits_equal_the_reference_interaction(name, hp, group_min_rows)
 
 
 @pytest.mark.parametrize(("name", "hp"), CASES)
+def test_autocast_scoring_takes_the_unstacked_path(name, hp):
+    """bf16 autocast under inference_mode (the training loop's scoring on CUDA): no dtype clash."""
+    model = _model(name, **hp)
+    model.dag.fields_per_group, model.dag.group_min_rows = 2, 1
+    cat = torch.randint(0, 9, (40, 6))
+    with torch.no_grad():
+        want = model(cat)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(cat)
+    assert got.shape == want.shape
+    corr = float(torch.corrcoef(torch.stack([got.float(), want]))[0, 1])
+    assert corr > 0.99  # bf16 rounding only
+
+
+@pytest.mark.parametrize(("name", "hp"), CASES)
 def test_model_logits_equal_the_reference_interaction(name, hp):
     for dtype, tol in ((torch.float64, F64), (torch.float32, F32)):
         model = _model(name, dtype=dtype, depth=3, **hp)

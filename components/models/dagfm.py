@@ -238,6 +238,13 @@ class DAGPropagation(nn.Module):
             states.append(h0 * torch.mm(w[t], states[-1].view(f * d, b)).view(f, d, b))
         return states
 
+    @staticmethod
+    def serves(vectors: torch.Tensor) -> bool:
+        """Whether the models take the serving path (:meth:`propagate_stacked`): under
+        ``torch.inference_mode`` without autocast (its in-place ``out=`` writes need one dtype;
+        bf16 scoring on CUDA takes :meth:`propagate`)."""
+        return torch.is_inference_mode_enabled() and not torch.is_autocast_enabled(vectors.device.type)
+
     def propagate_stacked(self, vectors: torch.Tensor) -> torch.Tensor:
         """Serving form of :meth:`propagate` (``torch.inference_mode`` only): every state written in
         place into one [L+1, *state] buffer, no intermediate allocations, so that the readout is one
@@ -349,7 +356,7 @@ class DAGFM(CTRModel):
 
     def interact(self, emb: Embedded) -> torch.Tensor:
         """z = w · concat(s_0, …, s_L) + b (layer-major order, as the reference code)."""
-        if torch.is_inference_mode_enabled():  # serving: one buffer, one GEMV
+        if self.dag.serves(emb.vectors):  # serving: one buffer, one GEMV
             buf = self.dag.propagate_stacked(emb.vectors)
             return self.dag.stacked_readout(buf, self.readout.weight, self.readout.bias)
         return self.readout(self.dag.node_sums(self.dag.propagate(emb.vectors))).squeeze(1)
@@ -399,7 +406,7 @@ class KDDAGFMPlus(CTRModel):
 
     def interact(self, emb: Embedded) -> torch.Tensor:
         """stacked: MLP(flatten(H_0 + … + H_L)); parallel: w·concat(s_0..s_L) + b + MLP(flatten(E))."""
-        if torch.is_inference_mode_enabled():  # serving: one buffer (DAGFM.interact)
+        if self.dag.serves(emb.vectors):  # serving: one buffer (DAGFM.interact)
             buf = self.dag.propagate_stacked(emb.vectors)
             if self.structure == "stacked":
                 total = self.dag.as_bfd(buf.sum(dim=0)).reshape(len(emb.vectors), -1)

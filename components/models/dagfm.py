@@ -215,7 +215,7 @@ class DAGPropagation(nn.Module):
     def propagate(self, vectors: torch.Tensor) -> list[torch.Tensor]:
         """E [B, F, d] → [H_0, …, H_L] in the internal batch-last layout (:attr:`layout`)."""
         self._check_input(vectors)
-        b, f, d = vectors.shape
+        f, d = self.num_fields, self.embedding_dim  # Python ints: static shapes in an exported graph
         weights = self._weights()
         if self.interaction_type == "inner":  # [d, F, B]
             (p,) = weights
@@ -225,7 +225,8 @@ class DAGPropagation(nn.Module):
                 states.append(h0 * torch.bmm(p[t], states[-1]))
             return states
         # outer and kernel: [F, d, B]
-        h0 = torch.mm(self.connect, vectors.permute(1, 2, 0).reshape(f, d * b)).view(f, d, b)
+        # flatten/unflatten with static sizes: an exported graph gets no Shape→Gather→Concat chains
+        h0 = torch.mm(self.connect, vectors.permute(1, 2, 0).flatten(1)).view(f, d, -1)
         states = [h0]
         if self.interaction_type == "outer":
             p, q = weights[:2]
@@ -235,7 +236,7 @@ class DAGPropagation(nn.Module):
             return states
         (w,) = weights
         for t in range(self.depth):
-            states.append(h0 * torch.mm(w[t], states[-1].view(f * d, b)).view(f, d, b))
+            states.append(h0 * torch.mm(w[t], states[-1].flatten(0, 1)).view(f, d, -1))
         return states
 
     @staticmethod
@@ -315,7 +316,7 @@ class DAGPropagation(nn.Module):
         total = states[0]
         for h in states[1:]:
             total = total + h
-        return self.as_bfd(total).reshape(total.shape[-1], -1)
+        return self.as_bfd(total).flatten(1)
 
     def forward(self, vectors: torch.Tensor) -> list[torch.Tensor]:
         """E [B, F, d] → [H_0, …, H_L] as [B, F, d] views, H_0 = C·E and H_t = H_0 ⊙ A_t(H_{t-1})."""

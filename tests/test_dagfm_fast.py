@@ -135,6 +135,21 @@ def test_served_logits_equal_the_reference_interaction(name, hp, group_min_rows)
 
 
 @pytest.mark.parametrize(("name", "hp"), CASES)
+def test_int8_served_students_score_close_to_fp32(name, hp):
+    """inference.quantize: dynamic_int8 swaps the readout Linear for a quantised one."""
+    from components.config import InferenceParams
+    from components.serve.optimize import prepare_for_inference
+
+    model = _model(name, **hp)
+    model.dag.fields_per_group, model.dag.group_min_rows = 2, 1
+    served = prepare_for_inference(model, InferenceParams(quantize="dynamic_int8"))
+    cat = torch.randint(0, 9, (64, 6))
+    with torch.inference_mode():
+        got, want = served(cat), model(cat)
+    assert torch.corrcoef(torch.stack([got, want]))[0, 1] > 0.99
+
+
+@pytest.mark.parametrize(("name", "hp"), CASES)
 def test_autocast_scoring_takes_the_unstacked_path(name, hp):
     """bf16 autocast under inference_mode (the training loop's scoring on CUDA): no dtype clash."""
     model = _model(name, **hp)

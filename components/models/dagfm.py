@@ -357,7 +357,7 @@ class DAGFM(CTRModel):
 
     def interact(self, emb: Embedded) -> torch.Tensor:
         """z = w · concat(s_0, …, s_L) + b (layer-major order, as the reference code)."""
-        if self.dag.serves(emb.vectors):  # serving: one buffer, one GEMV
+        if self.dag.serves(emb.vectors) and type(self.readout) is nn.Linear:  # serving: one buffer, one GEMV
             buf = self.dag.propagate_stacked(emb.vectors)
             return self.dag.stacked_readout(buf, self.readout.weight, self.readout.bias)
         return self.readout(self.dag.node_sums(self.dag.propagate(emb.vectors))).squeeze(1)
@@ -412,7 +412,10 @@ class KDDAGFMPlus(CTRModel):
             if self.structure == "stacked":
                 total = self.dag.as_bfd(buf.sum(dim=0)).reshape(len(emb.vectors), -1)
                 return self.mlp(total).squeeze(1)
-            dag_logit = self.dag.stacked_readout(buf, self.readout.weight, self.readout.bias)
+            if type(self.readout) is nn.Linear:  # (an int8-quantised readout takes the Linear itself)
+                dag_logit = self.dag.stacked_readout(buf, self.readout.weight, self.readout.bias)
+            else:
+                dag_logit = self.readout(self.dag.node_sums(list(buf.unbind(0)))).squeeze(1)
             return dag_logit + self.mlp(self.flat_vectors(emb)).squeeze(1)
         states = self.dag.propagate(emb.vectors)
         if self.structure == "stacked":

@@ -268,9 +268,9 @@ class DAGPropagation(nn.Module):
             p, q, p_groups, q_groups = weights
             grouped = b >= self.group_min_rows and len(p_groups[0]) > 1
             for t in range(self.depth):
-                if not grouped:
-                    scores = torch.bmm(p[t], buf[t])  # [F_i, F_j, B]
-                    torch.bmm(q[t], scores.transpose(0, 1), out=buf[t + 1])
+                if not grouped:  # a small batch: a contiguous copy of the few scores keeps bmm
+                    scores = torch.bmm(p[t], buf[t])  # [F_i, F_j, B]   on its batched BLAS path
+                    torch.bmm(q[t], scores.transpose(0, 1).contiguous(), out=buf[t + 1])
                 else:
                     for (lo, hi), pg, qg in zip(self.field_groups(), p_groups[t], q_groups[t], strict=True):
                         scores = torch.bmm(pg, buf[t, :hi])  # [hi, hi - lo, B]: sources i < hi only

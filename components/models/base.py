@@ -15,7 +15,7 @@ Inference in row blocks: in eval mode :meth:`CTRModel.forward` splits a batch la
 sets it on served models) into consecutive blocks and concatenates their logits. Every zoo model
 scores each row on its own in eval mode (BatchNorm uses its running statistics), so the result is
 the unsplit one up to float rounding, but a block's activations stay in the CPU cache between
-layers: at 1 thread a batch of 4096 measured ≈ 1.4× faster for the DCNv2 teacher and ≈ 1.5× for
+layers: at 1 thread a batch of 4096 measured ≈ 1.2–1.4× faster for the DCNv2 teacher and ≈ 1.5× for
 the memory-bound DAGFM-outer student than in one piece. Training never splits a batch (BatchNorm
 needs the whole batch's statistics).
 """

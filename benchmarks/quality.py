@@ -198,32 +198,11 @@ def prepare_synthetic(work: Path, rows: int, log: Callable[[str], None]) -> Prep
 
 
 def oracle_on_test(raw: Path, processed: Path) -> dict:
-    """Oracle AUC / LogLoss (score = true probability) over the rows ``preprocess`` put in test.
+    """Oracle AUC / LogLoss (score = true probability) over the rows ``preprocess`` put in test
+    (components.evaluate.oracle, the same function the evaluate stage uses)."""
+    from components.evaluate.oracle import oracle_on_split
 
-    The split is recomputed from each row's 1-based line number with the recorded split seed and
-    ratios; the recomputed test labels must equal ``test.parquet``'s labels, in order.
-    """
-    import numpy as np
-    import polars as pl
-    import pyarrow.parquet as pq
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    from components.data.split import TEST, random_split_expr
-
-    fmap = json.loads((processed / "feature_map.json").read_text())
-    pp = fmap["params"]
-    proba = pl.read_parquet(f"{raw}.proba.parquet").with_row_index("line", offset=1)
-    test = proba.filter(random_split_expr(pl.col("line"), pp["seed"], pp["split_ratios"]) == TEST)
-    labels = pq.read_table(processed / fmap["splits"]["test"]["path"], columns=[fmap["label"]]).column(0)
-    got = labels.to_numpy().astype(np.int8)
-    want = test["label"].to_numpy().astype(np.int8)
-    if got.shape != want.shape or not np.array_equal(got, want):
-        raise RuntimeError(f"{processed}: recomputed test rows do not match test.parquet's labels "
-                           f"({want.size} vs {got.size} rows); the oracle would be on other rows")
-    p = test["p"].to_numpy()
-    return {"auc": float(roc_auc_score(want, p)),
-            "logloss": float(log_loss(want, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
-            "rows": int(want.size)}
+    return oracle_on_split(raw, processed, "test")
 
 
 def prepare_real(name: str, work: Path, log: Callable[[str], None]) -> Prepared:

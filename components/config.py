@@ -78,6 +78,16 @@ class SchemaParams(_Section):
         return self
 
 
+class GateParams(_Section):
+    """The baseline gate of train_teacher (components/train/gate.py)."""
+
+    min_auc_gain: float = 0.0
+    on_fail: Literal["fail", "warn"] = "fail"
+    baseline_lr: float = Field(1e-2, gt=0)
+    baseline_max_epochs: int = Field(10, ge=1)
+    baseline_patience: int = Field(1, ge=1)
+
+
 class TrainParams(_Section):
     model: str = "dcnv2"
     embedding_dim: int = Field(16, gt=0)
@@ -88,6 +98,7 @@ class TrainParams(_Section):
     embedding_l2: float = Field(0.0, ge=0)
     net_l2: float = Field(0.0, ge=0)
     max_epochs: int = Field(20, ge=1)
+    eval_every: float = Field(1.0, gt=0, le=1)
     patience: int = Field(2, ge=1)
     lr_decay: float = Field(0.1, gt=0, le=1)
     min_lr: float = Field(1e-6, ge=0)
@@ -100,6 +111,7 @@ class TrainParams(_Section):
     out_dir: str = "models/teacher"
     metrics: str = "metrics/teacher.json"
     curve: str = "metrics/teacher_curve.csv"
+    gate: GateParams = GateParams()
 
 
 class InferenceParams(_Section):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.config import Params
+from components.train.gate import GateFailed  # noqa: F401  (re-exported: the stage raises it)
 
 
 @dataclass(frozen=True)
@@ -105,11 +106,18 @@ def train_stage(params: Params, model: str | None = None, resume: bool = True) -
     res = train_teacher(tp, params.preprocess.out_dir, resume=resume)
     m = res.metrics
     test = m.get("test") or {}
+    verdict = m.get("gate") or {}
+    if verdict and not verdict["passed"] and tp.gate.on_fail == "fail":
+        raise GateFailed(f"{verdict['message']} (train.gate.on_fail: fail; {res.metrics_path} has the "
+                         f"numbers; set train.gate.on_fail: warn to distil anyway)")
+    warnings = [verdict["message"]] if verdict and not verdict["passed"] else []
     summary = (f"trained {tp.model}: test AUC {test.get('auc', float('nan')):.4f}, "
                f"LogLoss {test.get('logloss', float('nan')):.4f} (best epoch {m['best_epoch']} of "
                f"{m['epochs']}, {m['train_samples_per_s'] or 0:,.0f} samples/s on {m['device']}) "
-               f"→ {res.model_dir}, {res.metrics_path}")
-    return StageResult((str(res.model_dir), str(res.metrics_path), str(res.curve_path)), summary, m)
+               f"→ {res.model_dir}, {res.metrics_path}; "
+               + (f"WARNING: {warnings[0]}" if warnings else verdict.get("message", "")))
+    return StageResult((str(res.model_dir), str(res.metrics_path), str(res.curve_path)), summary,
+                       {**m, "warnings": warnings})
 
 
 def distill_stage(params: Params) -> StageResult:

@@ -33,7 +33,10 @@ def _stage_task(name: str, stage_fn):
 
     def run(params_path: str, overrides: dict) -> str:
         result = stage_fn(_params(params_path, overrides))
-        get_run_logger().info(result.summary)
+        logger = get_run_logger()
+        logger.info(result.summary)
+        for warning in result.details.get("warnings", []):  # e.g. a failed baseline gate under on_fail: warn
+            logger.warning(warning)
         return result.summary
 
     run.__name__ = run.__qualname__ = name.replace("-", "_") + "_task"

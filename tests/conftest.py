@@ -37,7 +37,10 @@ def write_params(dir_: Path, **sections) -> Path:
 SMALL_RUN = {
     "generate": {"rows": 4000},
     "preprocess": {"min_count": 2},
-    "train": {"max_epochs": 2, "batch_size": 1024, "model_params": {"hidden_units": [32, 32]}},
+    # 3,200 training rows cannot show a teacher beating LR: the gate only warns here (tests/test_gate.py
+    # and test_pipeline.py's gate test hold it to `fail`)
+    "train": {"max_epochs": 2, "batch_size": 1024, "model_params": {"hidden_units": [32, 32]},
+              "gate": {"on_fail": "warn"}},
     "distill": {
         "students": ["dagfm", "fsdnet"],
         "dagfm": {"distill_max_epochs": 2, "finetune_max_epochs": 1, "batch_size": 1024},

@@ -93,7 +93,13 @@ def _write_stage_artifacts(root: Path) -> None:
                 {"rows": 1234, "ctr": 0.2512, "oracle_auc": 0.8287, "oracle_logloss": 0.4211})
     _write_json(root / "metrics/teacher.json", {
         "model": "crossnet", "device": "cpu", "best_epoch": 2, "epochs": 3,
-        "test": {"auc": 0.6543, "logloss": 0.55}, "valid": {"auc": 0.66, "logloss": 0.54}})
+        "test": {"auc": 0.6543, "logloss": 0.55}, "valid": {"auc": 0.66, "logloss": 0.54},
+        "baselines": {"lr": {"valid": {"auc": 0.65, "logloss": 0.545}, "test": {"auc": 0.6432, "logloss": 0.5567}},
+                      "constant": {"ctr": 0.25, "valid": {"auc": 0.5, "logloss": 0.5612},
+                                   "test": {"auc": 0.5, "logloss": 0.5623}}},
+        "gate": {"passed": True, "beats_lr": True, "beats_constant": True, "auc_gain_over_lr": 0.01,
+                 "min_auc_gain": 0.0, "on_fail": "fail",
+                 "message": "baseline gate passed: teacher valid AUC 0.6600 vs LR 0.6500"}})
     (root / "metrics/teacher_curve.csv").write_text(
         "epoch,lr,train_loss,valid_auc,valid_logloss,samples_per_s,seconds\n"
         "1,0.001,0.60,0.62,0.58,1000,1.0\n2,0.001,0.55,0.66,0.54,1000,1.0\n"

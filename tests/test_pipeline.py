@@ -57,6 +57,20 @@ def test_prefect_flow_stops_at_a_failed_gate_and_keeps_earlier_outputs(small_par
     assert after == before
 
 
+def test_prefect_flow_stops_before_distillation_when_the_teacher_fails_the_baseline_gate(
+        small_params: Path, prefect_server):
+    from flows.pipeline import pipeline
+
+    # a crafted weak teacher (its weights barely move) under on_fail: fail
+    weak = write_params(Path.cwd(), **{**SMALL_RUN, "train": {**SMALL_RUN["train"], "lr": 1e-9, "max_epochs": 1,
+                                                               "gate": {"on_fail": "fail"}}})
+    with pytest.raises(Exception, match=r"baseline gate FAILED .*teacher valid AUC 0\.\d{4} vs LR 0\.\d{4}"):
+        pipeline(params_path=str(weak), dvc_commit=False)
+    gate = json.loads(Path("metrics/teacher.json").read_text())["gate"]
+    assert gate["passed"] is False and gate["beats_lr"] is False
+    assert not Path("metrics/students.json").exists()  # distillation never ran
+
+
 def _copy_project(dst: Path) -> None:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO_ROOT,
                            capture_output=True, text=True, check=True).stdout.split()

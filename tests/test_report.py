@@ -163,12 +163,18 @@ def test_headline_table_for_the_cli(built):
     assert lines[0].split() == ["model", "role", "test", "AUC", "LogLoss", "FLOPs/sample", "%",
                                 "teacher", "p50", "ms"]
     assert set(lines[1]) <= {"-", " "}
-    assert [line.split()[0] for line in lines[2:]] == ["teacher", "dagfm", "fsdnet", "baseline_dagfm"]
+    assert [line.split()[0] for line in lines[2:]] == ["teacher", "dagfm", "fsdnet", "baseline_dagfm",
+                                                         "LR", "constant", "baseline"]
+    # what "good" means on this data: the gate's LR and the constant predictor on the test split
+    assert "0.6432 (n=1)" in lines[6] and "0.5567" in lines[6] and "reference" in lines[6]
+    assert "0.5000 (n=1)" in lines[7] and "0.5623" in lines[7]
+    assert lines[8] == "baseline gate passed: teacher valid AUC 0.6600 vs LR 0.6500"
     dagfm = lines[3]
     assert f"{evaluation['models']['dagfm']['metrics']['auc']:.4f} (n=1)" in dagfm
     assert f"{profile['models']['dagfm']['flops_per_sample']:,.0f}" in dagfm
     assert f"{100 * profile['models']['dagfm']['vs_teacher']['fraction']:.2f} %" in dagfm
-    assert text in md  # the report opens with the same table
+    table, gate = text.rsplit("\n", 1)
+    assert table in md and gate in md  # the report opens with the same table and the gate verdict
 
 
 def test_report_of_a_run_without_later_stages_names_what_is_missing(tmp_path, monkeypatch):

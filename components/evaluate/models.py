@@ -213,6 +213,26 @@ def _metrics(labels, logits, groups, ev: EvaluateParams) -> dict:
         return out
 
 
+def reference_scores(params, processed: Path, split: str) -> dict:
+    """What "good" means on this data, scored on ``split``: the gate's LR and the constant predictor
+    (from the teacher's metrics JSON, written by train_teacher) and, on a synthetic log, the oracle."""
+    from components.evaluate.oracle import oracle_on_split
+
+    refs: dict[str, Any] = {}
+    teacher_metrics = Path(params.train.metrics)
+    if teacher_metrics.is_file():
+        baselines = json.loads(teacher_metrics.read_text()).get("baselines") or {}
+        for name in ("lr", "constant"):
+            scores = (baselines.get(name) or {}).get(split)
+            if scores:
+                refs[name] = {"auc": scores["auc"], "logloss": scores["logloss"], "source": str(teacher_metrics)}
+    if params.uses_synthetic:
+        oracle = oracle_on_split(params.generate.out, processed, split)
+        if oracle is not None:
+            refs["oracle"] = {**oracle, "source": f"{params.generate.out}.proba.parquet"}
+    return refs
+
+
 def evaluate_run(params) -> dict[str, Any]:
     """Score every model of the run on ``evaluate.split``, write the JSON and plot CSVs (module doc).
 
@@ -266,6 +286,7 @@ def evaluate_run(params) -> dict[str, Any]:
         "seeds": {"preprocess": params.preprocess.seed, "train": params.train.seed,
                   "distill": params.distill.seed},
         "models": models,
+        "references": reference_scores(params, processed, ev.split),
     }
     result["aggregate"] = aggregate_runs([result, *(_load_evaluation(p) for p in ev.seed_runs)])
     plots_dir = Path(ev.plots_dir)

@@ -36,7 +36,16 @@ from .document import (
 )
 from .environment import dvc_output_hashes, git_state, package_versions
 from .sources import RunArtifacts, load_artifacts
-from .tables import COMPARISON_HEADER, MISSING, comparison_cells, fmt, headline_text, model_rows
+from .tables import (
+    COMPARISON_HEADER,
+    MISSING,
+    comparison_cells,
+    fmt,
+    gate_line,
+    headline_text,
+    model_rows,
+    reference_rows,
+)
 from .timing import SPEED_HEADER, TOP_OPS_HEADER, speed_cells, top_ops_cells
 
 TITLE = "ctrflow run report"
@@ -301,7 +310,10 @@ def report_blocks(params, art: RunArtifacts | None = None) -> list[Block]:
     ev = evaluate_settings(params)
     art = art or load_artifacts(params, ev)
     rows = model_rows(art)
-    blocks: list[Block] = [Heading(TITLE, 1), Preformatted(headline_text(rows))]
+    blocks: list[Block] = [Heading(TITLE, 1), Preformatted(headline_text(rows + reference_rows(art)))]
+    gate = gate_line(art)
+    if gate is not None:
+        blocks.append(Paragraph(gate if gate.startswith("baseline gate passed") else f"WARNING: {gate}"))
     blocks += _data_section(art)
     blocks += _models_section(art, rows, ev)
     blocks += _pareto_section(art, rows)
@@ -336,5 +348,9 @@ def build_report(params) -> tuple[Path, Path]:
 
 
 def headline_table(params) -> str:
-    """Plain-text table (model, role, test AUC ± std (n), LogLoss, FLOPs, % teacher, p50) of the run."""
-    return headline_text(model_rows(load_artifacts(params)))
+    """Plain-text table (model, role, test AUC ± std (n), LogLoss, FLOPs, % teacher, p50) of the run,
+    with the reference rows (LR, constant predictor, oracle) and the baseline gate's verdict under it."""
+    art = load_artifacts(params)
+    text = headline_text(model_rows(art) + reference_rows(art))
+    gate = gate_line(art)
+    return text if gate is None else f"{text}\n{gate}"

@@ -109,6 +109,39 @@ def model_rows(art: RunArtifacts) -> list[dict[str, Any]]:
     return rows
 
 
+REFERENCES = {"lr": "LR (gate)", "constant": "constant CTR", "oracle": "oracle"}
+"""Reference rows of the headline, in order: what "good" means for this data."""
+
+
+def reference_rows(art: RunArtifacts) -> list[dict[str, Any]]:
+    """The gate's LR, the constant predictor and (synthetic logs) the oracle, as rows of role
+    ``reference``: test metrics from the evaluation JSON's ``references`` (the evaluated split), else
+    from the teacher's metrics JSON (``baselines``, test split). Only those that exist."""
+    refs = (art.evaluation or {}).get("references")
+    if refs is None:
+        refs = {k: v.get("test") for k, v in ((art.teacher or {}).get("baselines") or {}).items()}
+    rows = []
+    for key, label in REFERENCES.items():
+        r = refs.get(key)
+        if not r:
+            continue
+        row = {k: None for k in ("arch", "auc_std", "ece", "gauc", "flops", "flops_fraction", "below_claim",
+                                 "emb_params", "dense_params", "p50_ms", "p99_ms", "throughput")}
+        row.update(name=label, role="reference", auc=r.get("auc"), n=1, logloss=r.get("logloss"),
+                   source=r.get("source", "training metrics"))
+        rows.append(row)
+    return rows
+
+
+def gate_line(art: RunArtifacts) -> str | None:
+    """The baseline gate's verdict from the teacher's metrics JSON (None when it has none)."""
+    g = (art.teacher or {}).get("gate")
+    if not g:
+        return None
+    tail = "" if g["passed"] else f" (train.gate.on_fail: {g['on_fail']})"
+    return g["message"] + tail
+
+
 def _pct(fraction: float | None) -> str:
     return MISSING if fraction is None else f"{100 * fraction:.2f} %"
 

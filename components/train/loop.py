@@ -1,16 +1,19 @@
 """The training loop: FuxiCTR's recipe, with exact resume and optional data parallelism.
 
 Recipe (anchors.md §1.5): BCE on logits, Adam (or AdamW), explicit L2 on embeddings / network,
-gradient-norm clipping. After every epoch the model is scored on the validation set (AUC, LogLoss).
-An AUC gain saves the best checkpoint and resets the patience counter; otherwise the LR is
-multiplied by ``lr_decay`` (never below ``min_lr``) and the counter grows. Training stops when the
-counter reaches ``patience`` or after ``max_epochs``, and the best weights are loaded back.
+gradient-norm clipping. The model is scored on the validation set (AUC, LogLoss) every
+``eval_every`` epochs (1: after each epoch; 0.25: after each quarter, see :func:`eval_boundaries`).
+An AUC gain saves the best checkpoint and resets the counter of evaluations without a gain;
+``patience`` and ``lr_decay`` stay in epochs: each full epoch's worth of evaluations without a gain
+multiplies the LR by ``lr_decay`` (never below ``min_lr``), and training stops after ``patience``
+epochs' worth (possibly inside an epoch) or after ``max_epochs``. The best weights are loaded back.
 
 Reproducibility
 - :func:`seed_everything` seeds Python, NumPy and torch; call it before building the model.
 - Every epoch reseeds those generators from ``(seed, epoch, rank)`` and calls the loader's
   ``set_epoch(epoch)``, so epoch *e* consumes the same random numbers whether or not the run was
-  interrupted before it. The resume state (:mod:`.checkpoint`) is written at the end of every epoch;
+  interrupted before it. The resume state (:mod:`.checkpoint`) is written at the end of every epoch
+  (and where an early stop ends one); a run killed inside an epoch replays that epoch from its start;
   ``fit(..., resume=True)`` on the same ``out_dir`` continues from it and, on CPU, reaches the same
   weights and metrics as an uninterrupted run.
 
@@ -65,7 +68,7 @@ from .metrics import evaluate_logits
 # values is refused (max_epochs / patience may change: they only move the stopping point).
 TRAJECTORY_KEYS = (
     "model", "embedding_dim", "model_params", "batch_size", "optimizer", "lr", "embedding_l2",
-    "net_l2", "lr_decay", "min_lr", "grad_clip", "seed", "precision",
+    "net_l2", "lr_decay", "min_lr", "grad_clip", "seed", "precision", "eval_every",
 )  # fmt: skip
 PROGRESS_EVERY = 20  # batches between progress-bar refreshes (each one syncs the device)
 
@@ -119,7 +122,8 @@ class LocalCollective:
 
 @dataclass
 class FitResult:
-    """Outcome of :func:`fit`. ``history`` holds one dict per finished epoch (also resumed ones)."""
+    """Outcome of :func:`fit`. ``history`` holds one dict per validation evaluation (also resumed
+    ones); ``best_eval`` is the 1-based index of the best one, in epoch ``best_epoch``."""
 
     best_epoch: int
     epochs_run: int
@@ -128,6 +132,7 @@ class FitResult:
     checkpoint_path: Path | None = None
     best_valid_logloss: float = math.nan
     resumed_from_epoch: int = 0
+    best_eval: int = 0
 
 
 # ---------------------------------------------------------------- setup helpers
@@ -289,10 +294,30 @@ def evaluate(
 # ---------------------------------------------------------------- training
 
 
+def eval_boundaries(n_batches: int, eval_every: float) -> list[int]:
+    """Batch counts (1-based, ascending, last = ``n_batches``) after which an epoch is evaluated.
+
+    ``eval_every`` is the fraction of an epoch between evaluations: 1 → once, at the end; 0.25 →
+    after each quarter. Boundaries are rounded to whole batches and never repeat, so an epoch of
+    fewer batches than evaluations is evaluated after every batch.
+    """
+    if not 0 < eval_every <= 1:
+        raise ValueError(f"eval_every must be in (0, 1] epochs, got {eval_every}")
+    k = max(1, round(1 / eval_every))
+    return sorted({max(1, min(n_batches, round(n_batches * j / k))) for j in range(1, k + 1)})
+
+
 def _train_epoch(
-    model, core, loader, optimizer, params, device, coll, epoch, show_progress
+    model, core, loader, optimizer, params, device, coll, epoch, show_progress,
+    after_segment: Callable[[float, int, float, int], bool] | None = None,
 ) -> tuple[float, int, float]:
-    """One pass over ``loader``: (mean BCE over all ranks' samples, global samples, seconds)."""
+    """One pass over ``loader``: (mean BCE over all ranks' samples, global samples, seconds).
+
+    With ``after_segment``, the epoch is cut at :func:`eval_boundaries` (``params.eval_every``);
+    after each cut ``after_segment(segment mean loss, segment samples, segment seconds, batches
+    done)`` runs (it evaluates; the model is put back in train mode after it) and returning True
+    ends the epoch there (early stop).
+    """
     model.train()
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
@@ -302,9 +327,12 @@ def _train_epoch(
         raise ValueError(
             "the training loader yields no batches (empty split, or a rank got no row groups)"
         )
+    cuts = set(eval_boundaries(n_batches, getattr(params, "eval_every", 1.0))) if after_segment else set()
     trainable = [p for p in core.parameters() if p.requires_grad]
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
+    seg_loss = torch.zeros((), dtype=torch.float64, device=device)
+    seg_seen, seg_secs = 0, 0.0
     bar = tqdm(
         total=n_batches,
         desc=f"epoch {epoch}",
@@ -314,7 +342,8 @@ def _train_epoch(
         file=sys.stderr,
         dynamic_ncols=True,
     )
-    start = time.perf_counter()
+    start = seg_start = time.perf_counter()
+    train_secs = 0.0
     with bar:
         for i, batch in enumerate(itertools.islice(loader, n_batches)):
             batch = _to(batch, device)
@@ -329,7 +358,9 @@ def _train_epoch(
             optimizer.step()
             size = batch.label.shape[0]
             loss_sum += loss.detach().double() * size
+            seg_loss += loss.detach().double() * size
             seen += size
+            seg_seen += size
             bar.update(1)
             if show_progress and (i % PROGRESS_EVERY == 0 or i == n_batches - 1):
                 secs = max(time.perf_counter() - start, 1e-9)
@@ -337,7 +368,24 @@ def _train_epoch(
                     loss=f"{loss_sum.item() / seen:.5f}",
                     samples_s=f"{seen * coll.world_size / secs:,.0f}",
                 )
-    seconds = time.perf_counter() - start
+            if i + 1 in cuts:
+                seg_secs = time.perf_counter() - seg_start
+                train_secs += seg_secs
+                tot = coll.all_sum(torch.stack(
+                    [seg_loss, torch.tensor(float(seg_seen), dtype=torch.float64, device=device)]))
+                seg_mean = float(tot[0] / tot[1])
+                if not math.isfinite(seg_mean):
+                    raise FloatingPointError(
+                        f"training diverged at epoch {epoch} (mean loss {seg_mean}); lower train.lr"
+                    )
+                stop = after_segment(seg_mean, int(tot[1]), seg_secs, i + 1)
+                model.train()
+                seg_loss = torch.zeros((), dtype=torch.float64, device=device)
+                seg_seen = 0
+                seg_start = time.perf_counter()
+                if stop:
+                    break
+    seconds = train_secs if after_segment else time.perf_counter() - start
     totals = coll.all_sum(
         torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64, device=device)])
     )
@@ -437,7 +485,7 @@ def fit(
     fingerprint = _fingerprint(params, model_name, hp, fm_hash, coll.world_size)
 
     epoch, lr, bad_epochs = 0, params.lr, 0
-    best_auc, best_logloss, best_epoch = -math.inf, math.nan, 0
+    best_auc, best_logloss, best_epoch, best_eval = -math.inf, math.nan, 0, 0
     history: list[dict] = []
     resuming = resume and has_train_state(out_dir)
     coll.barrier()  # every rank decides before rank 0 may clear the state
@@ -460,6 +508,7 @@ def fit(
             scalars["best_epoch"],
         )
         history = scalars["history"]
+        best_eval = int(scalars.get("best_eval", best_epoch))
         _set_lr(optimizer, lr)
         say(
             f"resuming {model_name} from {out_dir / STATE_META} after epoch {epoch} "
@@ -474,72 +523,86 @@ def fit(
         f"{len(train_loader)} batches/epoch/rank, max {params.max_epochs} epochs, patience {params.patience}"
     )
 
-    while epoch < params.max_epochs and bad_epochs < params.patience:
+    n_evals = len(history)
+    n_batches = coll.common_batches(len(train_loader))
+    per_epoch = len(eval_boundaries(n_batches, params.eval_every)) if n_batches else 1
+    while epoch < params.max_epochs and bad_epochs < params.patience * per_epoch:
         epoch += 1
         t0 = time.perf_counter()
-        train_loss, samples, train_secs = _train_epoch(
-            model, core, train_loader, optimizer, params, dev, coll, epoch, show_progress
-        )
-        valid = evaluate(core, valid_loader, device=dev, collective=coll)
-        improved = valid["auc"] > best_auc
-        used_lr = lr
-        if improved:
-            best_auc, best_logloss, best_epoch, bad_epochs = (
-                valid["auc"],
-                valid["logloss"],
-                epoch,
-                0,
+
+        def after_segment(seg_loss: float, seg_samples: int, seg_secs: float, done: int) -> bool:
+            nonlocal lr, bad_epochs, best_auc, best_logloss, best_epoch, best_eval, n_evals, t0
+            valid = evaluate(core, valid_loader, device=dev, collective=coll)
+            n_evals += 1
+            progress = round(epoch - 1 + done / n_batches, 4)
+            improved = valid["auc"] > best_auc
+            used_lr = lr
+            if improved:
+                best_auc, best_logloss, best_epoch, best_eval, bad_epochs = (
+                    valid["auc"], valid["logloss"], epoch, n_evals, 0)
+                if coll.is_writer:
+                    save_model(
+                        core,
+                        out_dir,
+                        model_name=model_name,
+                        hparams=hp,
+                        feature_map_hash=fm_hash,
+                        epoch=epoch,
+                        metrics={"valid_auc": valid["auc"], "valid_logloss": valid["logloss"],
+                                 "eval": n_evals, "epochs_done": progress},
+                    )
+            else:
+                bad_epochs += 1
+                if bad_epochs % per_epoch == 0:  # a whole epoch's evaluations without a gain
+                    lr = max(lr * params.lr_decay, min(params.min_lr, lr))
+                    _set_lr(optimizer, lr)
+            record = {
+                "epoch": epoch,
+                "eval": n_evals,
+                "epochs_done": progress,
+                "lr": used_lr,
+                "train_loss": seg_loss,
+                "valid_auc": valid["auc"],
+                "valid_logloss": valid["logloss"],
+                "samples_per_s": seg_samples / max(seg_secs, 1e-9),
+                "seconds": time.perf_counter() - t0,
+                "improved": improved,
+            }
+            t0 = time.perf_counter()
+            history.append(record)
+            say(
+                f"epoch {progress:g}/{params.max_epochs}: train_loss {seg_loss:.6f}  valid AUC {valid['auc']:.6f}  "
+                f"LogLoss {valid['logloss']:.6f}  lr {used_lr:.3g}  {record['samples_per_s']:,.0f} samples/s  "
+                f"{record['seconds']:.1f}s"
+                + ("  *best*" if improved else f"  (no gain {bad_epochs}/{params.patience * per_epoch})")
             )
-            if coll.is_writer:
-                save_model(
-                    core,
-                    out_dir,
-                    model_name=model_name,
-                    hparams=hp,
-                    feature_map_hash=fm_hash,
-                    epoch=epoch,
-                    metrics={"valid_auc": valid["auc"], "valid_logloss": valid["logloss"]},
-                )
-        else:
-            bad_epochs += 1
-            lr = max(lr * params.lr_decay, min(params.min_lr, lr))
-            _set_lr(optimizer, lr)
-        record = {
-            "epoch": epoch,
-            "lr": used_lr,
-            "train_loss": train_loss,
-            "valid_auc": valid["auc"],
-            "valid_logloss": valid["logloss"],
-            "samples_per_s": samples / max(train_secs, 1e-9),
-            "seconds": time.perf_counter() - t0,
-            "improved": improved,
-        }
-        history.append(record)
-        if coll.is_writer:
-            save_train_state(
-                out_dir,
-                model=core,
-                optimizer=optimizer,
-                scalars={
-                    "epoch": epoch,
-                    "lr": lr,
-                    "bad_epochs": bad_epochs,
-                    "best_auc": best_auc,
-                    "best_logloss": best_logloss,
-                    "best_epoch": best_epoch,
-                    "history": history,
-                    "fingerprint": fingerprint,
-                },
-            )
-        coll.barrier()
-        say(
-            f"epoch {epoch}/{params.max_epochs}: train_loss {train_loss:.6f}  valid AUC {valid['auc']:.6f}  "
-            f"LogLoss {valid['logloss']:.6f}  lr {used_lr:.3g}  {record['samples_per_s']:,.0f} samples/s  "
-            f"{record['seconds']:.1f}s"
-            + ("  *best*" if improved else f"  (no gain {bad_epochs}/{params.patience})")
+            stop = bad_epochs >= params.patience * per_epoch
+            if stop or done == n_batches:  # the epoch ends here: resume continues after it
+                if coll.is_writer:
+                    save_train_state(
+                        out_dir,
+                        model=core,
+                        optimizer=optimizer,
+                        scalars={
+                            "epoch": epoch,
+                            "lr": lr,
+                            "bad_epochs": bad_epochs,
+                            "best_auc": best_auc,
+                            "best_logloss": best_logloss,
+                            "best_epoch": best_epoch,
+                            "best_eval": best_eval,
+                            "history": history,
+                            "fingerprint": fingerprint,
+                        },
+                    )
+                coll.barrier()
+            if on_epoch_end is not None:
+                on_epoch_end(record)
+            return stop
+
+        _train_epoch(
+            model, core, train_loader, optimizer, params, dev, coll, epoch, show_progress, after_segment
         )
-        if on_epoch_end is not None:
-            on_epoch_end(record)
 
     coll.barrier()
     meta = load_model_weights(core, out_dir)
@@ -559,6 +622,7 @@ def fit(
         checkpoint_path=out_dir / MODEL_WEIGHTS,
         best_valid_logloss=best_logloss,
         resumed_from_epoch=resumed_from,
+        best_eval=best_eval,
     )
 
 

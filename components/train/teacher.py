@@ -6,8 +6,13 @@ restored best weights. Writes (atomically):
 
 - ``train.out_dir``: ``model.safetensors`` + ``model.json`` (and the resume state while training);
 - ``train.metrics``: valid/test AUC and LogLoss, epochs, best epoch, samples/s, parameter counts;
-- ``train.curve``: one CSV row per epoch (epoch, lr, train_loss, valid_auc, valid_logloss,
-  samples_per_s, seconds) for DVC plots.
+- ``train.curve``: one CSV row per validation evaluation (epoch, epochs_done, lr, train_loss,
+  valid_auc, valid_logloss, samples_per_s, seconds) for DVC plots.
+
+Every run also fits the baseline gate's LR and scores the constant predictor on the same split
+(:mod:`components.train.gate`); their metrics and the gate's verdict are in the metrics JSON under
+``baselines`` and ``gate``. Raising on a failed gate is the stage's job (``components/stages.py``),
+after these files are written, so a user can read why.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from pathlib import Path
 
 from components.config import TrainParams
 from components.data.feature_map import FeatureMap
+from components.train import gate
 
-CURVE_COLUMNS = ("epoch", "lr", "train_loss", "valid_auc", "valid_logloss", "samples_per_s", "seconds")
+CURVE_COLUMNS = ("epoch", "epochs_done", "lr", "train_loss", "valid_auc", "valid_logloss",
+                 "samples_per_s", "seconds")
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,14 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
         return BatchLoader(processed / fmap.splits[split]["path"], fmap, params.batch_size,
                            shuffle=shuffle, seed=params.seed, in_memory=params.in_memory, device=device)
 
+    def score(net) -> dict:
+        out = {}
+        for split in ("valid", "test"):
+            if split in fmap.splits and fmap.splits[split].get("rows", 1) > 0:
+                logits, labels = predict(net, loader(split, False), device=dev)
+                out[split] = evaluate_logits(labels, logits)
+        return out
+
     train, valid = loader("train", True), loader("valid", False)
     seed_everything(params.seed)
     hparams = {"embedding_dim": params.embedding_dim, **params.model_params}
@@ -87,11 +102,20 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
     result = fit(model, train, valid, params, params.out_dir, resume=resume, hparams=hparams, log=log)
     wall = time.perf_counter() - started
 
-    scores = {}
-    for split in ("valid", "test"):
-        if split in fmap.splits and fmap.splits[split].get("rows", 1) > 0:
-            logits, labels = predict(model, loader(split, False), device=dev)
-            scores[split] = evaluate_logits(labels, logits)
+    scores = score(model)
+
+    # the baseline gate: LR on the same split (own optimiser settings) and the constant predictor
+    lr_params = gate.baseline_params(params)
+    seed_everything(lr_params.seed)
+    lr_model = build_model("lr", fmap, embedding_dim=params.embedding_dim)
+    lr_fit = fit(lr_model, loader("train", True), loader("valid", False), lr_params, lr_params.out_dir,
+                 resume=False, hparams={"embedding_dim": params.embedding_dim}, log=lambda _m: None)
+    baselines = {"lr": {**score(lr_model), "best_epoch": lr_fit.best_epoch, "epochs": lr_fit.epochs_run,
+                        "lr": lr_params.lr},
+                 "constant": gate.constant_predictor(processed, fmap)}
+    verdict = gate.judge(scores["valid"], baselines["lr"]["valid"], baselines["constant"]["valid"],
+                         min_auc_gain=params.gate.min_auc_gain, on_fail=params.gate.on_fail)
+    log(verdict.message)
     sps = [h["samples_per_s"] for h in result.history if h.get("samples_per_s")]
     metrics = {
         "model": params.model,
@@ -105,6 +129,10 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
         "device": device,
         "precision": "bf16" if resolve_precision(dev, params.precision) is not None else "fp32",
         "parameters": count_parameters(model),
+        "best_eval": result.best_eval,
+        "eval_every": params.eval_every,
+        "baselines": baselines,
+        "gate": verdict.record,
     }
     metrics_path, curve_path = Path(params.metrics), Path(params.curve)
     _atomic_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")

@@ -99,7 +99,8 @@ INSTALL_HINT = "pip install -c constraints.txt -e '.[bench]'  (or: make bench-pe
 
 # DeepCTR-Torch side (peers.md "Recipe the peers ran"); the rest comes from ctrflow's train section.
 PEER_RECIPE = {"dnn_hidden_units": [400, 400, 400], "dnn_activation": "relu", "dnn_use_bn": False,
-               "dnn_dropout": 0.0, "l2_reg": 0.0, "cross_num": 3, "cross_parameterization": "matrix",
+               "dnn_dropout": 0.0, "l2_reg": 0.0, "regularization": "none (every registered strength set to 0)",
+               "cross_num": 3, "cross_parameterization": "matrix",
                "init_std": 1e-4, "optimizer": "adam (constant lr)", "loss": "binary_crossentropy (DeepCTR: sum)",
                "linear_part": True}
 # ctrflow train keys the DeepCTR-Torch side takes over
@@ -322,11 +323,16 @@ def build_deepctr(model: str, columns: list, seed: int):
                   l2_reg_embedding=r["l2_reg"], l2_reg_dnn=r["l2_reg"], init_std=r["init_std"], seed=seed,
                   task="binary", device="cpu")
     if model == "dcnv2":
-        return DCN(columns, columns, cross_num=r["cross_num"], cross_parameterization=r["cross_parameterization"],
-                   l2_reg_cross=r["l2_reg"], **common)
-    if model == "deepfm":
-        return DeepFM(columns, columns, use_fm=True, **common)
-    raise ValueError(f"no DeepCTR-Torch twin for {model!r}; choose from {list(ALL_MODELS)}")
+        net = DCN(columns, columns, cross_num=r["cross_num"], cross_parameterization=r["cross_parameterization"],
+                  l2_reg_cross=r["l2_reg"], **common)
+    elif model == "deepfm":
+        net = DeepFM(columns, columns, use_fm=True, **common)
+    else:
+        raise ValueError(f"no DeepCTR-Torch twin for {model!r}; choose from {list(ALL_MODELS)}")
+    # DCN does not pass its l2_reg_linear to BaseModel, whose default (1e-5) then regularises the linear
+    # part: no L2 anywhere (peers.md's recipe) means setting every registered strength to l2_reg
+    net.regularization_weight = [(w, r["l2_reg"], r["l2_reg"]) for w, _l1, _l2 in net.regularization_weight]
+    return net
 
 
 def read_split(processed: Path, fmap: dict, split: str) -> tuple[dict, object]:
@@ -614,7 +620,9 @@ def render_markdown(results: dict) -> str:
               "restored); every categorical id column of the processed splits a SparseFeat (vocabulary size from "
               "feature_map.json), every dense column a DenseFeat, in the linear and the deep part.",
               "- DCNv2 = `DCN(cross_parameterization='matrix', cross_num=3)` (cross ∥ DNN), DeepFM = `DeepFM(use_fm=True)`; "
-              "no LR decay and no gradient clipping (DeepCTR-Torch has neither).", ""]
+              "no LR decay and no gradient clipping (DeepCTR-Torch has neither). DeepCTR-Torch 0.3.0's DCN does not "
+              "pass `l2_reg_linear` to its base model, which then puts L2 1e-5 on the linear part; the benchmark sets "
+              "every registered regularisation strength to 0 after building the model.", ""]
     for ds, models in agg.items():
         info = results["datasets"].get(ds, {})
         lines += [f"## {ds}", ""]

@@ -405,6 +405,8 @@ def train_deepctr(prep: Prepared, model_name: str, seed: int, recipe: dict, sett
             print(f"epoch {epoch}/{max_epochs}: train_loss {train_loss:.6f}  valid AUC {valid['auc']:.6f}  "
                   f"LogLoss {valid['logloss']:.6f}  {rows / max(secs, 1e-9):,.0f} samples/s  {secs:.1f}s"
                   + ("  *best*" if improved else f"  (no gain {bad}/{patience})"), flush=True)
+        if best_state is None:
+            raise RuntimeError(f"DeepCTR-Torch {model_name} seed {seed}: no epoch gave a valid AUC; see {log_path}")
         model.load_state_dict(best_state)
         valid = _scores(model, data["valid"][0], data["valid"][1], bs)
         test = _scores(model, data["test"][0], data["test"][1], bs)

@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export GX_ANALYTICS_ENABLED := False
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test lint bench-preprocess bench-inference repro server server-stop clean
+.PHONY: setup run test lint bench-preprocess bench-inference bench-peers repro server server-stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-preprocess: $(STAMP)
 bench-inference: $(STAMP)   ## students vs teacher vs DeepCTR-Torch inference speed (installs the [bench] extra)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	$(BIN)/python benchmarks/inference.py
+
+bench-peers: $(STAMP)   ## ctrflow vs DeepCTR-Torch 0.3.0 training (AUC, samples/s) on the shared data (installs the [bench] extra)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python benchmarks/peers.py
 
 server: $(STAMP)   ## a real Prefect server + UI on http://127.0.0.1:4200 (for schedules and watching runs)
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 --background

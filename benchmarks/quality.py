@@ -205,18 +205,23 @@ def oracle_on_test(raw: Path, processed: Path) -> dict:
     return oracle_on_split(raw, processed, "test")
 
 
-def prepare_real(name: str, work: Path, log: Callable[[str], None]) -> Prepared:
-    """criteo117k / avazu10k / movielens100k with params.yaml's preprocessing."""
-    fmt, rel = {
-        "criteo117k": ("criteo", "criteo/criteo_kaggle_train_sample117k.txt.gz"),
-        "avazu10k": ("avazu", "avazu/avazu_train_head10k.csv.gz"),
-        "movielens100k": ("movielens", "movielens/ml-100k"),
-    }[name]
+REAL_SOURCES = {  # dataset → (data.format, path under SHARED_DATA)
+    "criteo117k": ("criteo", "criteo/criteo_kaggle_train_sample117k.txt.gz"),
+    "avazu10k": ("avazu", "avazu/avazu_train_head10k.csv.gz"),
+    "movielens100k": ("movielens", "movielens/ml-100k"),
+}
+
+
+def prepare_real(name: str, work: Path, log: Callable[[str], None], *, extra: dict | None = None,
+                 dir_name: str | None = None) -> Prepared:
+    """criteo117k / avazu10k / movielens100k with params.yaml's preprocessing (+ ``extra`` overrides,
+    processed under ``<work>/<dir_name or name>``)."""
+    fmt, rel = REAL_SOURCES[name]
     path = SHARED_DATA / rel
     if not path.exists():
         raise FileNotFoundError(f"{path}: the shared real-data sample is absent; see SOURCES.md")
-    ds_dir = work / name
-    prep = _build(name, ds_dir, _base_overrides(ds_dir, fmt, path), gate=True, log=log)
+    ds_dir = work / (dir_name or name)
+    prep = _build(name, ds_dir, {**_base_overrides(ds_dir, fmt, path), **(extra or {})}, gate=True, log=log)
     prep.info["gate"] = "passed"
     return prep
 

@@ -7,6 +7,9 @@ An AUC gain saves the best checkpoint and resets the counter of evaluations with
 ``patience`` and ``lr_decay`` stay in epochs: each full epoch's worth of evaluations without a gain
 multiplies the LR by ``lr_decay`` (never below ``min_lr``), and training stops after ``patience``
 epochs' worth (possibly inside an epoch) or after ``max_epochs``. The best weights are loaded back.
+With ``restore_best_on_decay`` each LR decay also rolls the weights back to the best checkpoint (and
+clears the optimiser's moments), so the lower LR continues from the best point instead of from an
+epoch that already over-fitted (CTR models typically over-fit abruptly at the start of epoch 2).
 
 Reproducibility
 - :func:`seed_everything` seeds Python, NumPy and torch; call it before building the model.
@@ -68,7 +71,7 @@ from .metrics import evaluate_logits
 # values is refused (max_epochs / patience may change: they only move the stopping point).
 TRAJECTORY_KEYS = (
     "model", "embedding_dim", "model_params", "batch_size", "optimizer", "lr", "embedding_l2",
-    "net_l2", "lr_decay", "min_lr", "grad_clip", "seed", "precision", "eval_every",
+    "net_l2", "lr_decay", "min_lr", "grad_clip", "seed", "precision", "eval_every", "restore_best_on_decay",
 )  # fmt: skip
 PROGRESS_EVERY = 20  # batches between progress-bar refreshes (each one syncs the device)
 
@@ -555,6 +558,10 @@ def fit(
                 bad_epochs += 1
                 if bad_epochs % per_epoch == 0:  # a whole epoch's evaluations without a gain
                     lr = max(lr * params.lr_decay, min(params.min_lr, lr))
+                    if params.restore_best_on_decay and best_eval > 0:
+                        coll.barrier()  # the writer's best checkpoint is on disk for every rank
+                        load_model_weights(core, out_dir)
+                        optimizer.state.clear()  # fresh moments for the restored weights
                     _set_lr(optimizer, lr)
             record = {
                 "epoch": epoch,

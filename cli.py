@@ -155,7 +155,8 @@ def train(ctx, model, fresh):
 
     Writes the checkpoint (safetensors + JSON) to train.out_dir, metrics to train.metrics and the
     per-epoch curve to train.curve. A killed run restarts from its last finished epoch and reaches
-    the same result. For data-parallel training over several processes or machines use torchrun:
+    the same result. With train.tune.n_trials > 0 an Optuna study (resumable; --fresh does not
+    reset it) trains that many teachers and keeps the best one. For data-parallel training over several processes or machines use torchrun:
     `torchrun --nproc_per_node N -m components.train.distributed --params params.yaml`.
     """
     from components.stages import train_stage

@@ -12,6 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.tune.settings import TeacherTuneParams
+
 RawFormatName = Literal["criteo", "avazu", "movielens", "schema"]
 
 
@@ -113,6 +115,7 @@ class TrainParams(_Section):
     metrics: str = "metrics/teacher.json"
     curve: str = "metrics/teacher_curve.csv"
     gate: GateParams = GateParams()
+    tune: TeacherTuneParams = TeacherTuneParams()  # n_trials > 0: an Optuna study picks the teacher
 
 
 class InferenceParams(_Section):

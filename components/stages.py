@@ -99,11 +99,21 @@ def preprocess_stage(params: Params, require_gate: bool = True) -> StageResult:
 
 
 def train_stage(params: Params, model: str | None = None, resume: bool = True) -> StageResult:
-    """Train the teacher (``train.model`` or ``model``) on the preprocessed splits."""
-    from components.train.teacher import train_teacher
+    """Train the teacher (``train.model`` or ``model``) on the preprocessed splits.
 
+    With ``train.tune.n_trials`` > 0 an Optuna study over ``train.tune.search_space`` picks it
+    instead (:func:`components.train.tuning.tune_teacher`: resumed from its storage, its best
+    trial's checkpoint kept); ``resume`` applies to a single run only (each trial starts afresh).
+    """
     tp = params.train if model is None else params.train.model_copy(update={"model": model})
-    res = train_teacher(tp, params.preprocess.out_dir, resume=resume)
+    if tp.tune.n_trials > 0:
+        from components.train.tuning import tune_teacher
+
+        res = tune_teacher(tp, params.tune, params.preprocess.out_dir)
+    else:
+        from components.train.teacher import train_teacher
+
+        res = train_teacher(tp, params.preprocess.out_dir, resume=resume)
     m = res.metrics
     test = m.get("test") or {}
     verdict = m.get("gate") or {}
@@ -111,9 +121,12 @@ def train_stage(params: Params, model: str | None = None, resume: bool = True) -
         raise GateFailed(f"{verdict['message']} (train.gate.on_fail: fail; {res.metrics_path} has the "
                          f"numbers; set train.gate.on_fail: warn to distil anyway)")
     warnings = [verdict["message"]] if verdict and not verdict["passed"] else []
+    tuning = m.get("tuning")
+    tuned = (f"; tuned: best of {len(tuning['trials'])} trial(s) is {tuning['best_trial']} in study "
+             f"{tuning['study']}" if tuning else "")
     summary = (f"trained {tp.model}: test AUC {test.get('auc', float('nan')):.4f}, "
                f"LogLoss {test.get('logloss', float('nan')):.4f} (best epoch {m['best_epoch']} of "
-               f"{m['epochs']}, {m['train_samples_per_s'] or 0:,.0f} samples/s on {m['device']}) "
+               f"{m['epochs']}, {m['train_samples_per_s'] or 0:,.0f} samples/s on {m['device']}{tuned}) "
                f"→ {res.model_dir}, {res.metrics_path}; "
                + (f"WARNING: {warnings[0]}" if warnings else verdict.get("message", "")))
     return StageResult((str(res.model_dir), str(res.metrics_path), str(res.curve_path)), summary,

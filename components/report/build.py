@@ -7,8 +7,9 @@ the validation gate's result, the synthetic log's oracle AUC), teacher and stude
 table of :mod:`.tables`, the FLOPs claim, where inference time goes and the top ops by self CPU
 time (:mod:`.timing`), agreement with the teacher, paired student − teacher differences), the
 Pareto plot (test AUC vs FLOPs, log x), ROC curves, reliability curves, the
-teacher's training curve, the tuned hyperparameters (``tuned`` of ``distill.metrics`` and each
-study's ``best.json`` / ``trials.csv``) and the environment (package versions, devices, seeds, git
+teacher's training curve, the tuned hyperparameters (the teacher's study from ``tuning`` of
+``train.metrics`` when it was tuned; ``tuned`` of ``distill.metrics`` and each student study's
+``best.json`` / ``trials.csv``) and the environment (package versions, devices, seeds, git
 commit, DVC output hashes). A section whose inputs are missing says which file and stage provide them.
 
 Files are written to temporary names and renamed, figures first, the HTML last.
@@ -246,8 +247,36 @@ def _curve_section(art: RunArtifacts) -> list[Block]:
                             curve_png(art.curve))]
 
 
+def _value(v: Any) -> str:
+    return MISSING if v is None else f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def _teacher_tuning_blocks(art: RunArtifacts) -> list[Block]:
+    """The teacher's study (``tuning`` of ``train.metrics``): summary, best params, trials table."""
+    t = (art.teacher or {}).get("tuning")
+    if not t:
+        return []
+    best = ", ".join(f"{k} = {_value(v)}" for k, v in sorted((t.get("best_params") or {}).items()))
+    trials = t.get("trials") or []
+    keys = sorted({k for r in trials for k in r.get("params") or {}})
+    rows = tuple((str(r.get("number")), str(r.get("state")),
+                  *(_value((r.get("params") or {}).get(k)) for k in keys),
+                  fmt(r.get("valid_auc")), _value(r.get("epochs")), r.get("note") or "")
+                 for r in trials)
+    return [
+        Heading("Teacher tuning", 3),
+        Paragraph(f"Study {t.get('study', MISSING)} ({t.get('storage', MISSING)}): "
+                  f"{t.get('n_complete', MISSING)} complete, {t.get('n_pruned', MISSING)} pruned, "
+                  f"{t.get('n_failed', MISSING)} failed trials (budget {t.get('n_trials', MISSING)}). "
+                  f"Best trial {t.get('best_trial', MISSING)} (validation AUC "
+                  f"{fmt(t.get('best_value'))}), kept as the teacher: {best or MISSING}. Valid AUC "
+                  f"of a complete trial: its best checkpoint; of a pruned one: its last evaluation."),
+        Table(("number", "state", *keys, "valid AUC", "epochs", "note"), rows),
+    ]
+
+
 def _tuned_section(art: RunArtifacts) -> list[Block]:
-    blocks: list[Block] = [Heading(SECTIONS[6])]
+    blocks: list[Block] = [Heading(SECTIONS[6]), *_teacher_tuning_blocks(art)]
     tuned = {n: s["tuned"] for n, s in (art.students or {}).items() if s.get("tuned")}
     if not tuned and not art.studies:
         return blocks + [Paragraph(f"No tuned student ({art.paths['students']} lists none; "

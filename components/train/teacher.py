@@ -13,6 +13,10 @@ Every run also fits the baseline gate's LR and scores the constant predictor on 
 (:mod:`components.train.gate`); their metrics and the gate's verdict are in the metrics JSON under
 ``baselines`` and ``gate``. Raising on a failed gate is the stage's job (``components/stages.py``),
 after these files are written, so a user can read why.
+
+:func:`keep_teacher` installs a teacher trained elsewhere (the best trial of the teacher's Optuna
+study, :mod:`.tuning`) as these same outputs, scored by the same :func:`score_splits` and gated by
+the same :func:`baseline_gate`.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import csv
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from components.config import TrainParams
 from components.data.feature_map import FeatureMap
@@ -56,42 +62,94 @@ def _curve_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: bool = True,
-                  log=print) -> TeacherResult:
-    """Train ``params.model`` on the processed splits and write checkpoint, metrics and curve."""
+def _split_loader(params: TrainParams, processed: Path, fmap: FeatureMap, split: str, shuffle: bool,
+                  device: str):
     from components.data.loader import BatchLoader
+
+    if split not in fmap.splits:
+        raise ValueError(f"{processed / 'feature_map.json'}: no {split!r} split (has {sorted(fmap.splits)})")
+    return BatchLoader(processed / fmap.splits[split]["path"], fmap, params.batch_size,
+                       shuffle=shuffle, seed=params.seed, in_memory=params.in_memory, device=device)
+
+
+def score_splits(model, params: TrainParams, processed_dir: str | Path, fmap: FeatureMap, dev) -> dict:
+    """``{"valid": {auc, logloss}, "test": …}`` of ``model`` on every non-empty valid/test split
+    (loaders built from ``params``: batch size, in_memory)."""
+    from components.train.loop import predict
+    from components.train.metrics import evaluate_logits
+
+    processed = Path(processed_dir)
+    out = {}
+    for split in ("valid", "test"):
+        if split in fmap.splits and fmap.splits[split].get("rows", 1) > 0:
+            logits, labels = predict(model, _split_loader(params, processed, fmap, split, False, str(dev)),
+                                     device=dev)
+            out[split] = evaluate_logits(labels, logits)
+    return out
+
+
+def baseline_gate(params: TrainParams, processed_dir: str | Path, fmap: FeatureMap, dev,
+                  teacher_valid: dict, log=print) -> dict:
+    """The baseline gate (:mod:`components.train.gate`) of a teacher trained with ``params`` whose
+    valid scores are ``teacher_valid``: fits LR (into ``<params.out_dir>/baseline_lr``), scores it
+    and the constant predictor; returns the metrics entries ``baselines`` and ``gate``."""
+    from components.models import build_model
+    from components.train.loop import fit, seed_everything
+
+    processed = Path(processed_dir)
+    lr_params = gate.baseline_params(params)
+    seed_everything(lr_params.seed)
+    lr_model = build_model("lr", fmap, embedding_dim=params.embedding_dim)
+    device = str(dev)
+    lr_fit = fit(lr_model, _split_loader(params, processed, fmap, "train", True, device),
+                 _split_loader(params, processed, fmap, "valid", False, device), lr_params,
+                 lr_params.out_dir, resume=False, hparams={"embedding_dim": params.embedding_dim},
+                 log=lambda _m: None)
+    baselines = {"lr": {**score_splits(lr_model, params, processed, fmap, dev),
+                        "best_epoch": lr_fit.best_epoch, "epochs": lr_fit.epochs_run, "lr": lr_params.lr},
+                 "constant": gate.constant_predictor(processed, fmap)}
+    verdict = gate.judge(teacher_valid, baselines["lr"]["valid"], baselines["constant"]["valid"],
+                         min_auc_gain=params.gate.min_auc_gain, on_fail=params.gate.on_fail)
+    log(verdict.message)
+    return {"baselines": baselines, "gate": verdict.record}
+
+
+def write_teacher_outputs(metrics: dict, curve_csv: str, params: TrainParams) -> tuple[Path, Path]:
+    """Write ``metrics`` (JSON) to ``params.metrics`` and the curve CSV text to ``params.curve``,
+    each atomically; returns both paths."""
+    metrics_path, curve_path = Path(params.metrics), Path(params.curve)
+    _atomic_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    _atomic_text(curve_path, curve_csv)
+    return metrics_path, curve_path
+
+
+def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: bool = True,
+                  log=print, on_epoch_end: Callable[[dict], Any] | None = None,
+                  with_gate: bool = True) -> TeacherResult:
+    """Train ``params.model`` on the processed splits and write checkpoint, metrics and curve.
+
+    ``on_epoch_end(record)`` is passed to :func:`components.train.loop.fit` (e.g. an Optuna
+    pruning callback; an exception it raises stops training and propagates). ``with_gate`` False
+    skips the baseline gate (no ``baselines`` / ``gate`` in the metrics): the teacher's Optuna
+    trials, whose kept best gets the gate in :func:`keep_teacher`.
+    """
     from components.models import build_model
     from components.train.checkpoint import clear_train_state, count_parameters
     from components.train.loop import (
         fit,
-        predict,
         resolve_device,
         resolve_precision,
         resume_state_matches,
         seed_everything,
     )
-    from components.train.metrics import evaluate_logits
 
     processed = Path(processed_dir)
     fmap = FeatureMap.load(processed / "feature_map.json")
     dev = resolve_device(params.device)
     device = str(dev)
 
-    def loader(split: str, shuffle: bool) -> BatchLoader:
-        if split not in fmap.splits:
-            raise ValueError(f"{processed / 'feature_map.json'}: no {split!r} split (has {sorted(fmap.splits)})")
-        return BatchLoader(processed / fmap.splits[split]["path"], fmap, params.batch_size,
-                           shuffle=shuffle, seed=params.seed, in_memory=params.in_memory, device=device)
-
-    def score(net) -> dict:
-        out = {}
-        for split in ("valid", "test"):
-            if split in fmap.splits and fmap.splits[split].get("rows", 1) > 0:
-                logits, labels = predict(net, loader(split, False), device=dev)
-                out[split] = evaluate_logits(labels, logits)
-        return out
-
-    train, valid = loader("train", True), loader("valid", False)
+    train = _split_loader(params, processed, fmap, "train", True, device)
+    valid = _split_loader(params, processed, fmap, "valid", False, device)
     seed_everything(params.seed)
     hparams = {"embedding_dim": params.embedding_dim, **params.model_params}
     model = build_model(params.model, fmap, **hparams)
@@ -99,23 +157,12 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
         log(f"{params.out_dir}: resume state is from another configuration or data; training afresh")
         clear_train_state(params.out_dir)
     started = time.perf_counter()
-    result = fit(model, train, valid, params, params.out_dir, resume=resume, hparams=hparams, log=log)
+    result = fit(model, train, valid, params, params.out_dir, resume=resume, hparams=hparams, log=log,
+                 on_epoch_end=on_epoch_end)
     wall = time.perf_counter() - started
 
-    scores = score(model)
-
-    # the baseline gate: LR on the same split (own optimiser settings) and the constant predictor
-    lr_params = gate.baseline_params(params)
-    seed_everything(lr_params.seed)
-    lr_model = build_model("lr", fmap, embedding_dim=params.embedding_dim)
-    lr_fit = fit(lr_model, loader("train", True), loader("valid", False), lr_params, lr_params.out_dir,
-                 resume=False, hparams={"embedding_dim": params.embedding_dim}, log=lambda _m: None)
-    baselines = {"lr": {**score(lr_model), "best_epoch": lr_fit.best_epoch, "epochs": lr_fit.epochs_run,
-                        "lr": lr_params.lr},
-                 "constant": gate.constant_predictor(processed, fmap)}
-    verdict = gate.judge(scores["valid"], baselines["lr"]["valid"], baselines["constant"]["valid"],
-                         min_auc_gain=params.gate.min_auc_gain, on_fail=params.gate.on_fail)
-    log(verdict.message)
+    scores = score_splits(model, params, processed, fmap, dev)
+    gated = baseline_gate(params, processed, fmap, dev, scores["valid"], log) if with_gate else {}
     sps = [h["samples_per_s"] for h in result.history if h.get("samples_per_s")]
     metrics = {
         "model": params.model,
@@ -131,10 +178,56 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
         "parameters": count_parameters(model),
         "best_eval": result.best_eval,
         "eval_every": params.eval_every,
-        "baselines": baselines,
-        "gate": verdict.record,
+        **gated,
     }
-    metrics_path, curve_path = Path(params.metrics), Path(params.curve)
-    _atomic_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    _atomic_text(curve_path, _curve_csv(result.history))
+    metrics_path, curve_path = write_teacher_outputs(metrics, _curve_csv(result.history), params)
     return TeacherResult(metrics, Path(params.out_dir), metrics_path, curve_path)
+
+
+def keep_teacher(source: TrainParams, params: TrainParams, processed_dir: str | Path, *,
+                 extra: dict | None = None, log=print) -> TeacherResult:
+    """Make the teacher that :func:`train_teacher` wrote under ``source`` (e.g. an Optuna trial's
+    settings, whose out_dir/metrics/curve point into the trial's directory) the teacher of
+    ``params``.
+
+    Copies ``model.safetensors`` + ``model.json`` from ``source.out_dir`` into ``params.out_dir``
+    (through a temporary sibling directory renamed into place; whatever an earlier training left
+    there goes with the old directory), scores the copied checkpoint on valid/test with
+    :func:`score_splits` (loaders of ``source``), runs the baseline gate (:func:`baseline_gate`,
+    ``params.gate``, the LR with ``source``'s batch size and seed) and writes ``params.metrics``
+    (``source``'s training record with these scores and the gate, plus ``extra``) and
+    ``params.curve`` (``source``'s curve). Raising on a failed gate stays the stage's job.
+    """
+    import os
+    import shutil
+
+    from components.atomic_dir import replace_dir
+    from components.train.checkpoint import MODEL_META, MODEL_WEIGHTS, load_model
+    from components.train.loop import resolve_device
+
+    src, out = Path(source.out_dir), Path(params.out_dir)
+    record = json.loads(Path(source.metrics).read_text())
+    curve = Path(source.curve).read_text()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name in (MODEL_WEIGHTS, MODEL_META):
+            shutil.copy2(src / name, tmp / name)
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"teacher: {src} → {out}")
+
+    processed = Path(processed_dir)
+    fmap = FeatureMap.load(processed / "feature_map.json")
+    dev = resolve_device(source.device)
+    model, _ = load_model(out, fmap, device=dev)
+    scores = score_splits(model, source, processed, fmap, dev)
+    gate_params = source.model_copy(update={"out_dir": str(out), "gate": params.gate})
+    gated = baseline_gate(gate_params, processed, fmap, dev, scores["valid"], log)
+    metrics = {**record, "valid": scores.get("valid"), "test": scores.get("test"), **gated,
+               **(extra or {})}
+    metrics_path, curve_path = write_teacher_outputs(metrics, curve, params)
+    return TeacherResult(metrics, out, metrics_path, curve_path)

@@ -171,3 +171,91 @@ class TuneParams(_Section):
         """The reference hyperparameters of ``student`` (its first trial), or None if undeclared."""
         values = self.defaults.get(student)
         return dict(values) if values is not None else None
+
+
+# ---------------------------------------------------------------- the teacher's study (train.tune)
+
+TEACHER_TUNABLE = ("embedding_dim", "batch_size", "optimizer", "lr", "embedding_l2", "net_l2",
+                   "lr_decay", "min_lr", "grad_clip", "patience")
+"""Top-level ``train`` keys a teacher search space may name (besides ``model_params.<name>``)."""
+MODEL_PARAMS_PREFIX = "model_params."
+"""Search-space keys ``model_params.<name>`` set one keyword argument of the model class."""
+
+
+def _flatten_teacher_keys(raw: object) -> object:
+    """``{model_params: {dropout: …}}`` → ``{"model_params.dropout": …}``; dotted keys pass as is."""
+    if not isinstance(raw, dict):
+        return raw
+    flat: dict[str, object] = {}
+    for key, value in raw.items():
+        nested = key == "model_params" and isinstance(value, dict)
+        for name, v in (value.items() if nested else [(key, value)]):
+            full = f"{MODEL_PARAMS_PREFIX}{name}" if nested else str(name)
+            if full in flat:
+                raise ValueError(f"{full} is given twice (nested under model_params and dotted)")
+            flat[full] = v
+    return flat
+
+
+def check_teacher_key(key: str, where: str) -> None:
+    """ValueError naming ``<where>.<key>`` unless ``key`` is a tunable train key or
+    ``model_params.<identifier>`` (whether the model takes it is checked when the study starts)."""
+    if key.startswith(MODEL_PARAMS_PREFIX):
+        name = key[len(MODEL_PARAMS_PREFIX):]
+        if not name.isidentifier():
+            raise ValueError(f"{where}.{key}: `{name}` is not a model hyperparameter name")
+        if name == "embedding_dim":
+            raise ValueError(f"{where}.{key}: tune the top-level `embedding_dim` instead")
+        return
+    if key not in TEACHER_TUNABLE:
+        raise ValueError(f"{where}.{key}: not a tunable train key; tunable: "
+                         f"{list(TEACHER_TUNABLE)} and model_params.<name>")
+
+
+class TeacherTuneParams(_Section):
+    """params.yaml ``train.tune``: an Optuna study over the teacher's hyperparameters.
+
+    With ``n_trials`` 0 (the default) the teacher is trained once with the ``train`` settings.
+    Otherwise the train_teacher stage runs (or resumes) the study
+    ``<tune.study_prefix>-teacher-<model>-<key>`` until it holds ``n_trials`` finished trials,
+    then keeps the best trial's checkpoint as the teacher (:func:`components.train.tuning.tune_teacher`).
+    Where the study lives and how killed trials are retried come from the top-level ``tune``
+    section, shared with the student studies: ``storage``, ``trials_dir``, ``study_prefix``,
+    ``heartbeat_interval``, ``grace_period``; ``seed`` and ``pruner`` too unless set here.
+
+    Search-space keys are top-level train keys (:data:`TEACHER_TUNABLE`) or model keyword arguments,
+    nested under ``model_params`` (or dotted: ``model_params.dropout``). A list-valued argument
+    (``hidden_units``) is categorical over strings of widths joined by ``-``: ``"400-400-400"``.
+    ``search_space`` null: a default space for the model (:data:`components.train.tuning.DEFAULT_SPACE`,
+    restricted to the arguments the model takes and widened to hold the current values). Trial 0
+    is the current ``train`` settings; ``defaults`` replaces some of its values.
+    """
+
+    n_trials: int = Field(0, ge=0)
+    timeout_s: float | None = Field(None, gt=0)
+    study_name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int | None = None
+    pruner: PrunerParams | None = None
+    search_space: dict[str, ParamSpec] | None = None
+    defaults: dict[str, Choice] | None = None
+
+    @field_validator("search_space", "defaults", mode="before")
+    @classmethod
+    def _flat_keys(cls, v: object) -> object:
+        return _flatten_teacher_keys(v)
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> TeacherTuneParams:
+        for key in self.search_space or {}:
+            check_teacher_key(key, "train.tune.search_space")
+        for key, value in (self.defaults or {}).items():
+            check_teacher_key(key, "train.tune.defaults")
+            if self.search_space is None:
+                continue
+            if key not in self.search_space:
+                raise ValueError(f"train.tune.defaults.{key}: not in train.tune.search_space "
+                                 f"(declared: {sorted(self.search_space)})")
+            if not self.search_space[key].contains(value):
+                raise ValueError(f"train.tune.defaults.{key}: {value!r} is outside "
+                                 f"train.tune.search_space.{key}")
+        return self

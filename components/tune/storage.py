@@ -35,6 +35,11 @@ def _engine_kwargs(url: sqlalchemy.engine.URL) -> dict:
     return {"pool_pre_ping": True}
 
 
+def masked_url(url: str) -> str:
+    """``url`` as SQLAlchemy renders it with the password replaced by ``***`` (safe to log/write)."""
+    return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+
+
 def make_storage(url: str, *, heartbeat_interval: int, grace_period: int,
                  attempts: int = 5) -> RDBStorage:
     """Open (creating tables if needed) the RDB study storage at ``url`` with heartbeats on.
@@ -44,7 +49,7 @@ def make_storage(url: str, *, heartbeat_interval: int, grace_period: int,
     saying which package to install.
     """
     parsed = sqlalchemy.engine.make_url(url)
-    shown = parsed.render_as_string(hide_password=True)
+    shown = masked_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, attempts + 1):

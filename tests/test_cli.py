@@ -91,7 +91,7 @@ def test_train_writes_checkpoint_metrics_and_curve(small_params: Path):
     assert metrics["model"] == "fm" and metrics["epochs"] == 2
     assert 0.5 < metrics["test"]["auc"] <= 1 and metrics["test"]["logloss"] > 0
     curve = (tmp / "metrics/teacher_curve.csv").read_text().splitlines()
-    assert curve[0].startswith("epoch,lr,train_loss,valid_auc") and len(curve) == 3
+    assert curve[0].startswith("epoch,epochs_done,lr,train_loss,valid_auc") and len(curve) == 3
     assert (tmp / "models/teacher/model.safetensors").exists()
     # score the raw log end to end: one probability per input line, in order
     r = run_cli("predict", "--model", "models/teacher", "--out", "preds.txt", "data/raw/synthetic.txt", cwd=tmp)

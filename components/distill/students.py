@@ -28,6 +28,7 @@ from components.distill.baseline import run_student_baseline
 from components.distill.kd_dagfm import run_kd_dagfm
 from components.distill.self_distill import run_fsdnet
 from components.distill.settings import KD_STUDENTS, DistillParams
+from components.tune.storage import masked_url
 
 
 def with_overrides(settings: DistillParams, student: str, values: dict[str, Any]) -> DistillParams:
@@ -116,7 +117,7 @@ def tune_student(student: str, params: Params, teacher_dir: Path, processed_dir:
         return float(metrics["final"]["valid"]["auc"])
 
     defaults = params.tune.defaults_for(student)
-    log(f"[{student}] Optuna study {params.tune.study_prefix}-{name} in {params.tune.storage}")
+    log(f"[{student}] Optuna study {params.tune.study_prefix}-{name} in {masked_url(params.tune.storage)}")
     result = run_study(name, objective, params.tune,
                        defaults=fixed_values(space, defaults) if defaults else None)
     if result.best_number is None:

@@ -12,6 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from components.train.recipe import check_batch_size
 from components.tune.settings import TeacherTuneParams
 
 RawFormatName = Literal["criteo", "avazu", "movielens", "schema"]
@@ -85,18 +86,19 @@ class GateParams(_Section):
 
     min_auc_gain: float = 0.0
     on_fail: Literal["fail", "warn"] = "fail"
-    baseline_lr: float = Field(1e-2, gt=0)
-    baseline_max_epochs: int = Field(10, ge=1)
-    baseline_patience: int = Field(1, ge=1)
+    baseline_lr: float = Field(1e-3, gt=0)
+    baseline_max_epochs: int = Field(20, ge=1)
+    baseline_patience: int = Field(2, ge=1)
 
 
 class TrainParams(_Section):
     model: str = "dcnv2"
     embedding_dim: int = Field(16, gt=0)
     model_params: dict = {}
-    batch_size: int = Field(4096, gt=0)
+    batch_size: int | Literal["auto"] = "auto"
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
+    embedding_lr_scale: float = Field(1.0, gt=0)
     embedding_l2: float = Field(0.0, ge=0)
     net_l2: float = Field(0.0, ge=0)
     max_epochs: int = Field(20, ge=1)
@@ -115,6 +117,8 @@ class TrainParams(_Section):
     metrics: str = "metrics/teacher.json"
     curve: str = "metrics/teacher_curve.csv"
     gate: GateParams = GateParams()
+
+    _batch_size_ok = field_validator("batch_size")(classmethod(lambda cls, v: check_batch_size(v)))
     tune: TeacherTuneParams = TeacherTuneParams()  # n_trials > 0: an Optuna study picks the teacher
 
 

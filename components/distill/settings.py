@@ -23,9 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.config import TrainParams
+from components.train.recipe import check_batch_size
 
 StudentName = Literal["dagfm", "kd_dagfm_plus", "fsdnet"]
 KD_STUDENTS = ("dagfm", "kd_dagfm_plus")
@@ -38,7 +39,7 @@ class _Section(BaseModel):
 class _Optimisation(_Section):
     """Optimisation knobs shared by every student block (defaults: the official KD-DAGFM trainer)."""
 
-    batch_size: int = Field(1024, gt=0)
+    batch_size: int | Literal["auto"] = 1024
     optimizer: Literal["adam", "adamw"] = "adam"
     embedding_l2: float = Field(1e-5, ge=0)
     net_l2: float = Field(1e-5, ge=0)
@@ -46,6 +47,8 @@ class _Optimisation(_Section):
     min_lr: float = Field(1e-6, ge=0)
     grad_clip: float = Field(0.0, ge=0)
     patience: int = Field(10, ge=1)
+
+    _batch_size_ok = field_validator("batch_size")(classmethod(lambda cls, v: check_batch_size(v)))
 
 
 class DAGFMSettings(_Optimisation):
@@ -91,7 +94,7 @@ class KDDAGFMPlusSettings(DAGFMSettings):
 class FSDNetSettings(_Optimisation):
     """FSDNet self-distillation (models.md §3), optionally plus an external teacher's logit MSE."""
 
-    batch_size: int = Field(4096, gt=0)
+    batch_size: int | Literal["auto"] = "auto"
     embedding_l2: float = Field(1e-5, ge=0)
     net_l2: float = Field(0.0, ge=0)
     lr_decay: float = Field(0.1, gt=0, le=1)

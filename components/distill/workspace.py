@@ -45,23 +45,28 @@ def split_loader(
     processed_dir: str | Path,
     feature_map: FeatureMap,
     split: str,
-    batch_size: int,
+    batch_size: int | str,
     *,
     shuffle: bool,
     seed: int = 0,
     in_memory: bool = True,
     device: str | torch.device = "cpu",
 ) -> BatchLoader:
-    """A :class:`BatchLoader` over ``split`` of the processed directory (ValueError if absent)."""
+    """A :class:`BatchLoader` over ``split`` of the processed directory (ValueError if absent).
+
+    ``batch_size`` ``"auto"`` scales with the training split's rows (components/train/recipe.py)."""
     if split not in feature_map.splits:
         raise ValueError(
             f"{Path(processed_dir) / 'feature_map.json'}: no {split!r} split "
             f"(has {sorted(feature_map.splits)})"
         )
+    from components.train.recipe import resolve_batch_size
+
     path = Path(processed_dir) / feature_map.splits[split]["path"]
+    train_rows = int(feature_map.splits.get("train", {}).get("rows", 0) or 0)
     return BatchLoader(
-        path, feature_map, batch_size, shuffle=shuffle, seed=seed, in_memory=in_memory,
-        device=device,
+        path, feature_map, resolve_batch_size(batch_size, train_rows), shuffle=shuffle, seed=seed,
+        in_memory=in_memory, device=device,
     )  # fmt: skip
 
 

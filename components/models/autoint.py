@@ -93,7 +93,7 @@ class AutoIntPlus(AutoInt):
         use_scale: bool = False,
         hidden_units: Sequence[int] = (400, 400, 400),
         dropout: float = 0.0,
-        batch_norm: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__(
             feature_map,

@@ -38,7 +38,7 @@ class DCN(CTRModel):
         num_cross_layers: int = 3,
         hidden_units: Sequence[int] = (400, 400, 400),
         dropout: float = 0.0,
-        batch_norm: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__(
             feature_map,

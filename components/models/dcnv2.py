@@ -44,7 +44,7 @@ class DCNv2(CTRModel):
         structure: str = "parallel",
         hidden_units: Sequence[int] = (400, 400, 400),
         dropout: float = 0.0,
-        batch_norm: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__(
             feature_map,

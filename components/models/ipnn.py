@@ -36,7 +36,7 @@ class IPNN(CTRModel):
         embedding_std: float = 1e-4,
         hidden_units: Sequence[int] = (400, 400, 400),
         dropout: float = 0.0,
-        batch_norm: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__(
             feature_map,

@@ -36,7 +36,7 @@ class XDeepFM(CTRModel):
         split_half: bool = False,
         hidden_units: Sequence[int] = (400, 400, 400),
         dropout: float = 0.0,
-        batch_norm: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__(
             feature_map,

@@ -179,10 +179,13 @@ def train_from_params(
             )
         return processed / fmap.splits[name]["path"]
 
+    from components.train.teacher import train_batch_size
+
+    batch_size = train_batch_size(tp, fmap)
     train = BatchLoader(
         split_path("train"),
         fmap,
-        tp.batch_size,
+        batch_size,
         shuffle=shuffle,
         seed=tp.seed,
         in_memory=tp.in_memory,
@@ -192,7 +195,7 @@ def train_from_params(
     valid = BatchLoader(
         split_path("valid"),
         fmap,
-        tp.batch_size,
+        batch_size,
         shuffle=False,
         seed=tp.seed,
         in_memory=tp.in_memory,

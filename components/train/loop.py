@@ -72,6 +72,7 @@ from .metrics import evaluate_logits
 TRAJECTORY_KEYS = (
     "model", "embedding_dim", "model_params", "batch_size", "optimizer", "lr", "embedding_l2",
     "net_l2", "lr_decay", "min_lr", "grad_clip", "seed", "precision", "eval_every", "restore_best_on_decay",
+    "embedding_lr_scale",
 )  # fmt: skip
 PROGRESS_EVERY = 20  # batches between progress-bar refreshes (each one syncs the device)
 
@@ -184,16 +185,24 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def build_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
-    """Adam over all trainable parameters, or AdamW with ``net_l2`` as decoupled decay on the network."""
+    """Adam over all trainable parameters, or AdamW with ``net_l2`` as decoupled decay on the network.
+
+    With ``embedding_lr_scale`` ≠ 1 the embedding parameters form their own group whose LR is
+    ``lr × embedding_lr_scale`` (kept through every decay: :func:`_set_lr` scales each group).
+    """
     core = _unwrap(model)
-    if params.optimizer == "adam":
+    scale = float(getattr(params, "embedding_lr_scale", 1.0))
+    if params.optimizer == "adam" and scale == 1.0:
         return torch.optim.Adam([p for p in core.parameters() if p.requires_grad], lr=params.lr)
     emb_ids = {id(p) for p in core.embedding_parameters()}
     emb = [p for p in core.parameters() if p.requires_grad and id(p) in emb_ids]
     net = [p for p in core.parameters() if p.requires_grad and id(p) not in emb_ids]
-    groups = [g for g in ({"params": emb, "weight_decay": 0.0}, {"params": net, "weight_decay": params.net_l2})
+    decay = params.net_l2 if params.optimizer == "adamw" else 0.0
+    groups = [g for g in ({"params": emb, "weight_decay": 0.0, "lr": params.lr * scale, "lr_scale": scale},
+                          {"params": net, "weight_decay": decay, "lr": params.lr, "lr_scale": 1.0})
               if g["params"]]  # fmt: skip
-    return torch.optim.AdamW(groups, lr=params.lr)
+    cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=params.lr)
 
 
 def _penalty(core: nn.Module, params: TrainParams) -> torch.Tensor | None:
@@ -402,7 +411,7 @@ def _train_epoch(
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for g in optimizer.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 def _fingerprint(

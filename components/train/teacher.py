@@ -68,8 +68,15 @@ def _split_loader(params: TrainParams, processed: Path, fmap: FeatureMap, split:
 
     if split not in fmap.splits:
         raise ValueError(f"{processed / 'feature_map.json'}: no {split!r} split (has {sorted(fmap.splits)})")
-    return BatchLoader(processed / fmap.splits[split]["path"], fmap, params.batch_size,
+    return BatchLoader(processed / fmap.splits[split]["path"], fmap, train_batch_size(params, fmap),
                        shuffle=shuffle, seed=params.seed, in_memory=params.in_memory, device=device)
+
+
+def train_batch_size(params: TrainParams, fmap: FeatureMap) -> int:
+    """``train.batch_size``, with ``auto`` resolved from the training rows (components/train/recipe.py)."""
+    from components.train.recipe import resolve_batch_size
+
+    return resolve_batch_size(params.batch_size, int(fmap.splits.get("train", {}).get("rows", 0) or 0))
 
 
 def score_splits(model, params: TrainParams, processed_dir: str | Path, fmap: FeatureMap, dev) -> dict:
@@ -178,6 +185,7 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
         "parameters": count_parameters(model),
         "best_eval": result.best_eval,
         "eval_every": params.eval_every,
+        "batch_size": train_batch_size(params, fmap),
         **gated,
     }
     metrics_path, curve_path = write_teacher_outputs(metrics, _curve_csv(result.history), params)

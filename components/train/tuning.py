@@ -50,7 +50,7 @@ def _f(**kw) -> ParamSpec:
 
 DEFAULT_SPACE: dict[str, ParamSpec] = {
     "lr": _f(type="float", low=1e-4, high=1e-2, log=True),
-    "batch_size": _f(type="categorical", choices=[1024, 2048, 4096]),
+    "batch_size": _f(type="categorical", choices=["auto", 256, 512, 1024, 2048, 4096]),
     "embedding_l2": _f(type="float", low=1e-8, high=1e-2, log=True),
     "net_l2": _f(type="float", low=1e-8, high=1e-2, log=True),
     "model_params.dropout": _f(type="float", low=0.0, high=0.5),

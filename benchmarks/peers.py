@@ -361,6 +361,8 @@ def train_deepctr(prep: Prepared, model_name: str, seed: int, recipe: dict, sett
     """Train one DeepCTR-Torch model on the processed splits with early stopping; the run record."""
     import random
 
+    from components.train.recipe import resolve_batch_size
+
     import numpy as np
     import torch
 
@@ -383,6 +385,7 @@ def train_deepctr(prep: Prepared, model_name: str, seed: int, recipe: dict, sett
     model = build_deepctr(model_name, deepctr_columns(fmap, recipe["embedding_dim"]), seed)
     model.compile(torch.optim.Adam(model.parameters(), lr=recipe["lr"]), "binary_crossentropy", metrics=[])
     rows = len(data["train"][1])
+    bs = resolve_batch_size(bs, int(fmap["splits"]["train"]["rows"]))  # "auto": ctrflow's rule, same rows
     best_auc, best_epoch, best_state, bad, curve = -math.inf, 0, None, 0, []
     with open(log_path, "w") as fh, contextlib.redirect_stdout(fh):
         epoch = 0
@@ -446,7 +449,7 @@ def train_ctrflow(prep: Prepared, model: str, seed: int, settings: dict, work: P
                            f"{used_hash}, benchmark {settings['train_params_hash']}); rerun the benchmark")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {**run, "library": CTRFLOW, "precision": metrics.get("precision"),
-            "threads": settings["train.num_threads"], "batch_size": used["batch_size"]}
+            "threads": settings["train.num_threads"], "batch_size": metrics.get("batch_size", used["batch_size"])}
 
 
 # ------------------------------------------------------------------------------------------------

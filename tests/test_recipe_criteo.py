@@ -1,0 +1,58 @@
+"""The default recipe on real rows: Criteo 117k (skipped where ../shared/data is absent).
+
+One train_teacher run with params.yaml's defaults (DCNv2, batch auto, no BatchNorm) also fits the
+gate's LR and scores the constant predictor on the same split, so the three are compared as a user
+would see them. Measured (seed 2024, 2 threads): DCNv2 valid AUC 0.7605, LogLoss 0.4879; LR 0.7628 /
+0.4849; constant LogLoss 0.568. The recipe this replaced (batch 4096, BatchNorm) scored 0.7375 valid
+AUC with a LogLoss of 0.55 (benchmarks/results/quality.md of 2026-11-23): these bounds fail on it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from components.config import load_params
+from components.stages import preprocess_stage, validate_stage
+from components.train.teacher import train_teacher
+from tests.conftest import REPO_ROOT
+
+CRITEO = "criteo/criteo_kaggle_train_sample117k.txt.gz"
+
+
+@pytest.fixture(scope="module")
+def shared_data_module():
+    from tests.conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data samples not found at {SHARED_DATA} (they are never copied into the repo)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def criteo_run(tmp_path_factory, shared_data_module):
+    path = shared_data_module / CRITEO
+    if not path.exists():
+        pytest.skip(f"{path} not found (the real Criteo sample is never copied into the repo)")
+    tmp = tmp_path_factory.mktemp("criteo117k")
+    params = load_params(REPO_ROOT / "params.yaml", {
+        "data.format": "criteo", "data.input": str(path),
+        "validate.out_dir": str(tmp / "validation"), "preprocess.out_dir": str(tmp / "processed"),
+        "train.out_dir": str(tmp / "teacher"), "train.metrics": str(tmp / "teacher.json"),
+        "train.curve": str(tmp / "curve.csv"), "train.device": "cpu", "train.num_threads": 2,
+    })
+    validate_stage(params)
+    preprocess_stage(params)
+    return train_teacher(params.train, params.preprocess.out_dir, resume=False, log=lambda _m: None).metrics
+
+
+def test_default_dcnv2_on_criteo_117k_reaches_lr_and_beats_the_constant(criteo_run):
+    m = criteo_run
+    lr, const = m["baselines"]["lr"], m["baselines"]["constant"]
+    assert m["model"] == "dcnv2" and m["batch_size"] == 512  # auto: 93,820 training rows
+    # far above the replaced recipe (valid AUC 0.7375) and calibrated: LogLoss well below the constant's
+    assert m["valid"]["auc"] > 0.755 and m["test"]["auc"] > 0.745
+    assert m["valid"]["logloss"] < const["valid"]["logloss"] - 0.06
+    # within reach of a well-trained LR (the deep models peak in their first epoch on 94k rows;
+    # beating LR here is issue 11's open target, the gate reports it)
+    assert m["valid"]["auc"] >= lr["valid"]["auc"] - 0.006
+    assert lr["valid"]["auc"] > 0.755 and lr["epochs"] > 3  # the gate's LR is trained, not a strawman

@@ -427,7 +427,7 @@ def test_settings_defaults_and_rules():
     s = DistillParams()
     assert (s.dagfm.alpha, s.dagfm.beta, s.dagfm.mse_reduction, s.dagfm.batch_size) == (0.1, 921.6, "mean", 1024)
     assert (s.dagfm.interaction_type, s.dagfm.depth, s.dagfm.lr, s.dagfm.patience) == ("outer", 3, 1e-4, 10)
-    assert (s.fsdnet.mu, s.fsdnet.tau, s.fsdnet.hint_weight, s.fsdnet.batch_size) == (0.5, 1.0, 0.01, 4096)
+    assert (s.fsdnet.mu, s.fsdnet.tau, s.fsdnet.hint_weight, s.fsdnet.batch_size) == (0.5, 1.0, 0.01, "auto")
     assert (s.fsdnet.lr_decay, s.fsdnet.grad_clip, s.fsdnet.external_teacher_weight) == (0.1, 10.0, 0.0)
     assert s.kd_dagfm_plus.model_hparams()["hidden_units"] == [400, 400, 400]
     with pytest.raises(ValidationError, match="extra"):
@@ -437,7 +437,7 @@ def test_settings_defaults_and_rules():
     with pytest.raises(ValidationError):
         DistillParams(students=["deepfm"])
     p = s.train_params(s.fsdnet, model="fsdnet", embedding_dim=16, lr=0.5, max_epochs=3, out_dir="x")
-    assert (p.lr, p.max_epochs, p.batch_size, p.seed, p.lr_decay) == (0.5, 3, 4096, 2022, 0.1)
+    assert (p.lr, p.max_epochs, p.batch_size, p.seed, p.lr_decay) == (0.5, 3, "auto", 2022, 0.1)
 
 
 def test_rescale_embedding_sets_rms_and_keeps_geometry():

@@ -66,12 +66,12 @@ def logits(model: nn.Module, data: list[Batch]) -> np.ndarray:
         return np.concatenate([model(b.categorical, b.dense).numpy() for b in data])
 
 
-BN_MODELS = [
-    ("dcnv2", {"hidden_units": [16, 8], "num_cross_layers": 2, "dropout": 0.2}, 0),
-    ("deepfm", {"hidden_units": [16, 8]}, 0),
+BN_MODELS = [  # the zoo's teachers default to no BatchNorm: these turn it on
+    ("dcnv2", {"hidden_units": [16, 8], "num_cross_layers": 2, "dropout": 0.2, "batch_norm": True}, 0),
+    ("deepfm", {"hidden_units": [16, 8], "batch_norm": True}, 0),
     ("fsdnet", {"num_layers": 2, "hidden_dim": 8, "dropout": 0.2}, 0),
     ("kd_dagfm_plus", {"depth": 2, "hidden_units": [16, 8]}, 0),
-    ("nfm", {"hidden_units": [8]}, 1),  # the BN on the bi-interaction vector follows no Linear: kept
+    ("nfm", {"hidden_units": [8], "batch_norm": True}, 1),  # the BN on the bi-interaction vector follows no Linear: kept
 ]
 
 
@@ -130,7 +130,7 @@ def test_dynamic_int8_quantizes_every_linear_and_stays_close():
 
 
 def test_prepare_for_inference_steps_follow_the_settings():
-    model = trained("deepfm", steps=5, hidden_units=[8])
+    model = trained("deepfm", steps=5, hidden_units=[8], batch_norm=True)
     plain = prepare_for_inference(model, InferenceParams(fold_batch_norm=False))
     assert plain is not model and not plain.training and count_batch_norms(plain) == count_batch_norms(model) > 0
     assert count_batch_norms(prepare_for_inference(model)) == 0  # default: fold

@@ -71,3 +71,17 @@ def test_restore_best_on_decay_continues_from_the_best_weights(data, tmp_path, m
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the weights really changed back
     best = max(res.history, key=lambda h: h["valid_auc"])
     assert res.best_valid_auc == best["valid_auc"]
+
+
+def test_monitor_auc_minus_logloss_selects_the_best_balance(data, tmp_path):
+    d, fmap = data
+    p = params(model="dnn", model_params={"hidden_units": [64, 64]}, lr=0.05, max_epochs=6, patience=6,
+               monitor="auc_minus_logloss")
+    res = fit(build(p, fmap), *loaders(d, fmap), p, tmp_path / "m", log=lambda _m: None)
+    scores = [h["valid_auc"] - h["valid_logloss"] for h in res.history]
+    best = res.history[max(range(len(scores)), key=scores.__getitem__)]
+    assert res.best_eval == best["eval"] and res.best_valid_auc == best["valid_auc"]
+    assert [h["improved"] for h in res.history] == [
+        s > max(scores[:i], default=float("-inf")) for i, s in enumerate(scores)]
+    with pytest.raises(ValueError):
+        TrainParams(monitor="gauc")

@@ -3,7 +3,8 @@
 Recipe (anchors.md §1.5): BCE on logits, Adam (or AdamW), explicit L2 on embeddings / network,
 gradient-norm clipping. The model is scored on the validation set (AUC, LogLoss) every
 ``eval_every`` epochs (1: after each epoch; 0.25: after each quarter, see :func:`eval_boundaries`).
-An AUC gain saves the best checkpoint and resets the counter of evaluations without a gain;
+A gain of the monitored value (``monitor``: validation AUC, or AUC − LogLoss) saves the best
+checkpoint and resets the counter of evaluations without a gain;
 ``patience`` and ``lr_decay`` stay in epochs: each full epoch's worth of evaluations without a gain
 multiplies the LR by ``lr_decay`` (never below ``min_lr``), and training stops after ``patience``
 epochs' worth (possibly inside an epoch) or after ``max_epochs``. The best weights are loaded back.
@@ -72,7 +73,7 @@ from .metrics import evaluate_logits
 TRAJECTORY_KEYS = (
     "model", "embedding_dim", "model_params", "batch_size", "optimizer", "lr", "embedding_l2",
     "net_l2", "lr_decay", "min_lr", "grad_clip", "seed", "precision", "eval_every", "restore_best_on_decay",
-    "embedding_lr_scale",
+    "embedding_lr_scale", "monitor",
 )  # fmt: skip
 PROGRESS_EVERY = 20  # batches between progress-bar refreshes (each one syncs the device)
 
@@ -409,6 +410,17 @@ def _train_epoch(
     return mean_loss, samples, seconds
 
 
+def monitor_score(valid: dict, params) -> float:
+    """What early stopping and checkpoint selection maximise (``train.monitor``): ``auc``, or
+    ``auc_minus_logloss`` (FuxiCTR's ``{AUC: 1, logloss: -1}``: an epoch that gains AUC while its
+    LogLoss degrades more is not "better"). -inf before the first evaluation."""
+    if not math.isfinite(valid["auc"]):
+        return -math.inf
+    if getattr(params, "monitor", "auc") == "auc_minus_logloss":
+        return valid["auc"] - valid["logloss"]
+    return valid["auc"]
+
+
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for g in optimizer.param_groups:
         g["lr"] = lr * g.get("lr_scale", 1.0)
@@ -547,7 +559,8 @@ def fit(
             valid = evaluate(core, valid_loader, device=dev, collective=coll)
             n_evals += 1
             progress = round(epoch - 1 + done / n_batches, 4)
-            improved = valid["auc"] > best_auc
+            improved = monitor_score(valid, params) > monitor_score(
+                {"auc": best_auc, "logloss": best_logloss}, params)
             used_lr = lr
             if improved:
                 best_auc, best_logloss, best_epoch, best_eval, bad_epochs = (

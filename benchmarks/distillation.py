@@ -509,12 +509,15 @@ def train_student_run(prep, run: str, seed: int, settings: dict, dirs: SeedDirs,
     if spec.kind == "kd":
         import math
 
+        from components.train.recipe import resolve_batch_size
+
         ph = metrics["phases"]["distill"]
         train_rows = json.loads((prep.processed / "feature_map.json").read_text())["splits"]["train"]["rows"]
         rec["distill_phase"] = {
             "test_auc": (ph.get("test") or {}).get("auc"),
             "test_teacher_logit_mse": (ph.get("test") or {}).get("teacher_logit_mse"),
-            "adam_steps": ph["epochs"] * math.ceil(train_rows / block.batch_size), "lr": block.lr,
+            "adam_steps": ph["epochs"] * math.ceil(train_rows / resolve_batch_size(block.batch_size, train_rows)),
+            "batch_size": resolve_batch_size(block.batch_size, train_rows), "lr": block.lr,
         }
     return rec
 

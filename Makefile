@@ -35,8 +35,8 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-repro: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
+repro: $(STAMP)   ## dvc repro holding the run lock (components/runlock.py) for the whole repro
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m components.runlock dvc repro
 
 bench-preprocess: $(STAMP)
 	$(BIN)/python benchmarks/preprocess.py

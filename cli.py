@@ -3,11 +3,13 @@
 Every subcommand reads params.yaml (``--params``), accepts ``--set key=value`` overrides, and calls
 the same stage function (components/stages.py) that the DVC stages and the Prefect flow call.
 Bad input ends with a one-paragraph error on stderr (file, line, column, rule) and exit status 1;
-a bad params.yaml with exit status 2.
+a bad params.yaml with exit status 2; a run lock held by another run (components/runlock.py) with
+exit status 3.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -49,6 +51,8 @@ def _load(ctx: click.Context):
         click.echo("note: no params.yaml here; using the built-in defaults", err=True)
         from components.config import Params
 
+        ctx.obj["no_checkout"] = True  # not a ctrflow checkout: no run lock (nothing of a run to protect)
+
         try:
             return Params.model_validate(_nest(ctx.obj["overrides"]))
         except ValueError as e:
@@ -61,12 +65,33 @@ def _load(ctx: click.Context):
         ctx.exit(2)
 
 
+def _run_lock(params):
+    """The run lock (components/runlock.py, params.yaml `run:`) for a command that writes pipeline
+    outputs: one run at a time per checkout. Its notes (waiting, taking over a killed run's lock) go
+    to stderr."""
+    from components.runlock import run_lock
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and (ctx.obj or {}).get("no_checkout"):
+        return contextlib.nullcontext()
+    return run_lock(params.run, log=lambda msg: click.echo(f"note: {msg}", err=True))
+
+
+EXIT_BUSY = 3  # another run holds the run lock (run.on_busy: fail, or run.wait_timeout_s passed)
+
+
 def _run_stage(fn, *args, **kwargs):
-    """Call a stage; turn the data layer's typed errors into a clean message and exit 1."""
+    """Call a stage under the run lock; turn the data layer's typed errors into a clean message and
+    exit 1 (3 when another run holds the lock). ``args[0]`` is the Params."""
     from components.data.errors import CtrflowDataError
+    from components.runlock import RunLockBusy
 
     try:
-        result = fn(*args, **kwargs)
+        with _run_lock(args[0]):
+            result = fn(*args, **kwargs)
+    except RunLockBusy as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_BUSY)
     except CtrflowDataError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
@@ -227,18 +252,24 @@ def run(ctx, no_dvc_commit):
     No server needed: without PREFECT_API_URL, Prefect starts a temporary local server. Set
     PREFECT_API_URL to a running `prefect server start` to watch the run in the Prefect UI.
     At the end the outputs are recorded in dvc.lock (`dvc commit`), so `dvc repro` afterwards is a
-    no-op and `dvc push` versions them.
+    no-op and `dvc push` versions them. Holds the run lock (params.yaml `run:`) from start to end:
+    another run on this checkout waits or refuses.
     """
     from components.config import ConfigError
+    from components.runlock import RunLockBusy
     from flows.pipeline import pipeline
 
     try:
-        _load(ctx)  # fail fast on a bad params.yaml, before the Prefect server starts
-        summary = pipeline(params_path=str(Path(ctx.obj["params"])), overrides=ctx.obj["overrides"],
-                           dvc_commit=not no_dvc_commit)
+        params = _load(ctx)  # fail fast on a bad params.yaml, before the Prefect server starts
+        with _run_lock(params):  # before the Prefect server starts, too: a waiting run costs nothing
+            summary = pipeline(params_path=str(Path(ctx.obj["params"])), overrides=ctx.obj["overrides"],
+                               dvc_commit=not no_dvc_commit)
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except RunLockBusy as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_BUSY)
     except Exception as e:  # the flow already logged the traceback; print the cause plainly
         from components.data.errors import CtrflowDataError
 

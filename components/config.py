@@ -135,6 +135,15 @@ class InferenceParams(_Section):
     score_rows: int = Field(1024, gt=0)
 
 
+class RunParams(_Section):
+    """One pipeline run at a time per checkout (components/runlock.py)."""
+
+    on_busy: Literal["wait", "fail"] = "wait"
+    wait_timeout_s: float | None = Field(3600, gt=0)
+    poll_s: float = Field(2.0, gt=0)
+    lock_file: str = ".ctrflow/run.lock"
+
+
 # Sections owned by later stages import TrainParams from here, so they are imported after it.
 from components.distill.settings import DistillParams  # noqa: E402
 from components.evaluate.settings import EvaluateParams  # noqa: E402
@@ -156,6 +165,7 @@ class Params(_Section):
     tune: TuneParams = TuneParams()
     evaluate: EvaluateParams = EvaluateParams()
     inference: InferenceParams = InferenceParams()
+    run: RunParams = RunParams()
 
     @model_validator(mode="after")
     def _synthetic_format_matches(self) -> Params:

@@ -3,6 +3,10 @@ distill → evaluate → profile → report [→ dvc commit].
 
 Thin orchestration: each task calls one function of components/stages.py and passes paths and small
 dicts, never frames (Prefect's default cache policy would hash them).
+
+The flow holds the run lock (components/runlock.py) for its whole body, so a run started by a Prefect
+worker or `ctrflow serve` excludes `ctrflow run`, `dvc repro` and other flow runs on the same checkout
+just as they exclude it. Started by `ctrflow run`, which already holds it, the flow re-enters it.
 """
 
 from __future__ import annotations  # noqa: I001  (flows._env must run before prefect is imported)
@@ -18,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from components.config import load_params
 from components import stages
+from components.runlock import run_lock
 
 # DVC stages whose outputs this flow produces, in order (must match dvc.yaml).
 DVC_STAGES_SYNTHETIC = ["generate", "validate", "preprocess", "train_teacher", "distill", "evaluate",
@@ -63,12 +68,25 @@ def dvc_commit_task(stage_names: list[str]) -> str:
     return f"recorded in dvc.lock: {', '.join(stage_names)}"
 
 
+def _flow_command() -> str:
+    """What the lock record says this run is: the flow run's name and its deployment, if any."""
+    from prefect.runtime import deployment, flow_run
+
+    command = f"Prefect flow run {flow_run.name or '?'} of ctrflow-pipeline"
+    return f"{command}/{deployment.name}" if deployment.name else command
+
+
 @flow(name="ctrflow-pipeline", log_prints=True)
 def pipeline(params_path: str = "params.yaml", overrides: dict | None = None,
              dvc_commit: bool = True) -> list[str]:
-    """Run the pipeline end to end; returns one summary line per stage."""
+    """Run the pipeline end to end under the run lock; returns one summary line per stage."""
     overrides = overrides or {}
     params = _params(params_path, overrides)
+    with run_lock(params.run, command=_flow_command(), log=lambda msg: get_run_logger().warning(msg)):
+        return _run(params, params_path, overrides, dvc_commit)
+
+
+def _run(params, params_path: str, overrides: dict, dvc_commit: bool) -> list[str]:
     summaries = []
     synthetic = params.uses_synthetic
     if synthetic:

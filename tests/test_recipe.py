@@ -85,3 +85,23 @@ def test_monitor_auc_minus_logloss_selects_the_best_balance(data, tmp_path):
         s > max(scores[:i], default=float("-inf")) for i, s in enumerate(scores)]
     with pytest.raises(ValueError):
         TrainParams(monitor="gauc")
+
+
+def test_study_storage_with_a_password_comes_from_the_environment(monkeypatch):
+    from components.tune.settings import TuneParams
+
+    monkeypatch.delenv("CTRFLOW_OPTUNA_STORAGE", raising=False)
+    assert TuneParams().storage == "sqlite:///optuna/ctrflow.db"
+    url = "postgresql+psycopg://ctrflow:pa55word@127.0.0.1:5432/optuna"
+    monkeypatch.setenv("CTRFLOW_OPTUNA_STORAGE", url)
+    assert TuneParams().storage == url
+    assert TuneParams(storage_env=None).storage == "sqlite:///optuna/ctrflow.db"  # opt out
+    # a bad URL is reported (params.yaml's loader: file, key, rule) without its password
+    from components.config import ConfigError, load_params
+    from tests.conftest import REPO_ROOT
+
+    monkeypatch.setenv("CTRFLOW_OPTUNA_STORAGE", "oracle://ctrflow:pa55word@db/optuna")
+    with pytest.raises(ConfigError) as err:
+        load_params(REPO_ROOT / "params.yaml")
+    assert "tune.storage" in str(err.value) and "ctrflow:***@db" in str(err.value)
+    assert "pa55word" not in str(err.value)

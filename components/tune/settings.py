@@ -9,6 +9,8 @@ name exactly the keys of that student's space with values inside it.
 from __future__ import annotations
 
 import math
+import os
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -122,6 +124,7 @@ class TuneParams(_Section):
     n_trials: int = Field(3, ge=1)
     timeout_s: float | None = Field(None, gt=0)
     storage: str = "sqlite:///optuna/ctrflow.db"
+    storage_env: str | None = "CTRFLOW_OPTUNA_STORAGE"
     trials_dir: str = "optuna/trials"
     study_prefix: str = Field("ctrflow", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 2024
@@ -131,14 +134,29 @@ class TuneParams(_Section):
     search_space: dict[str, dict[str, ParamSpec]] = Field(default_factory=_default_search_space)
     defaults: dict[str, dict[str, Choice]] = Field(default_factory=_default_defaults)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _storage_from_environment(cls, data):
+        """A database URL with a password comes from the environment variable named by
+        ``storage_env`` (default ``CTRFLOW_OPTUNA_STORAGE``), never from params.yaml: when that variable
+        is set and not empty it replaces ``storage``. Everything the project logs or writes shows the
+        URL through :func:`components.tune.storage.masked_url` (password as ``***``)."""
+        if isinstance(data, dict):
+            name = data.get("storage_env", cls.model_fields["storage_env"].default)
+            value = os.environ.get(name, "") if name else ""
+            if value.strip():
+                data = {**data, "storage": value.strip()}
+        return data
+
     @field_validator("storage")
     @classmethod
     def _rdb_url(cls, v: str) -> str:
         scheme = v.split("://", 1)[0].split("+", 1)[0] if "://" in v else ""
         if scheme not in STORAGE_SCHEMES:
+            shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", v)  # never echo a password
             raise ValueError(
                 f"must be an SQLAlchemy URL of {list(STORAGE_SCHEMES)} (heartbeats need an RDB), "
-                f"e.g. sqlite:///optuna/ctrflow.db or postgresql+psycopg://user@host:5432/db; got {v!r}")
+                f"e.g. sqlite:///optuna/ctrflow.db or postgresql+psycopg://user@host:5432/db; got {shown!r}")
         return v
 
     @model_validator(mode="after")

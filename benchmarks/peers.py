@@ -361,10 +361,10 @@ def train_deepctr(prep: Prepared, model_name: str, seed: int, recipe: dict, sett
     """Train one DeepCTR-Torch model on the processed splits with early stopping; the run record."""
     import random
 
-    from components.train.recipe import resolve_batch_size
-
     import numpy as np
     import torch
+
+    from components.train.recipe import resolve_batch_size
 
     dc, why = import_deepctr()
     if dc is None:

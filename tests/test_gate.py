@@ -112,7 +112,7 @@ def test_evaluations_inside_an_epoch_keep_patience_and_decay_in_epochs(data, tmp
     last_gain = max(i for i, r in enumerate(h) if r["improved"])
     assert len(h) - 1 - last_gain <= 4
     bad = 0
-    for prev, cur in zip(h, h[1:]):
+    for prev, cur in zip(h, h[1:], strict=False):
         bad = 0 if prev["improved"] else bad + 1
         expect = prev["lr"] * 0.1 if (not prev["improved"] and bad % 4 == 0) else prev["lr"]
         assert cur["lr"] == pytest.approx(max(expect, min(p.min_lr, prev["lr"])))

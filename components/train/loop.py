@@ -554,7 +554,8 @@ def fit(
         epoch += 1
         t0 = time.perf_counter()
 
-        def after_segment(seg_loss: float, seg_samples: int, seg_secs: float, done: int) -> bool:
+        def after_segment(seg_loss: float, seg_samples: int, seg_secs: float, done: int,
+                          epoch: int = epoch) -> bool:  # called inside this epoch only
             nonlocal lr, bad_epochs, best_auc, best_logloss, best_epoch, best_eval, n_evals, t0
             valid = evaluate(core, valid_loader, device=dev, collective=coll)
             n_evals += 1

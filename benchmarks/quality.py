@@ -712,18 +712,20 @@ def reproduce_commands(results: dict) -> list[str]:
 
 
 def constant_baseline(processed: Path) -> dict | None:
-    """Test CTR and the LogLoss of predicting it for every test row (the no-skill reference)."""
-    import math
-
+    """Test CTR and the LogLoss of predicting it for every test row (the no-skill reference; the
+    formula of the baseline gate, components/train/gate.py)."""
     import pyarrow.parquet as pq
+
+    from components.train.gate import constant_logloss
 
     fm_path = processed / "feature_map.json"
     if not fm_path.exists():
         return None
     fmap = json.loads(fm_path.read_text())
     labels = pq.read_table(processed / fmap["splits"]["test"]["path"], columns=[fmap["label"]]).column(0)
-    p = float(labels.to_numpy().mean())
-    return {"test_ctr": p, "logloss": -(p * math.log(p) + (1 - p) * math.log(1 - p))}
+    y = labels.to_numpy()
+    p = float(y.mean())
+    return {"test_ctr": p, "logloss": constant_logloss(p, y)}
 
 
 def calibration_notes(results: dict, dataset: str) -> list[str]:

@@ -73,7 +73,8 @@ def baseline_params(params):
     return params.model_copy(update={
         "model": "lr", "model_params": {}, "lr": g.baseline_lr, "max_epochs": g.baseline_max_epochs,
         "patience": g.baseline_patience, "lr_decay": 0.1, "embedding_l2": 0.0, "net_l2": 0.0,
-        "eval_every": 1.0, "out_dir": str(Path(params.out_dir) / BASELINE_DIR),
+        "eval_every": 1.0, "embedding_lr_scale": 1.0, "restore_best_on_decay": False, "monitor": "auc",
+        "out_dir": str(Path(params.out_dir) / BASELINE_DIR),
     })
 
 

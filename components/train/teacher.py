@@ -167,6 +167,7 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
     result = fit(model, train, valid, params, params.out_dir, resume=resume, hparams=hparams, log=log,
                  on_epoch_end=on_epoch_end)
     wall = time.perf_counter() - started
+    del train, valid  # free the in-memory splits before the gate's LR loads its own
 
     scores = score_splits(model, params, processed, fmap, dev)
     gated = baseline_gate(params, processed, fmap, dev, scores["valid"], log) if with_gate else {}

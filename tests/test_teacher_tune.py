@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from optuna.trial import TrialState
 
 import components.train.teacher as teacher_module
-import optuna
 from components.config import ConfigError, Params, load_params
 from components.data.feature_map import FeatureMap, FieldInfo
 from components.stages import train_stage

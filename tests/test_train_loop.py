@@ -21,6 +21,7 @@ from components.config import TrainParams
 from components.data.feature_map import FeatureMap, FieldInfo
 from components.data.loader import BatchLoader
 from components.models import build_model
+from components.progress import Progress, observed
 from components.train.checkpoint import read_model_metadata
 from components.train.loop import (
     FitResult,
@@ -126,9 +127,13 @@ def test_fit_learns_and_restores_the_best_epoch(data, tmp_path):
     model = build(p, fmap)
     train, valid = loaders(d, fmap)
     logs: list[str] = []
-    res = fit(model, train, valid, p, tmp_path / "out", log=logs.append)
+    seen: list[Progress] = []
+    with observed(seen.append):  # what a Prefect progress artifact is built from
+        res = fit(model, train, valid, p, tmp_path / "out", log=logs.append)
     assert isinstance(res, FitResult)
     assert res.epochs_run == 4 and len(res.history) == 4
+    assert [(s.done, s.total, s.kind) for s in seen] == [(e, 4, "epochs") for e in (1, 2, 3, 4)]
+    assert f"valid AUC {res.history[-1]['valid_auc']:.4f}" in seen[-1].message
     best = max(res.history, key=lambda h: h["valid_auc"])
     assert res.best_epoch == best["epoch"] and res.best_valid_auc == best["valid_auc"]
     assert res.best_valid_auc > 0.70  # planted signal (oracle ~0.85); a broken loop stays ~0.5

@@ -53,6 +53,7 @@ from torch import nn
 from tqdm import tqdm
 
 from components.config import TrainParams
+from components.progress import report as report_progress
 
 from .checkpoint import (
     MODEL_WEIGHTS,
@@ -600,6 +601,9 @@ def fit(
             }
             t0 = time.perf_counter()
             history.append(record)
+            if coll.is_writer:
+                report_progress(model_name, "epochs", progress, params.max_epochs,
+                                f"valid AUC {valid['auc']:.4f} (best {best_auc:.4f} at epoch {best_epoch})")
             say(
                 f"epoch {progress:g}/{params.max_epochs}: train_loss {seg_loss:.6f}  valid AUC {valid['auc']:.6f}  "
                 f"LogLoss {valid['logloss']:.6f}  lr {used_lr:.3g}  {record['samples_per_s']:,.0f} samples/s  "

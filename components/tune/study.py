@@ -33,6 +33,7 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from components.progress import report as report_progress
 from components.tune.pruning import make_pruner
 from components.tune.settings import TuneParams
 from components.tune.storage import make_storage
@@ -145,6 +146,22 @@ def _rank(study: optuna.Study, number: int) -> int:
     return sum(t.number < number for t in study.get_trials(deepcopy=False, states=_HOLDS_A_SLOT))
 
 
+class _ProgressCallback:
+    """Reports the study's finished trials to :mod:`components.progress` after each trial."""
+
+    def __init__(self, name: str, n_total: int):
+        self.name, self.n_total = name, n_total
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        finished = study.get_trials(deepcopy=False, states=FINISHED)
+        done = [t for t in finished if t.state == TrialState.COMPLETE and t.value is not None]
+        best = (max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min)(
+            (t.value for t in done), default=None)
+        message = f"trial {trial.number} {trial.state.name.lower()}" + (
+            f"; best value {best:.4f}" if best is not None else "")
+        report_progress(self.name, "trials", min(len(finished), self.n_total), self.n_total, message)
+
+
 def run_study(name: str, objective: Callable[[optuna.Trial], float], params: TuneParams, *,
               direction: str = "maximize", defaults: Mapping[str, Any] | None = None,
               worker: int = 0) -> StudyResult:
@@ -192,7 +209,7 @@ def run_study(name: str, objective: Callable[[optuna.Trial], float], params: Tun
         cap = 2 * (n_total - n_finished) + 2
         study.optimize(
             guarded, n_trials=cap, timeout=params.timeout_s, catch=(_SurplusTrial,),
-            callbacks=[MaxTrialsCallback(n_total, states=FINISHED)])
+            callbacks=[MaxTrialsCallback(n_total, states=FINISHED), _ProgressCallback(full_name, n_total)])
     result = summarize(study)
     if result.n_running:
         log.warning("study %s: %d trial(s) still RUNNING (another worker, or a killed one whose "

@@ -23,6 +23,7 @@ from prefect.cache_policies import NO_CACHE
 from components.config import load_params
 from components import stages
 from components.runlock import run_lock
+from flows.artifacts import progress_artifact, publish_run_summary
 
 # DVC stages whose outputs this flow produces, in order (must match dvc.yaml).
 DVC_STAGES_SYNTHETIC = ["generate", "validate", "preprocess", "train_teacher", "distill", "evaluate",
@@ -34,10 +35,12 @@ def _params(params_path: str, overrides: dict):
 
 
 def _stage_task(name: str, stage_fn):
-    """A Prefect task (named ``name``) running one stage function of components/stages.py."""
+    """A Prefect task (named ``name``) running one stage function of components/stages.py; its
+    training / tuning progress becomes a progress artifact (flows/artifacts.py)."""
 
     def run(params_path: str, overrides: dict) -> str:
-        result = stage_fn(_params(params_path, overrides))
+        with progress_artifact(name):
+            result = stage_fn(_params(params_path, overrides))
         logger = get_run_logger()
         logger.info(result.summary)
         for warning in result.details.get("warnings", []):  # e.g. a failed baseline gate under on_fail: warn
@@ -56,6 +59,15 @@ distill_task = _stage_task("distill-students", stages.distill_stage)
 evaluate_task = _stage_task("evaluate", stages.evaluate_stage)
 profile_task = _stage_task("profile", stages.profile_stage)
 report_task = _stage_task("report", stages.report_stage)
+
+
+@task(name="publish-summary", cache_policy=NO_CACHE)
+def summary_task(params_path: str, overrides: dict) -> str:
+    """The run's summary, model table and report link as Prefect artifacts (the UI's Artifacts tab)."""
+    from prefect.runtime import flow_run
+
+    publish_run_summary(_params(params_path, overrides), title=f"ctrflow run {flow_run.name or ''}".strip())
+    return "published the summary, model table and report link as Prefect artifacts"
 
 
 @task(name="dvc-commit", cache_policy=NO_CACHE)
@@ -98,6 +110,7 @@ def _run(params, params_path: str, overrides: dict, dvc_commit: bool) -> list[st
     summaries.append(evaluate_task(params_path, overrides))
     summaries.append(profile_task(params_path, overrides))
     summaries.append(report_task(params_path, overrides))
+    summary_task(params_path, overrides)
     in_dvc_repo = Path(".dvc").is_dir()
     same_params = not overrides and Path(params_path).resolve() == Path("params.yaml").resolve()
     if dvc_commit and in_dvc_repo and same_params:

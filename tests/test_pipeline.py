@@ -40,6 +40,25 @@ def test_prefect_flow_runs_generate_validate_preprocess(small_params: Path, pref
     assert sum(s["rows"] for s in fmap["splits"].values()) == 4000
     report = json.loads(Path("data/validation/validation.json").read_text())
     assert report["success"] is True
+    # What the Prefect UI shows: summary (headline table), model table, report link, progress bars
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
+    by_key = {a.key: a for a in artifacts if a.key}
+    summary = by_key["ctrflow-summary"]
+    assert summary.type == "markdown" and "| teacher | teacher |" in summary.data
+    evaluated = json.loads(Path("metrics/evaluation.json").read_text())["models"]
+    assert all(f"| {m} |" in summary.data and f"{evaluated[m]['metrics']['auc']:.4f}" in summary.data
+               for m in evaluated)
+    table = by_key["ctrflow-models"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert {r["name"] for r in rows} >= {"teacher", "dagfm", "fsdnet", "baseline_dagfm"}
+    assert str(Path("reports/report.html").resolve()) in by_key["ctrflow-report"].data
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert any(a.key == "train-teacher-dcnv2-progress" and a.data == 100.0 for a in progress), [
+        (a.key, a.data) for a in progress]
+    assert any(a.key and a.key.startswith("distill-students-") for a in progress)
 
 
 def test_prefect_flow_stops_at_a_failed_gate_and_keeps_earlier_outputs(small_params: Path, prefect_server):

@@ -137,7 +137,22 @@ def distill_stage(params: Params) -> StageResult:
     """Distil the teacher into every configured student (Optuna-tuned) and train the baselines."""
     from components.distill.students import distill_students
 
-    summaries = distill_students(params)
+    return distill_summary_stage(params, distill_students(params))
+
+
+def distill_student_stage(params: Params, name: str) -> StageResult:
+    """One student (or ``baseline_<name>``) of the distill stage; the Prefect flow runs one task per
+    name (:func:`components.distill.students.distill_names`), then :func:`distill_summary_stage`."""
+    from components.distill.students import distill_one
+
+    s = distill_one(params, name)
+    test = s.get("test") or {}
+    summary = f"{name}: test AUC {test.get('auc', float('nan')):.4f}, LogLoss {test.get('logloss', float('nan')):.4f}"
+    return StageResult((str(Path(params.distill.out_dir) / name),), summary, {"student": s})
+
+
+def distill_summary_stage(params: Params, summaries: list[dict]) -> StageResult:
+    """Write ``distill.metrics`` (one entry per student / baseline summary) atomically."""
     path = Path(params.distill.metrics)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -309,3 +309,17 @@ def test_fsdnet_parameter_count_and_gradients():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     with pytest.raises(ValueError, match="inference must be one of"):
         build_model("fsdnet", FeatureMap.toy([4] * f), inference="median")
+
+
+def test_distill_names_and_one_entry_checks(tmp_path):
+    from components.config import Params
+    from components.distill.students import distill_names, distill_one
+
+    params = Params.model_validate({"distill": {"students": ["dagfm", "fsdnet"], "baselines": ["dagfm"],
+                                                "out_dir": str(tmp_path / "s")},
+                                    "train": {"out_dir": str(tmp_path / "teacher")}})
+    assert distill_names(params) == ["dagfm", "fsdnet", "baseline_dagfm"]
+    with pytest.raises(ValueError, match="'kd_dagfm' is neither"):
+        distill_one(params, "kd_dagfm")
+    with pytest.raises(FileNotFoundError, match="no trained teacher"):
+        distill_one(params, "baseline_dagfm")

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,17 @@ def ensure_teacher_logits(
     teacher_meta = read_model_metadata(teacher_dir)
     rows = {s: _split_rows(processed, fmap, s) for s in wanted}
     final = Path(cache_dir) / key[:32]
+    with _BUILD_LOCK:  # students distilled in parallel threads build it once (processes: see below)
+        return _ensure(teacher_dir, processed, fmap, wanted, key, teacher_meta, rows, final,
+                       batch_size=batch_size, device=device, in_memory=in_memory, log=log)
+
+
+_BUILD_LOCK = threading.Lock()
+
+
+def _ensure(teacher_dir, processed: Path, fmap: FeatureMap, wanted: list[str], key: str, teacher_meta: dict,
+            rows: dict[str, int], final: Path, *, batch_size: int, device, in_memory: bool,
+            log: Callable[[str], Any]) -> TeacherLogitCache:
     meta = _read_valid_meta(final, key, rows)
     if meta is not None:
         log(f"teacher logits: reusing {final} ({teacher_meta['model']}, key {key[:12]}…)")

@@ -134,27 +134,35 @@ def tune_student(student: str, params: Params, teacher_dir: Path, processed_dir:
     return _summary(student, metrics, tuned)
 
 
-def distill_students(params: Params, *, log=print) -> list[dict]:
-    """Run every configured student (tuned where a search space exists) and every baseline."""
+def distill_names(params: Params) -> list[str]:
+    """What the distill stage trains, in order: every student, then ``baseline_<name>`` per baseline."""
+    return [*params.distill.students, *(f"baseline_{b}" for b in params.distill.baselines)]
+
+
+def distill_one(params: Params, name: str, *, log=print) -> dict:
+    """Train one entry of :func:`distill_names`: a student (tuned where a search space exists) or a
+    ``baseline_<name>`` (the student's architecture trained on labels alone); returns its summary."""
     teacher_dir = Path(params.train.out_dir)
     processed_dir = Path(params.preprocess.out_dir)
     out_dir = Path(params.distill.out_dir)
+    if name not in distill_names(params):
+        raise ValueError(f"{name!r} is neither in distill.students nor baseline_<distill.baselines>: "
+                         f"{distill_names(params)}")
     if not (teacher_dir / "model.json").exists():
         raise FileNotFoundError(f"{teacher_dir}/model.json: no trained teacher; run `ctrflow train` first")
-    summaries = []
-    for student in params.distill.students:
-        if student in params.tune.search_space:
-            summaries.append(tune_student(student, params, teacher_dir, processed_dir, out_dir, log=log))
-        else:
-            metrics = run_student(student, params.distill, teacher_dir, processed_dir, out_dir / student, log=log)
-            summaries.append(_summary(student, metrics))
-    teacher_dim = None
-    for name in params.distill.baselines:
-        if teacher_dim is None:
-            import json
+    if name.startswith("baseline_") and name not in params.distill.students:
+        import json
 
-            teacher_dim = json.loads((teacher_dir / "model.json").read_text())["hparams"].get("embedding_dim")
-        metrics = run_student_baseline(name, processed_dir, params.distill, out_dir / f"baseline_{name}",
-                                       embedding_dim=teacher_dim, log=log)
-        summaries.append(_summary(f"baseline_{name}", metrics))
-    return summaries
+        teacher_dim = json.loads((teacher_dir / "model.json").read_text())["hparams"].get("embedding_dim")
+        metrics = run_student_baseline(name.removeprefix("baseline_"), processed_dir, params.distill,
+                                       out_dir / name, embedding_dim=teacher_dim, log=log)
+        return _summary(name, metrics)
+    if name in params.tune.search_space:
+        return tune_student(name, params, teacher_dir, processed_dir, out_dir, log=log)
+    metrics = run_student(name, params.distill, teacher_dir, processed_dir, out_dir / name, log=log)
+    return _summary(name, metrics)
+
+
+def distill_students(params: Params, *, log=print) -> list[dict]:
+    """Run every configured student (tuned where a search space exists) and every baseline, in turn."""
+    return [distill_one(params, name, log=log) for name in distill_names(params)]

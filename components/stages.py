@@ -187,7 +187,8 @@ def promote_stage(params: Params, rollback: bool = False, version: str | None = 
     summary says why. ``rollback``: point production back at ``version`` (default: the version the
     champion replaced) instead.
     """
-    from components.registry.promote import promote, rollback as do_rollback, summary_line
+    from components.registry.promote import promote, summary_line
+    from components.registry.promote import rollback as do_rollback
 
     decision = do_rollback(params, version) if rollback else promote(params)
     outputs = (params.promote.registry_dir,) if rollback else (params.promote.registry_dir, params.promote.out)

@@ -31,7 +31,6 @@ from components.train.checkpoint import feature_map_hash, load_model, save_model
 from tests import run_fixture
 from tests.conftest import REPO_ROOT, VENV_BIN
 
-
 # ----------------------------------------------------------------------------- world F: the run fixture
 
 

@@ -38,7 +38,13 @@ import torch
 from components.data.feature_map import FeatureMap
 from components.data.formats.base import LABEL, LINE_COLUMN
 from components.data.preprocess import FEATURE_MAP_FILE, load_feature_map
-from components.data.split import SPLIT_COLUMN, TEST, random_split_expr, time_cutoffs, time_split_expr
+from components.data.split import (
+    SPLIT_COLUMN,
+    TEST,
+    random_split_expr,
+    time_cutoffs,
+    time_split_expr,
+)
 from components.train.checkpoint import feature_map_hash, load_model
 
 SCORE_BATCH = 8192

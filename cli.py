@@ -244,6 +244,65 @@ def report(ctx):
 
 
 @main.command()
+@click.option("--rollback", "rollback_to", is_flag=False, flag_value="previous", default=None,
+              metavar="[VERSION]",
+              help="Point production back at VERSION (default: the version the champion replaced) "
+                   "instead of promoting.")
+@click.pass_context
+def promote(ctx, rollback_to):
+    """Champion / challenger promotion into the model registry (promote.registry_dir).
+
+    Scores the champion (registry `production`) on the challenger's test rows through its own
+    vocabularies and promotes the challenger (promote.candidate) when the run's gates passed and its
+    test AUC is at most promote.max_auc_drop below the champion's; otherwise keeps the champion and
+    says why (exit status 0 either way). The decision goes to promote.out. With --rollback, points
+    production back at an earlier version and records it in the history.
+    """
+    from components.stages import promote_stage
+
+    if rollback_to is None:
+        _run_stage(promote_stage, _load(ctx))
+    else:
+        _run_stage(promote_stage, _load(ctx), rollback=True,
+                   version=None if rollback_to == "previous" else rollback_to)
+
+
+@main.command()
+@click.option("--history", is_flag=True, help="Also print the decision history (promotions, refusals, rollbacks).")
+@click.pass_context
+def registry(ctx, history):
+    """List the model registry's versions with their metrics; `*` marks production."""
+    from components.registry.store import Registry
+
+    params = _load(ctx)
+    reg = Registry(params.promote.registry_dir)
+    index = reg.index()
+    prod = reg.production()
+    known = {v["version"]: v for v in index["versions"]}
+    names = sorted(set(known) | set(reg.version_dirs()), key=lambda n: int(n[1:]))
+    if not names:
+        click.echo(f"{reg.root}: no versions yet (nothing promoted)")
+    else:
+        rows = [("", "version", "model", "created", "test AUC", "LogLoss", "FLOPs/sample", "% teacher", "status")]
+        for n in names:
+            v = known.get(n, {})
+            test = v.get("test") or {}
+            flops, frac = v.get("flops_per_sample"), v.get("flops_fraction")
+            rows.append(("*" if n == prod else "", n, f"{v.get('name')} ({v.get('model')})", v.get("created") or "",
+                         f"{test['auc']:.4f}" if "auc" in test else "", f"{test['logloss']:.4f}" if "logloss" in test else "",
+                         f"{flops:,.0f}" if flops is not None else "", f"{frac:.1%}" if frac is not None else "",
+                         "production" if n == prod else v.get("status", "")))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if history:
+        for e in index["history"]:
+            flag = " (interrupted)" if e.get("interrupted") else ""
+            click.echo(f"{e.get('time')}  {e.get('action')}{flag}  {e.get('version') or '-'}  "
+                       f"(from {e.get('from') or '-'}): {e.get('reason')}")
+
+
+@main.command()
 @click.option("--no-dvc-commit", is_flag=True, help="Do not record the outputs in dvc.lock.")
 @click.pass_context
 def run(ctx, no_dvc_commit):
@@ -343,6 +402,16 @@ def export(ctx, model_dir, processed_dir, verify_split, out_dir):
             sys.exit(1)
 
 
+def _registry_model(ref: str, params) -> str:
+    """``production`` or a registry version name (v0003) → that version's export directory in
+    promote.registry_dir; an existing directory of that name wins, anything else is returned as is."""
+    from components.registry.store import PRODUCTION, VERSION_RE, Registry
+
+    if Path(ref).is_dir() or not (ref == PRODUCTION or VERSION_RE.fullmatch(ref)):
+        return ref
+    return str(_call(Registry(params.promote.registry_dir).resolve, ref))
+
+
 def _passive_omp_wait() -> None:
     """Default OMP_WAIT_POLICY to PASSIVE before torch (and its OpenMP runtime) is loaded.
 
@@ -357,7 +426,8 @@ def _passive_omp_wait() -> None:
 
 @main.command()
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
-              help="An export directory (ctrflow export) or a checkpoint directory.")
+              help="An export directory (ctrflow export), a checkpoint directory, or a registry "
+                   "version: `production` (the champion) or a version name such as v0003.")
 @click.option("--processed", "processed_dir", type=click.Path(file_okay=False),
               help="Processed directory whose vocabularies to use [default: the model directory "
                    "when it is an export, else preprocess.out_dir].")
@@ -385,6 +455,7 @@ def predict(ctx, model_dir, processed_dir, out, fmt, runtime, batch_rows, raw_fi
     from components.serve.predict import predict_file
 
     params = _load(ctx)
+    model_dir = _registry_model(model_dir, params)
     rows = _call(predict_file, model_dir, raw_file, out, fmt=fmt, processed_dir=processed_dir,
                  params=params, batch_rows=batch_rows, runtime=runtime)
     click.echo(f"scored {rows:,} rows of {raw_file} with {model_dir} → {'stdout' if out == '-' else out}",

@@ -147,6 +147,7 @@ class RunParams(_Section):
 # Sections owned by later stages import TrainParams from here, so they are imported after it.
 from components.distill.settings import DistillParams  # noqa: E402
 from components.evaluate.settings import EvaluateParams  # noqa: E402
+from components.registry.settings import PromoteParams  # noqa: E402
 from components.tune.settings import TuneParams  # noqa: E402
 
 
@@ -166,6 +167,7 @@ class Params(_Section):
     evaluate: EvaluateParams = EvaluateParams()
     inference: InferenceParams = InferenceParams()
     run: RunParams = RunParams()
+    promote: PromoteParams = PromoteParams()  # champion/challenger promotion (components/registry/)
 
     @model_validator(mode="after")
     def _synthetic_format_matches(self) -> Params:

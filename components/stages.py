@@ -190,3 +190,21 @@ def report_stage(params: Params) -> StageResult:
     md, html = build_report(params)
     summary = f"report → {md} and {html}\n{headline_table(params)}"
     return StageResult((str(md), str(html)), summary, {})
+
+
+def promote_stage(params: Params, rollback: bool = False, version: str | None = None) -> StageResult:
+    """Champion / challenger promotion into the model registry (components/registry/promote.py).
+
+    Scores the champion (``<promote.registry_dir>/production``) on the challenger's test rows through
+    its own vocabularies and promotes the challenger (``promote.candidate``) only when the run's
+    gates passed and its test AUC is at most ``promote.max_auc_drop`` below the champion's; writes
+    the decision to ``promote.out``. A refusal is not an error: the champion keeps serving and the
+    summary says why. ``rollback``: point production back at ``version`` (default: the version the
+    champion replaced) instead.
+    """
+    from components.registry.promote import promote, summary_line
+    from components.registry.promote import rollback as do_rollback
+
+    decision = do_rollback(params, version) if rollback else promote(params)
+    outputs = (params.promote.registry_dir,) if rollback else (params.promote.registry_dir, params.promote.out)
+    return StageResult(outputs, summary_line(decision), decision)

@@ -107,7 +107,9 @@ def test_dvc_repro_runs_the_stages_then_is_a_noop_and_push_pull_roundtrip(tmp_pa
     write_params(repo, **{**SMALL_RUN, "generate": {"rows": 3000},
                           "distill": {**SMALL_RUN["distill"], "students": ["dagfm"], "baselines": []},
                           "tune": {"n_trials": 1}})
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    # PYTHONPATH: the stages' `ctrflow` runs this checkout's code (the venv's editable install may point elsewhere)
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": str(REPO_ROOT)}
 
     def sh(*cmd):
         return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
@@ -116,8 +118,11 @@ def test_dvc_repro_runs_the_stages_then_is_a_noop_and_push_pull_roundtrip(tmp_pa
     first = sh("dvc", "repro")
     assert first.returncode == 0, first.stdout + first.stderr
     for stage in ["generate", "validate", "preprocess", "train_teacher", "distill", "evaluate",
-                  "profile", "report"]:
+                  "profile", "report", "promote"]:
         assert f"Running stage '{stage}'" in first.stdout
+    decision = json.loads((repo / "metrics/promotion.json").read_text())
+    assert decision["decision"] in ("promoted", "refused") and decision["reason"]
+    assert (repo / "models/registry/registry.json").is_file()
     fmap = json.loads((repo / "data/processed/feature_map.json").read_text())
     assert sum(s["rows"] for s in fmap["splits"].values()) == 3000
 

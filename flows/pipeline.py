@@ -1,5 +1,5 @@
 """The retraining flow: generate (synthetic default only) → validate → preprocess → train_teacher →
-distill → evaluate → profile → report [→ dvc commit].
+distill → evaluate → profile → report → promote (champion / challenger) [→ dvc commit].
 
 Thin orchestration: each task calls one function of components/stages.py and passes paths and small
 dicts, never frames (Prefect's default cache policy would hash them).
@@ -27,7 +27,7 @@ from flows.artifacts import progress_artifact, publish_run_summary
 
 # DVC stages whose outputs this flow produces, in order (must match dvc.yaml).
 DVC_STAGES_SYNTHETIC = ["generate", "validate", "preprocess", "train_teacher", "distill", "evaluate",
-                        "profile", "report"]
+                        "profile", "report", "promote"]
 
 
 def _params(params_path: str, overrides: dict):
@@ -59,6 +59,7 @@ distill_task = _stage_task("distill-students", stages.distill_stage)
 evaluate_task = _stage_task("evaluate", stages.evaluate_stage)
 profile_task = _stage_task("profile", stages.profile_stage)
 report_task = _stage_task("report", stages.report_stage)
+promote_task = _stage_task("promote", stages.promote_stage)
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
@@ -110,6 +111,7 @@ def _run(params, params_path: str, overrides: dict, dvc_commit: bool) -> list[st
     summaries.append(evaluate_task(params_path, overrides))
     summaries.append(profile_task(params_path, overrides))
     summaries.append(report_task(params_path, overrides))
+    summaries.append(promote_task(params_path, overrides))
     summary_task(params_path, overrides)
     in_dvc_repo = Path(".dvc").is_dir()
     same_params = not overrides and Path(params_path).resolve() == Path("params.yaml").resolve()

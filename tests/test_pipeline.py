@@ -22,11 +22,14 @@ def prefect_server():
 
 
 def test_prefect_flow_runs_generate_validate_preprocess(small_params: Path, prefect_server):
+    from components.registry.promote import summary_line
     from flows.pipeline import pipeline
 
     summaries = pipeline(params_path=str(small_params), dvc_commit=False)
-    assert [s.split()[0] for s in summaries] == ["generated", "validation", "preprocessed", "trained", "distilled",
-                                                    "evaluated", "profiled", "report"]
+    assert [s.split()[0] for s in summaries[:-1]] == ["generated", "validation", "preprocessed", "trained",
+                                                         "distilled", "evaluated", "profiled", "report"]
+    promotion = json.loads(Path("metrics/promotion.json").read_text())
+    assert summaries[-1] == summary_line(promotion)  # promoted, or kept (none) when the warned gate failed
     students = json.loads(Path("metrics/students.json").read_text())
     assert set(students) == {"dagfm", "fsdnet", "baseline_dagfm"}
     html = Path("reports/report.html").read_text()
@@ -48,6 +51,7 @@ def test_prefect_flow_runs_generate_validate_preprocess(small_params: Path, pref
     by_key = {a.key: a for a in artifacts if a.key}
     summary = by_key["ctrflow-summary"]
     assert summary.type == "markdown" and "| teacher | teacher |" in summary.data
+    assert f"**Promotion: {promotion['decision']}.** {promotion['reason']}" in summary.data
     evaluated = json.loads(Path("metrics/evaluation.json").read_text())["models"]
     assert all(f"| {m} |" in summary.data and f"{evaluated[m]['metrics']['auc']:.4f}" in summary.data
                for m in evaluated)

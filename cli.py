@@ -244,6 +244,23 @@ def report(ctx):
 
 
 @main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed, with the bytes; remove nothing.")
+@click.pass_context
+def gc(ctx, dry_run):
+    """Apply the retention policy (params.yaml `retention:`) by hand; prints what it freed.
+
+    Removes the Optuna trial checkpoints and teacher-logit caches of runs older than the last
+    retention.keep_runs, leftovers of killed runs (.*.tmp*, .*.old*, .*.partial-*), old Prefect
+    result files, and prunes the DVC cache with `dvc gc` (keeping the current dvc.lock, the last
+    retention.dvc_keep_commits commits and every tag). Never removes anything under models/registry/
+    nor any file the current dvc.lock references. Holds the run lock.
+    """
+    from components.stages import gc_stage
+
+    _run_stage(gc_stage, _load(ctx), dry_run=dry_run)
+
+
+@main.command()
 @click.option("--no-dvc-commit", is_flag=True, help="Do not record the outputs in dvc.lock.")
 @click.pass_context
 def run(ctx, no_dvc_commit):

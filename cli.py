@@ -10,6 +10,7 @@ exit status 3.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from pathlib import Path
@@ -80,10 +81,59 @@ def _run_lock(params):
 EXIT_BUSY = 3  # another run holds the run lock (run.on_busy: fail, or run.wait_timeout_s passed)
 
 
+_WRITE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EFBIG: "file too large (the file size limit, ulimit -f)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+_WRITE_STRERRORS = {os.strerror(n).lower(): cause for n, cause in _WRITE_ERRNOS.items()
+                    if n not in (errno.EACCES, errno.EPERM)}  # too common in messages of other errors
+
+
+def _stage_outputs(fn, params) -> str:
+    """Where stage ``fn`` writes (named in a write error when the OS error carries no path)."""
+    outs = {
+        "generate_stage": lambda p: p.generate.out,
+        "validate_stage": lambda p: p.validation.out_dir,
+        "preprocess_stage": lambda p: p.preprocess.out_dir,
+        "train_stage": lambda p: f"{p.train.out_dir} / {p.train.metrics}",
+        "distill_stage": lambda p: f"{p.distill.out_dir} / {p.distill.logit_cache_dir} / {p.tune.trials_dir}",
+        "evaluate_stage": lambda p: f"{p.evaluate.out} / {p.evaluate.plots_dir}",
+        "profile_stage": lambda p: p.evaluate.profile_out,
+        "report_stage": lambda p: p.evaluate.report_dir,
+    }.get(getattr(fn, "__name__", ""))
+    try:
+        return outs(params) if outs else "the stage's outputs"
+    except AttributeError:
+        return "the stage's outputs"
+
+
+def write_error_message(exc: BaseException, where: str) -> str | None:
+    """One line for a failed write (disk full, file size limit, read-only, no permission): the cause
+    and the path (the OS error's own, else ``where``); None when ``exc`` is not such an error. Looks
+    through the exception's causes: pyarrow/polars/torch wrap the OS error or only keep its text."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _WRITE_ERRNOS:
+            path = seen.filename or where
+            verb = "on" if seen.errno in (errno.EACCES, errno.EPERM) else "writing"
+            return f"{_WRITE_ERRNOS[seen.errno]} {verb} {path} ({seen.strerror or seen})"
+        text = str(seen).lower()
+        for strerror, cause in _WRITE_STRERRORS.items():
+            if strerror in text:
+                return f"{cause} writing {where} ({str(seen).strip().splitlines()[0][:300]})"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _run_stage(fn, *args, **kwargs):
     """Call a stage under the run lock; turn the data layer's typed errors into a clean message and
-    exit 1 (3 when another run holds the lock). ``args[0]`` is the Params."""
-    from components.data.errors import CtrflowDataError
+    exit 1 (3 when another run holds the lock). A failed write (disk full, file size limit,
+    read-only or unwritable output directory) ends with one line naming the path and the cause,
+    exit 1. ``args[0]`` is the Params."""
     from components.runlock import RunLockBusy
 
     try:
@@ -92,6 +142,22 @@ def _run_stage(fn, *args, **kwargs):
     except RunLockBusy as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(EXIT_BUSY)
+    except Exception as e:
+        message = write_error_message(e, _stage_outputs(fn, args[0]))
+        if message is None or os.environ.get("CTRFLOW_DEBUG"):
+            return _stage_error(e)
+        click.echo(f"error: {message}; earlier outputs are left as they were", err=True)
+        sys.exit(1)
+    click.echo(result.summary)
+    return result
+
+
+def _stage_error(e: Exception):
+    """The typed errors of a stage: a clean message and exit 1; anything else propagates."""
+    from components.data.errors import CtrflowDataError
+
+    try:
+        raise e
     except CtrflowDataError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
@@ -101,8 +167,6 @@ def _run_stage(fn, *args, **kwargs):
             raise
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
-    click.echo(result.summary)
-    return result
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -300,6 +364,23 @@ def registry(ctx, history):
             flag = " (interrupted)" if e.get("interrupted") else ""
             click.echo(f"{e.get('time')}  {e.get('action')}{flag}  {e.get('version') or '-'}  "
                        f"(from {e.get('from') or '-'}): {e.get('reason')}")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="List what would be removed, with the bytes; remove nothing.")
+@click.pass_context
+def gc(ctx, dry_run):
+    """Apply the retention policy (params.yaml `retention:`) by hand; prints what it freed.
+
+    Removes the Optuna trial checkpoints and teacher-logit caches of runs older than the last
+    retention.keep_runs, leftovers of killed runs (.*.tmp*, .*.old*, .*.partial-*), old Prefect
+    result files, and prunes the DVC cache with `dvc gc` (keeping the current dvc.lock, the last
+    retention.dvc_keep_commits commits and every tag). Never removes anything under models/registry/
+    nor any file the current dvc.lock references. Holds the run lock.
+    """
+    from components.stages import gc_stage
+
+    _run_stage(gc_stage, _load(ctx), dry_run=dry_run)
 
 
 @main.command()

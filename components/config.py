@@ -144,6 +144,20 @@ class RunParams(_Section):
     lock_file: str = ".ctrflow/run.lock"
 
 
+class RetentionParams(_Section):
+    """What accumulates across runs and how much of it to keep (components/gc.py, `ctrflow gc`)."""
+
+    keep_runs: int = Field(3, ge=1)
+    dvc_cache: bool = True
+    dvc_keep_commits: int = Field(3, ge=0)
+    dvc_keep_tags: bool = True
+    dvc_keep_branches: bool = False
+    stale_temp: bool = True
+    prefect_results: bool = True
+    after_run: bool = True
+    ledger: str = ".ctrflow/retention.jsonl"
+
+
 # Sections owned by later stages import TrainParams from here, so they are imported after it.
 from components.distill.settings import DistillParams  # noqa: E402
 from components.evaluate.settings import EvaluateParams  # noqa: E402
@@ -168,6 +182,7 @@ class Params(_Section):
     inference: InferenceParams = InferenceParams()
     run: RunParams = RunParams()
     promote: PromoteParams = PromoteParams()  # champion/challenger promotion (components/registry/)
+    retention: RetentionParams = RetentionParams()
 
     @model_validator(mode="after")
     def _synthetic_format_matches(self) -> Params:

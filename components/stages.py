@@ -208,3 +208,31 @@ def promote_stage(params: Params, rollback: bool = False, version: str | None = 
     decision = do_rollback(params, version) if rollback else promote(params)
     outputs = (params.promote.registry_dir,) if rollback else (params.promote.registry_dir, params.promote.out)
     return StageResult(outputs, summary_line(decision), decision)
+
+
+def gc_stage(params: Params, dry_run: bool = False, root: str | Path = ".",
+             before_dvc_commit: bool = False) -> StageResult:
+    """Apply the retention policy (params.yaml ``retention``, :mod:`components.gc`) to the repository.
+
+    Removes the Optuna trial checkpoints and teacher-logit caches of runs older than the last
+    ``retention.keep_runs`` (and their studies from the Optuna storage), leftovers of killed runs and
+    old Prefect result files, then prunes the DVC cache with ``dvc gc`` (keeping the workspace's
+    dvc.lock, the last ``retention.dvc_keep_commits`` commits and every tag). Never touches anything
+    under ``models/registry/`` (registered versions, the champion) nor any file the current dvc.lock
+    references. ``dry_run`` lists what would go, with the bytes, and removes nothing.
+
+    At the end of a flow run call it right *before* ``dvc commit`` with ``before_dvc_commit=True``:
+    the logit-cache directory is a DVC output, so its old caches are listed in dvc.lock; only then
+    may they leave the workspace (their content stays in the DVC cache), and the commit records the
+    pruned directory. By hand (``ctrflow gc``) every file dvc.lock lists stays.
+    """
+    from components.gc import collect_garbage, format_report
+
+    report = collect_garbage(params, root, dry_run=dry_run, before_dvc_commit=before_dvc_commit,
+                             log=lambda msg: None)
+    text = format_report(report)
+    return StageResult(tuple(r.path for r in report.removed), text,
+                       {"bytes": report.bytes, "dry_run": dry_run,
+                        "removed": [r.__dict__ for r in report.removed],
+                        "kept": report.kept, "studies_deleted": report.studies_deleted,
+                        "dvc": {k: v for k, v in report.dvc.items() if k != "paths"}})

@@ -238,6 +238,11 @@ def test_second_of_two_nights_trains_on_the_new_window(tmp_path, nights, monkeyp
     assert valid.height == ROWS // 2
     labels = pl.read_csv(nights / "day_3", separator="\t", has_header=False, columns=[0])[:, 0]
     assert valid["label"].cast(pl.Int64).to_list() == labels[: ROWS // 2].to_list()
+    # the oracle (true probabilities of the partitioned synthetic log) is scored on the same rows
+    from components.evaluate.oracle import oracle_on_split
+
+    oracle = oracle_on_split(nights, tmp_path / "processed", "test")
+    assert oracle["rows"] == ROWS // 2 and 0.5 < oracle["auc"] < 1.0
 
 
 def test_bad_new_partition_fails_naming_it_and_keeps_earlier_outputs(tmp_path, nights):

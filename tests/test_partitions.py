@@ -165,22 +165,25 @@ def test_nothing_new_compares_partitions_and_params_with_the_last_success(tmp_pa
     assert not check_new_data(params).new
 
 
-def test_check_new_cli_exit_status(tmp_path):
+def test_check_new_cli_exit_status(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli import main
+
     parts = tmp_path / "parts"
     _touch(parts, "day_0", "day_1")
     params_file = write_params(tmp_path, data={"input": str(parts)},
-                               run={"state_file": str(tmp_path / "state.json")})
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-
-    def check():
-        return subprocess.run([str(VENV_BIN / "ctrflow"), "--params", str(params_file), "check-new"],
-                              capture_output=True, text=True, cwd=tmp_path, env=env)
-
-    first = check()
-    assert first.returncode == 0, first.stderr
-    assert "new data: no successful run" in first.stdout
+                               run={"state_file": str(tmp_path / "state.json"),
+                                    "lock_file": str(tmp_path / "run.lock")})
+    monkeypatch.chdir(tmp_path)
+    first = CliRunner().invoke(main, ["--params", str(params_file), "check-new"])
+    assert first.exit_code == 0, first.output
+    assert "new data: no successful run" in first.output
     record_successful_run(load_params(params_file))
-    second = check()
+    # the installed entry point, on this checkout's code
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    second = subprocess.run([str(VENV_BIN / "ctrflow"), "--params", str(params_file), "check-new"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env)
     assert second.returncode == 4, second.stderr
     assert "nothing new since the last successful run" in second.stdout
 

@@ -118,7 +118,7 @@ def test_default_params_keep_single_file_behaviour(tmp_path):
 
 def test_partitioned_generator_drifts_and_appends_byte_identically(tmp_path):
     three = generate_partitions("criteo", ROWS, 7, tmp_path / "a", 3)
-    two = generate_partitions("criteo", ROWS, 7, tmp_path / "b", 2)
+    generate_partitions("criteo", ROWS, 7, tmp_path / "b", 2)
     assert three.rows == 3 * ROWS and three.partitions == 3
     names = [partition_name("criteo", k) for k in range(3)]
     assert sorted(os.listdir(tmp_path / "a")) == names

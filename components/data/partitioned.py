@@ -36,7 +36,7 @@ from pathlib import Path
 
 import polars as pl
 
-from components.data.errors import CtrflowDataError, DataFormatError, ValidationFailed
+from components.data.errors import DataFormatError, ValidationFailed
 from components.data.formats.base import LINE_COLUMN, SourceTable
 from components.data.partitions import Partition, window_record
 
@@ -200,10 +200,7 @@ def read_partitions(params, parts: list[Partition], require_label: bool = True) 
     frames = []
     first: SourceTable | None = None
     for i, p in enumerate(parts):
-        try:
-            t = read_source(params.data.format, p.path, params=params, require_label=require_label)
-        except CtrflowDataError:
-            raise
+        t = read_source(params.data.format, p.path, params=params, require_label=require_label)
         lf = t.lazy
         if LINE_COLUMN not in lf.collect_schema():
             lf = lf.with_row_index(LINE_COLUMN, offset=1 + t.header_lines)

@@ -110,6 +110,9 @@ def test_default_params_keep_single_file_behaviour(tmp_path):
     assert params.data.window is None and params.generate.partitions == 0
     assert not is_partitioned(params.data.input, params.data.format)
     assert check_new_data(params).new  # single file: always new, the check does not apply
+    synthetic = Params.model_validate({"generate": {"partitions": 3, "out": str(tmp_path / "gen")},
+                                       "data": {"input": str(tmp_path / "gen")}})
+    assert "not generated yet" in check_new_data(synthetic).reason  # the flow's first night
 
 
 # ---------------------------------------------------------------------------------------------

@@ -253,6 +253,8 @@ def check_new_data(params) -> NewDataCheck:
     Not new: the same partitions with the same bytes and parameters. Raises ValueError when the
     input has no partitions or the window selects none.
     """
+    if params.uses_synthetic and params.generate.partitions > 0 and not Path(params.data.input).exists():
+        return NewDataCheck(True, f"the synthetic partitions {params.data.input} are not generated yet")
     parts = window_partitions(params)
     if parts is None:
         return NewDataCheck(True, "single-file input: the new-data check applies to partitioned inputs")

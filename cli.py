@@ -187,18 +187,23 @@ def main(ctx: click.Context, params_path: str, sets: tuple[str, ...]) -> None:
               help="Raw format to write [default: generate.format].")
 @click.option("--rows", type=click.IntRange(min=1), help="Number of rows [default: generate.rows].")
 @click.option("--seed", type=int, help="Random seed [default: generate.seed].")
+@click.option("--partitions", type=click.IntRange(min=0),
+              help="0: one file; N: a directory OUT of N drifting partitions day_0 … day_{N-1}, "
+                   "--rows rows each [default: generate.partitions].")
 @click.argument("out", required=False, type=click.Path())
 @click.pass_context
-def generate(ctx, fmt, rows, seed, out):
+def generate(ctx, fmt, rows, seed, partitions, out):
     """Write a synthetic raw log with planted interactions to OUT [default: generate.out].
 
     Also writes OUT.proba.parquet (each row's true click probability) and OUT.oracle.json (the
     oracle AUC/LogLoss: the best any model can reach on this log). Same seed, same bytes.
-    For movielens, OUT is a directory in the MovieLens-100K layout.
+    For movielens, OUT is a directory in the MovieLens-100K layout. With --partitions N (criteo,
+    avazu), OUT is a directory of N partition files whose CTR and planted interactions drift from
+    one to the next; N+1 partitions leave the first N byte-identical.
     """
     from components.stages import generate_stage
 
-    _run_stage(generate_stage, _load(ctx), fmt, rows, seed, out)
+    _run_stage(generate_stage, _load(ctx), fmt, rows, seed, out, partitions)
 
 
 @main.command()
@@ -213,7 +218,9 @@ def validate(ctx, fmt, out_dir, path):
 
     Without PATH, validates the pipeline's raw input (data.source / data.input, or generate.out for
     the synthetic default). Exit status 0 when the input passes; 1 with the broken rule (file, line,
-    column) on stderr when it does not. A failed run leaves earlier reports untouched.
+    column) on stderr when it does not. A failed run leaves earlier reports untouched. A directory
+    or glob of partitions is validated partition by partition (data.window applied); a partition
+    that passed before with the same bytes is not validated again (validate.cache_dir).
     """
     from components.stages import validate_stage
 
@@ -305,6 +312,26 @@ def report(ctx):
     from components.stages import report_stage
 
     _run_stage(report_stage, _load(ctx))
+
+
+EXIT_NOTHING_NEW = 4  # `ctrflow check-new`: no new partition since the last successful run
+
+
+@main.command("check-new")
+@click.pass_context
+def check_new(ctx):
+    """Is there new data since the last successful run? (partitioned data.input)
+
+    Compares the window's partitions (names, sha256) and the parameters with what the last
+    successful run recorded in run.state_file. Prints the verdict; exit status 0 when a run should
+    go on (something new, a single-file input, or run.if_nothing_new: run), 4 when it should end
+    early ("nothing new"), e.g. `ctrflow check-new && ctrflow run` in a cron job.
+    """
+    from components.stages import new_data_stage
+
+    result = _run_stage(new_data_stage, _load(ctx))
+    if result.details["skip"]:
+        sys.exit(EXIT_NOTHING_NEW)
 
 
 @main.command()

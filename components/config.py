@@ -6,6 +6,7 @@ ignored) and every error names the dotted key at fault, e.g. ``preprocess.split_
 
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 from typing import Literal
 
@@ -22,9 +23,31 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class WindowParams(_Section):
+    """``data.window``: the newest ``last`` partitions, or those dated within [``from``, ``to``]
+    (components/data/partitions.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    last: int | None = Field(None, ge=1)
+    from_: _dt.date | _dt.datetime | None = Field(None, alias="from")
+    to: _dt.date | _dt.datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> WindowParams:
+        if self.last is None and self.from_ is None and self.to is None:
+            raise ValueError("give last: N, or from/to dates (or set data.window: null for all partitions)")
+        if self.last is not None and (self.from_ is not None or self.to is not None):
+            raise ValueError("give either last or from/to, not both")
+        if self.from_ is not None and self.to is not None and self.from_ > self.to:
+            raise ValueError(f"from {self.from_} is after to {self.to}")
+        return self
+
+
 class DataParams(_Section):
     format: RawFormatName = "criteo"
-    input: str = "data/raw/synthetic.txt"
+    input: str = "data/raw/synthetic.txt"  # a file, or a directory / glob of partitions
+    window: WindowParams | None = None      # partitioned input: which partitions a run uses (null: all)
 
 
 class GenerateParams(_Section):
@@ -32,6 +55,7 @@ class GenerateParams(_Section):
     rows: int = Field(200_000, gt=0)
     seed: int = 2024
     out: str = "data/raw/synthetic.txt"
+    partitions: int = Field(0, ge=0)  # 0: one file; N: a directory of N drifting partitions (rows each)
 
 
 class ValidateParams(_Section):
@@ -42,12 +66,14 @@ class ValidateParams(_Section):
     gx_max_rows: int = Field(2_000_000, gt=0)
     max_null_fraction: float = Field(0.99, ge=0, le=1)
     seed: int = 2024
+    cache_dir: str = "data/validation-cache"  # partitioned input: passed partitions, by content hash
 
 
 class PreprocessParams(_Section):
     out_dir: str = "data/processed"
     preset: Literal["none", "dagfm", "bars_x4_001"] = "none"
-    split: Literal["random", "time"] = "random"
+    split: Literal["random", "time", "partition"] = "random"
+    holdout_partitions: int = Field(1, ge=1)  # split: partition: the newest N partitions are valid + test
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 2022
     min_count: int = Field(10, ge=1)
@@ -142,6 +168,8 @@ class RunParams(_Section):
     wait_timeout_s: float | None = Field(3600, gt=0)
     poll_s: float = Field(2.0, gt=0)
     lock_file: str = ".ctrflow/run.lock"
+    if_nothing_new: Literal["skip", "run"] = "skip"  # partitioned input, no new partition: end early?
+    state_file: str = ".ctrflow/last_success.json"   # what the last successful run used
 
 
 class RetentionParams(_Section):

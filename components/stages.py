@@ -25,28 +25,73 @@ class StageResult:
 
 
 def generate_stage(params: Params, fmt: str | None = None, rows: int | None = None,
-                   seed: int | None = None, out: str | Path | None = None) -> StageResult:
-    """Write the synthetic raw log (and its true click probabilities) per ``params.generate``."""
-    from components.data.generate import generate
+                   seed: int | None = None, out: str | Path | None = None,
+                   partitions: int | None = None) -> StageResult:
+    """Write the synthetic raw log (and its true click probabilities) per ``params.generate``.
+
+    ``partitions`` (default ``generate.partitions``) > 0 writes a directory of that many drifting
+    partition files of ``rows`` rows each (:func:`components.data.generate.generate_partitions`).
+    """
+    from components.data.generate import generate, generate_partitions
 
     g = params.generate
-    log = generate(fmt or g.format, rows or g.rows, g.seed if seed is None else seed, Path(out or g.out))
-    summary = (f"generated {log.rows:,} {fmt or g.format} rows → {log.path} "
+    fmt = fmt or g.format
+    n_parts = g.partitions if partitions is None else partitions
+    seed = g.seed if seed is None else seed
+    if n_parts > 0:
+        log = generate_partitions(fmt, rows or g.rows, seed, Path(out or g.out), n_parts)
+        what = f"{n_parts} partition(s) of {log.rows // n_parts:,} {fmt} rows"
+    else:
+        log = generate(fmt, rows or g.rows, seed, Path(out or g.out))
+        what = f"{log.rows:,} {fmt} rows"
+    summary = (f"generated {what} → {log.path} "
                f"(CTR {log.positives / max(log.rows, 1):.3f}, oracle AUC {log.oracle_auc:.4f}, "
                f"oracle LogLoss {log.oracle_logloss:.4f})")
     return StageResult((str(log.path), str(log.proba_path)), summary,
-                       {"rows": log.rows, "positives": log.positives,
+                       {"rows": log.rows, "positives": log.positives, "partitions": log.partitions,
                         "oracle_auc": log.oracle_auc, "oracle_logloss": log.oracle_logloss})
 
 
 def read_raw(params: Params, fmt: str | None = None, path: str | Path | None = None,
              require_label: bool = True):
-    """Open the raw log named by params (or the explicit fmt/path) as a lazy SourceTable."""
+    """Open the raw log named by params (or the explicit fmt/path) as a lazy SourceTable.
+
+    A partitioned ``data.input`` (a directory or glob, components/data/partitions.py) gives the
+    window's partitions concatenated (:func:`components.data.partitioned.read_partitions`).
+    """
     from components.data.formats import read_source
 
+    parts = input_partitions(params, fmt, path)
+    if parts is not None:
+        from components.data.partitioned import read_partitions
+
+        return read_partitions(_with_format(params, fmt), parts, require_label=require_label)
     default_fmt, default_path = params.raw_input()
     return read_source(fmt or default_fmt, Path(path or default_path), params=params,
                        require_label=require_label)
+
+
+def _with_format(params: Params, fmt: str | None) -> Params:
+    if fmt is None or fmt == params.data.format:
+        return params
+    return params.model_copy(update={"data": params.data.model_copy(update={"format": fmt})})
+
+
+def input_partitions(params: Params, fmt: str | None = None, path: str | Path | None = None):
+    """The partitions a run reads (``data.window`` applied, in order), or None for a single file.
+
+    ``path`` / ``fmt`` replace ``data.input`` / ``data.format`` (the CLI's explicit PATH). Raises
+    ValueError when a window or ``preprocess.split: partition`` is set for a single-file input.
+    """
+    from components.data.partitions import discover_partitions, is_partitioned, select_window
+
+    source = str(path or params.data.input)
+    if not is_partitioned(source, fmt or params.data.format):
+        if path is None and params.data.window is not None:
+            raise ValueError(f"data.window is set but data.input {source} is one file, not a directory "
+                             f"or glob of partitions")
+        return None
+    return select_window(discover_partitions(source), params.data.window)
 
 
 def validate_stage(params: Params, fmt: str | None = None, path: str | Path | None = None,
@@ -54,12 +99,28 @@ def validate_stage(params: Params, fmt: str | None = None, path: str | Path | No
     """Run the validation gate; raises DataFormatError / ValidationFailed on bad input.
 
     On success writes ``<out_dir>/validation.json`` and ``<out_dir>/data_docs/``; on failure the
-    previous good outputs are left untouched.
+    previous good outputs are left untouched. A partitioned input is validated partition by
+    partition, each verdict cached by content hash
+    (:func:`components.data.partitioned.validate_partitions`).
     """
+    out = Path(out_dir or params.validation.out_dir)
+    parts = input_partitions(params, fmt, path)
+    if parts is not None:
+        from components.data.partitioned import validate_partitions
+
+        p = _with_format(params, fmt)
+        if path is not None:
+            p = p.model_copy(update={"data": p.data.model_copy(update={"input": str(path)})})
+        report = validate_partitions(p, parts, out)
+        cached = sum(e["cached"] for e in report["partitions"])
+        summary = (f"validation passed: {len(parts)} partition(s) {parts[0].name} … {parts[-1].name} "
+                   f"({p.data.format}, {report['rows']:,} rows; {cached} unchanged since an earlier "
+                   f"validation, not re-validated) → {out}/validation.json")
+        return StageResult((str(out),), summary, report)
+
     from components.data.validate import validate_source
 
     table = read_raw(params, fmt, path)
-    out = Path(out_dir or params.validation.out_dir)
     report = validate_source(table, params.validation, out)
     rows = report.get("rows")
     summary = f"validation passed: {table.main_file} ({table.format}, {rows:,} rows) → {out}/validation.json"
@@ -76,6 +137,11 @@ def _require_passed_gate(params: Params, table) -> None:
     report = json.loads(report_path.read_text())
     if not report.get("success", False):
         raise RuntimeError(f"{report_path}: the last validation failed; fix the input and re-validate")
+    if table.meta.get("partitions"):
+        from components.data.partitioned import require_validated
+
+        require_validated(report, table.meta["partitions"], report_path)
+        return
     validated = [str(Path(f).resolve()) for f in report.get("files", [])]
     current = [str(Path(f).resolve()) for f in table.files]
     if validated and validated[0] != current[0]:
@@ -84,7 +150,12 @@ def _require_passed_gate(params: Params, table) -> None:
 
 
 def preprocess_stage(params: Params, require_gate: bool = True) -> StageResult:
-    """Split, fit vocabularies on train, encode → Parquet splits + feature_map.json."""
+    """Split, fit vocabularies on train, encode → Parquet splits + feature_map.json.
+
+    A partitioned input reads the window's partitions; ``preprocess.split: partition`` trains on the
+    older ones and holds out the newest (:mod:`components.data.preprocess`); feature_map.json then
+    records ``partitions`` (name, sha256, rows, role) and ``window``.
+    """
     from components.data.preprocess import preprocess
 
     table = read_raw(params)
@@ -93,9 +164,42 @@ def preprocess_stage(params: Params, require_gate: bool = True) -> StageResult:
     out = Path(params.preprocess.out_dir)
     fmap = preprocess(table, params.preprocess, out)
     rows = {k: v.get("rows") for k, v in fmap.splits.items()}
-    summary = (f"preprocessed {table.main_file} → {out}: {fmap.num_fields} fields, "
+    source = (f"{len(fmap.partitions)} partition(s) {fmap.partitions[0]['name']} … {fmap.partitions[-1]['name']}"
+              if fmap.partitions else str(table.main_file))
+    summary = (f"preprocessed {source} → {out}: {fmap.num_fields} fields, "
                f"{sum(fmap.vocab_sizes):,} ids, rows {rows}")
-    return StageResult((str(out),), summary, {"splits": fmap.splits, "num_fields": fmap.num_fields})
+    return StageResult((str(out),), summary, {"splits": fmap.splits, "num_fields": fmap.num_fields,
+                                              "partitions": fmap.partitions})
+
+
+def new_data_stage(params: Params) -> StageResult:
+    """Is there something new to train on since the last successful run? (flow start)
+
+    ``details``: ``new`` (bool), ``skip`` (True when the flow should end early: nothing new and
+    ``run.if_nothing_new: skip``), ``reason``, ``partitions``, ``added``, ``changed``,
+    ``last_success``. A single-file input is always new (the check is for partitioned inputs).
+    """
+    from components.data.partitions import check_new_data
+
+    check = check_new_data(params)
+    skip = not check.new and params.run.if_nothing_new == "skip"
+    if check.new:
+        summary = f"new data: {check.reason}"
+    elif skip:
+        summary = f"{check.reason}: ending the run early (run.if_nothing_new: skip)"
+    else:
+        summary = f"{check.reason}: running anyway (run.if_nothing_new: run)"
+    return StageResult((), summary, {**check.as_dict(), "skip": skip})
+
+
+def record_success_stage(params: Params) -> StageResult:
+    """Record what this successful run used in ``run.state_file`` (flow end, after the last stage)."""
+    from components.data.partitions import record_successful_run
+
+    path = record_successful_run(params)
+    summary = (f"recorded the run's partitions in {path}" if path else
+               "single-file input: no partition state to record")
+    return StageResult((str(path),) if path else (), summary, {})
 
 
 def train_stage(params: Params, model: str | None = None, resume: bool = True) -> StageResult:

@@ -48,6 +48,11 @@ class FeatureMap:
     source_hash: str  # sha256 over the raw input bytes and the preprocessing params
     params: dict  # the preprocess params used (after preset expansion)
     version: int = FEATURE_MAP_VERSION
+    # partitioned input only (absent from the JSON otherwise): the partitions the run read, in order,
+    # each {"name", "sha256", "rows", "role": train|valid|test|valid+test, "splits": {split: rows}},
+    # and data.window ({"last": N} / {"from", "to"}; None = all partitions)
+    partitions: list | None = None
+    window: dict | None = None
 
     @property
     def categorical_fields(self) -> list[FieldInfo]:
@@ -67,6 +72,8 @@ class FeatureMap:
 
     def to_json(self) -> str:
         d = asdict(self)
+        if self.partitions is None:  # single-file input: the JSON stays as it was
+            del d["partitions"], d["window"]
         d["num_fields"] = self.num_fields
         d["total_vocab"] = sum(self.vocab_sizes)
         return json.dumps(d, indent=2, sort_keys=True)
@@ -84,6 +91,7 @@ class FeatureMap:
             raise ValueError(f"feature_map version {d.get('version')} is not {FEATURE_MAP_VERSION}")
         fields = tuple(FieldInfo(**f) for f in d["fields"])
         keep = {k: d[k] for k in ("format", "label", "splits", "source_hash", "params", "version")}
+        keep |= {k: d[k] for k in ("partitions", "window") if k in d}
         return cls(fields=fields, **keep)
 
     @classmethod

@@ -56,9 +56,13 @@ from components.config import PreprocessParams
 from components.data.errors import DataFormatError
 from components.data.feature_map import FeatureMap, FieldInfo
 from components.data.formats.base import LABEL, LINE_COLUMN, SourceTable
+from components.data.partitioned import PARTITION_COLUMN
 from components.data.split import (
     SPLIT_COLUMN,
     SPLIT_NAMES,
+    TEST,
+    TRAIN,
+    VALID,
     random_split_expr,
     time_cutoffs,
     time_split_expr,
@@ -129,8 +133,13 @@ def effective_params(params: PreprocessParams, fmt: str) -> PreprocessParams:
 
 
 def params_record(params: PreprocessParams) -> dict:
-    """The JSON-ready parameters that determine the outputs (recorded in the feature map)."""
-    return params.model_dump(mode="json", exclude=_NOT_RECORDED)
+    """The JSON-ready parameters that determine the outputs (recorded in the feature map).
+
+    ``holdout_partitions`` only with ``split: partition`` (it changes nothing otherwise, and the
+    records, hence the cache keys, of the other splits stay as they were before it existed).
+    """
+    skip = _NOT_RECORDED | ({"holdout_partitions"} if params.split != "partition" else set())
+    return params.model_dump(mode="json", exclude=skip)
 
 
 def _input_files(table: SourceTable) -> list[Path]:
@@ -160,6 +169,8 @@ def _combine_hash(files_digest: str, table: SourceTable, params: PreprocessParam
         "time_column": table.time_column,
         "params": params_record(params),
     }
+    if table.meta.get("partitions"):  # partitioned input: the order (hence each one's role) counts
+        meta["partitions"] = [p.name for p in table.meta["partitions"]]
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     h.update(files_digest.encode())
     return h.hexdigest()
@@ -217,9 +228,22 @@ def _stage(table: SourceTable, params: PreprocessParams, path: Path) -> None:
     if hexes:
         lf = lf.with_columns(hex8_expr(pl.col(c)).alias(f"__hex_{c}") for c in sorted(hexes))
     cols: list[pl.Expr] = [pl.col(LINE_COLUMN).cast(pl.UInt64), pl.col(LABEL)]
+    partitioned = PARTITION_COLUMN in schema
+    if partitioned:
+        cols.append(pl.col(PARTITION_COLUMN).cast(pl.UInt32))
+    elif params.split == "partition":
+        raise ValueError("preprocess.split is 'partition' but data.input is one file; point data.input at "
+                         "a directory or glob of partitions (or use split: random | time)")
     if params.split == "random":
-        # the row key is the source line number: a per-row index that needs no extra pass
-        cols.append(random_split_expr(pl.col(LINE_COLUMN), params.seed, params.split_ratios))
+        # the row key is the source line number: a per-row index that needs no extra pass; with
+        # partitions, plus a key of the partition's name in the high bits (stable when the window moves)
+        key = pl.col(LINE_COLUMN)
+        if partitioned:
+            key = key.cast(pl.UInt64) + pl.col(PARTITION_COLUMN).replace_strict(
+                _partition_keys(table), return_dtype=pl.UInt64)
+        cols.append(random_split_expr(key, params.seed, params.split_ratios))
+    elif params.split == "partition":
+        pass  # decided in _check_staged, from the rows per partition
     else:
         if table.time_column is None:
             raise ValueError(f"preprocess.split is 'time' but the {table.format} source has no time column")
@@ -237,25 +261,51 @@ def _stage(table: SourceTable, params: PreprocessParams, path: Path) -> None:
     lf.select(cols).sink_ipc(path, compression="uncompressed", engine="streaming")
 
 
+def _partition_keys(table: SourceTable) -> dict[int, int]:
+    """Partition position → its random-split key offset: 24 bits of sha256(name), shifted past
+    any line number (2**40)."""
+    return {i: int(hashlib.sha256(p.name.encode()).hexdigest()[:6], 16) << 40
+            for i, p in enumerate(table.meta["partitions"])}
+
+
 def _scan_stage(path: Path) -> pl.LazyFrame:
     """Lazy frame of the staged rows (an uncompressed Arrow IPC file)."""
     return pl.scan_ipc(path)
 
 
-def _raise_bad_hex(table: SourceTable, line: int) -> None:
+def _raise_bad_hex(table: SourceTable, line: int, part: int | None = None) -> None:
     """Name the first non-hex8 value on ``line`` (rescans the source: error path only)."""
-    row = table.lazy.filter(pl.col(LINE_COLUMN) == line).select(table.categorical).head(1).collect()
+    where = pl.col(LINE_COLUMN) == line
+    if part is not None:
+        where = where & (pl.col(PARTITION_COLUMN) == part)
+    row = table.lazy.filter(where).select(table.categorical).head(1).collect()
+    file = _file_of(table, part)
     for name in table.categorical:
         value = row[name][0] if row.height else None
         if value is not None and not _HEX8.fullmatch(value):
-            raise DataFormatError(table.main_file, "hex8", f"expected 8 hex digits, found {value!r}",
+            raise DataFormatError(file, "hex8", f"expected 8 hex digits, found {value!r}",
                                   line=line, column=name)
-    raise DataFormatError(table.main_file, "hex8", "expected 8 hex digits", line=line)
+    raise DataFormatError(file, "hex8", "expected 8 hex digits", line=line)
+
+
+def _first_hit(staged: pl.LazyFrame, predicate: pl.Expr) -> tuple[int, int | None] | None:
+    """(line, partition position or None) of the first staged row matching ``predicate``."""
+    cols = [LINE_COLUMN] + ([PARTITION_COLUMN] if PARTITION_COLUMN in staged.collect_schema() else [])
+    hit = staged.filter(predicate).select(cols).head(1).collect(engine="streaming")
+    if not hit.height:
+        return None
+    row = hit.row(0)
+    return int(row[0]), (int(row[1]) if len(row) > 1 else None)
 
 
 def _first_line(staged: pl.LazyFrame, predicate: pl.Expr) -> int | None:
-    hit = staged.filter(predicate).select(LINE_COLUMN).head(1).collect(engine="streaming")
-    return int(hit.item()) if hit.height else None
+    hit = _first_hit(staged, predicate)
+    return hit[0] if hit else None
+
+
+def _file_of(table: SourceTable, part: int | None) -> Path:
+    """The file a staged row came from: its partition's, else the table's main file."""
+    return table.meta["partitions"][part].path if part is not None else table.main_file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +432,7 @@ def preprocess(table: SourceTable, params: PreprocessParams, out_dir: str | Path
             digest = _combine_hash(files_digest.result(), table, params)
         fmap = FeatureMap(
             format=fmap.format, label=fmap.label, fields=fmap.fields, splits=fmap.splits,
-            source_hash=digest, params=fmap.params,
+            source_hash=digest, params=fmap.params, partitions=fmap.partitions, window=fmap.window,
         )
         fmap.save(tmp / FEATURE_MAP_FILE)
         replace_dir(tmp, out_dir)
@@ -417,30 +467,92 @@ def _run(table: SourceTable, params: PreprocessParams, tmp: Path) -> FeatureMap:
     fields, encoders, schema = _field_encoders(table, vocabs, dense_stats, tmp / VOCAB_DIR)
     _encode(stage, split_expr, encoders, schema, tmp, params.batch_rows)
     splits = _split_sizes(staged)
+    partitions = _partition_records(table, staged) if table.meta.get("partitions") else None
     shutil.rmtree(scratch)
     return FeatureMap(format=table.format, label=LABEL, fields=tuple(fields), splits=splits,
-                      source_hash="", params=params_record(params))
+                      source_hash="", params=params_record(params), partitions=partitions,
+                      window=table.meta.get("window") if partitions is not None else None)
 
 
 def _check_staged(table: SourceTable, params: PreprocessParams, stage: Path) -> pl.Expr:
     """Reject bad hex / null time / bad label rows of the staged file; return the split expression."""
     staged = _scan_stage(stage)
     if hex8_fields(table):
-        line = _first_line(staged, pl.col(_BAD_HEX))
-        if line is not None:
-            _raise_bad_hex(table, line)
+        hit = _first_hit(staged, pl.col(_BAD_HEX))
+        if hit is not None:
+            _raise_bad_hex(table, *hit)
     if params.split == "random":
         split_expr = pl.col(SPLIT_COLUMN)
+    elif params.split == "partition":
+        split_expr = partition_split_expr(staged, len(table.meta["partitions"]), params)
     else:
-        line = _first_line(staged, pl.col(_TIME_COLUMN).is_null())
-        if line is not None:
-            raise DataFormatError(table.main_file, "time_not_null", "time split needs a time on every row",
-                                  line=line, column=table.time_column)
+        hit = _first_hit(staged, pl.col(_TIME_COLUMN).is_null())
+        if hit is not None:
+            raise DataFormatError(_file_of(table, hit[1]), "time_not_null", "time split needs a time on every row",
+                                  line=hit[0], column=table.time_column)
         split_expr = time_split_expr(pl.col(_TIME_COLUMN), time_cutoffs(staged, _TIME_COLUMN, params.split_ratios))
-    line = _first_line(staged, pl.col(LABEL).is_null() | ~pl.col(LABEL).is_in([0, 1]))
-    if line is not None:
-        raise DataFormatError(table.main_file, "label", "label must be 0 or 1 (not null)", line=line, column=LABEL)
+    hit = _first_hit(staged, pl.col(LABEL).is_null() | ~pl.col(LABEL).is_in([0, 1]))
+    if hit is not None:
+        raise DataFormatError(_file_of(table, hit[1]), "label", "label must be 0 or 1 (not null)",
+                              line=hit[0], column=LABEL)
     return split_expr
+
+
+def partition_split_expr(staged: pl.LazyFrame, n_parts: int, params: PreprocessParams) -> pl.Expr:
+    """``split: partition``: train = every partition of the window but the newest
+    ``holdout_partitions``; those (the holdout) are cut in row order (partition order, then line):
+    the first ``ratios[1] / (ratios[1] + ratios[2])`` of their rows are valid, the rest test.
+
+    With the default ratios (0.8, 0.1, 0.1) and one holdout partition, the newest partition's first
+    half (by line) is valid and its second half test; with two equal-sized holdout partitions, the
+    older is valid and the newest test (the Criteo-1TB protocol: test on the last day).
+    ``ratios[0]`` is not used: the train share is what the older partitions hold.
+    """
+    k = params.holdout_partitions
+    if n_parts <= k:
+        raise ValueError(f"preprocess.split: partition needs more partitions in the window than "
+                         f"preprocess.holdout_partitions ({k}) to train on; the window holds {n_parts}")
+    r_valid, r_test = params.split_ratios[1], params.split_ratios[2]
+    if r_valid + r_test <= 0:
+        raise ValueError("preprocess.split: partition needs split_ratios[1] + split_ratios[2] > 0 "
+                         "(the valid : test cut of the holdout partitions)")
+    counts = dict(staged.group_by(PARTITION_COLUMN).agg(pl.len()).collect(engine="streaming").iter_rows())
+    hold = list(range(n_parts - k, n_parts))
+    total = sum(counts.get(i, 0) for i in hold)
+    n_valid = round(total * r_valid / (r_valid + r_test))
+    part, line = pl.col(PARTITION_COLUMN), pl.col(LINE_COLUMN)
+    expr = pl.when(part < n_parts - k).then(pl.lit(TRAIN, dtype=pl.UInt8))
+    before = 0
+    for i in hold:
+        rows = counts.get(i, 0)
+        take = min(max(n_valid - before, 0), rows)
+        before += rows
+        if take == 0:
+            code = pl.lit(TEST, dtype=pl.UInt8)
+        elif take == rows:
+            code = pl.lit(VALID, dtype=pl.UInt8)
+        else:  # the line of the partition's first test row (rows are in line order)
+            cut = (staged.filter(part == i).select(LINE_COLUMN).slice(take, 1)
+                   .collect(engine="streaming").item())
+            code = pl.when(line < cut).then(pl.lit(VALID, dtype=pl.UInt8)).otherwise(pl.lit(TEST, dtype=pl.UInt8))
+        expr = expr.when(part == i).then(code)
+    return expr.otherwise(pl.lit(TEST, dtype=pl.UInt8)).alias(SPLIT_COLUMN)
+
+
+def _partition_records(table: SourceTable, staged: pl.LazyFrame) -> list[dict]:
+    """feature_map ``partitions``: name, sha256, rows, role and rows per split of each partition."""
+    counts = (staged.group_by(PARTITION_COLUMN, SPLIT_COLUMN).agg(pl.len().alias("rows"))
+              .collect(engine="streaming"))
+    per: dict[int, dict[str, int]] = {}
+    for part, code, rows in counts.iter_rows():
+        per.setdefault(int(part), {})[SPLIT_NAMES[int(code)]] = int(rows)
+    out = []
+    for i, p in enumerate(table.meta["partitions"]):
+        splits = {name: per.get(i, {}).get(name, 0) for name in SPLIT_NAMES}
+        roles = [name for name in SPLIT_NAMES if splits[name]]
+        out.append({"name": p.name, "sha256": p.sha256, "rows": sum(splits.values()),
+                    "role": "+".join(roles) or "empty", "splits": splits})
+    return out
 
 
 def _field_encoders(

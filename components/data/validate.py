@@ -438,7 +438,7 @@ def _base_report(table: SourceTable, params: ValidateParams, line_source: str) -
         "sampled_checks": [],
         "checks": [],
         "failures": [],
-        "params": params.model_dump(mode="json"),
+        "params": params.model_dump(mode="json", exclude={"cache_dir"}),
         "data_docs": None,
     }
 

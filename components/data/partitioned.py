@@ -1,0 +1,213 @@
+"""The gate and the reader for a partitioned raw log (components/data/partitions.py).
+
+:func:`validate_partitions` runs the validation gate (:func:`components.data.validate.validate_source`)
+on each partition of the window **on its own**, so a failure names the partition file, its line,
+column and rule. A partition that passed is cached by content: ``<validate.cache_dir>/<sha256 of the
+file>.<key>/`` holds its ``validation.json`` and ``data_docs/``, where ``<key>`` hashes everything
+else the verdict depends on (format, the ``validate`` and ``schema`` sections, the MovieLens rating
+keys, the Great Expectations version and the gate's source code). The next run finds it there and
+does not validate that partition again; failed partitions are never cached (they are re-validated).
+
+Outputs (``validate.out_dir``), published atomically once every partition passed:
+
+- ``validation.json``: the summary — ``partitioned: true``, ``files``, total ``rows``, ``window``,
+  ``partitions`` (name, path, sha256, date, rows, ``cached``: whether this run reused the verdict,
+  ``report``: the partition's own report) and every partition's checks tagged with ``partition``;
+- ``partitions/<name>/``: that partition's ``validation.json`` and GX ``data_docs/`` (hard links to
+  the cache entry where the filesystem allows, else copies).
+
+On failure ``<out_dir>.failed.json`` holds the summary with every failure (each names its file) and
+:class:`~components.data.errors.ValidationFailed` is raised; ``out_dir`` is left untouched.
+
+:func:`read_partitions` opens the window's partitions with the format's reader and concatenates
+them lazily into one :class:`~components.data.formats.base.SourceTable` whose extra column
+:data:`PARTITION_COLUMN` is the partition's position in the window and whose ``LINE_COLUMN`` stays
+the line in that partition's file; ``meta["partitions"]`` lists the partitions in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import polars as pl
+
+from components.data.errors import DataFormatError, ValidationFailed
+from components.data.formats.base import LINE_COLUMN, SourceTable
+from components.data.partitions import Partition, window_record
+
+PARTITION_COLUMN = "__partition"
+VALIDATE_CACHE_VERSION = 1
+_GATE_SOURCES = ("validate.py", "expectations.py", "rawfile.py", "formats")
+
+
+def _gate_code_hash() -> str:
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in _GATE_SOURCES:
+        p = here / name
+        for f in sorted(p.rglob("*.py")) if p.is_dir() else [p]:
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(params) -> str:
+    """What a partition's verdict depends on besides its bytes (module docstring), hashed."""
+    import great_expectations as gx
+
+    record = {
+        "version": VALIDATE_CACHE_VERSION,
+        "format": params.data.format,
+        "validate": params.validation.model_dump(mode="json", exclude={"out_dir", "cache_dir"}),
+        "schema": params.schema_spec.model_dump(mode="json"),
+        "rating": [params.preprocess.rating_threshold, params.preprocess.drop_neutral_rating],
+        "gx": gx.__version__,
+        "code": _gate_code_hash(),
+    }
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    from components.data.validate import _plain
+
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(_plain(data), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> dict:
+    """Validate each of ``parts`` (cached by content hash) and publish the summary (module doc).
+
+    Every partition is judged (a bad one does not hide the next); raises
+    :class:`ValidationFailed` naming the first bad partition file, with every failure of every bad
+    partition (each :class:`DataFormatError` names its partition file, line, column and rule).
+    """
+    import great_expectations as gx
+
+    from components.data.formats import read_source
+    from components.data.validate import FAILED_SUFFIX, REPORT_FILE, _publish, validate_source
+
+    out_dir = Path(out_dir)
+    cache = Path(params.validation.cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    key = cache_key(params)
+    entries: list[dict] = []
+    failures: list[DataFormatError] = []
+    bad: list[str] = []
+    for p in parts:
+        entry = cache / f"{p.sha256}.{key}"
+        record = p.record(cached=False, rows=None, success=False,
+                          report=f"partitions/{p.name}/{REPORT_FILE}")
+        report_path = entry / REPORT_FILE
+        report = None
+        if report_path.is_file():
+            try:
+                report = json.loads(report_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                report = None
+        if report is not None and report.get("success"):
+            record["cached"] = True
+        else:
+            try:
+                table = read_source(params.data.format, p.path, params=params)
+                report = validate_source(table, params.validation, entry)
+            except ValidationFailed as e:
+                failures += e.failures
+                bad.append(p.name)
+                report = None
+            except DataFormatError as e:
+                failures.append(e)
+                bad.append(p.name)
+                report = None
+            finally:
+                Path(f"{entry}{FAILED_SUFFIX}").unlink(missing_ok=True)
+        if report is not None:
+            record.update(rows=report.get("rows"), success=True, checks=report.get("checks", []),
+                          sampled=(report.get("gx") or {}).get("sampled", False))
+        entries.append(record)
+
+    summary = {
+        "format": params.data.format,
+        "partitioned": True,
+        "input": str(params.data.input),
+        "window": window_record(params.data.window),
+        "files": [str(p.path) for p in parts],
+        "rows": sum(e["rows"] or 0 for e in entries),
+        "success": not failures,
+        "gx_version": gx.__version__,
+        "gx": {"sampled": any(e.get("sampled") for e in entries)},
+        "partitions": [{k: v for k, v in e.items() if k not in ("checks", "sampled")} for e in entries],
+        "checks": [{**c, "partition": e["name"]} for e in entries for c in e.get("checks", [])],
+        "failures": [f.to_dict() for f in failures],
+        "failed_partitions": bad,
+        "params": params.validation.model_dump(mode="json"),
+        "data_docs": None,
+    }
+    failed_path = out_dir.parent / (out_dir.name + FAILED_SUFFIX)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if failures:
+        _write_json(failed_path, summary)
+        first = next(p for p in parts if p.name == bad[0])
+        raise ValidationFailed(first.path, failures)
+
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
+    try:
+        tmp.mkdir()
+        (tmp / "partitions").mkdir()
+        for p in parts:
+            _link_tree(cache / f"{p.sha256}.{key}", tmp / "partitions" / p.name)
+        _write_json(tmp / REPORT_FILE, summary)
+        _publish(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    failed_path.unlink(missing_ok=True)
+    return summary
+
+
+def require_validated(report: dict, parts: list[Partition], report_path: Path) -> None:
+    """Raise RuntimeError unless ``report`` (a passed partitioned summary) covers exactly ``parts``
+    with the same bytes."""
+    if not report.get("partitioned"):
+        raise RuntimeError(f"{report_path} validated a single file, not the partitions of the window; "
+                           f"run `ctrflow validate` first")
+    done = {e["name"]: e["sha256"] for e in report.get("partitions", [])}
+    missing = [p.name for p in parts if done.get(p.name) != p.sha256]
+    if missing:
+        raise RuntimeError(f"{report_path} does not cover partition(s) {', '.join(missing)} of the current "
+                           f"window (new or rewritten); run `ctrflow validate` first")
+
+
+def read_partitions(params, parts: list[Partition], require_label: bool = True) -> SourceTable:
+    """The window's partitions as one lazy SourceTable (module docstring)."""
+    from components.data.formats import read_source
+
+    if not parts:
+        raise ValueError("no partitions to read")
+    frames = []
+    first: SourceTable | None = None
+    for i, p in enumerate(parts):
+        t = read_source(params.data.format, p.path, params=params, require_label=require_label)
+        lf = t.lazy
+        if LINE_COLUMN not in lf.collect_schema():
+            lf = lf.with_row_index(LINE_COLUMN, offset=1 + t.header_lines)
+        frames.append(lf.with_columns(pl.col(LINE_COLUMN).cast(pl.UInt64),
+                                      pl.lit(i, dtype=pl.UInt32).alias(PARTITION_COLUMN)))
+        first = first or t
+    lazy = pl.concat(frames, how="vertical_relaxed")
+    meta = {**first.meta, "partitions": list(parts), "window": window_record(params.data.window)}
+    return SourceTable(first.format, tuple(p.path for p in parts), lazy, first.fields, first.extra,
+                       first.time_column, first.header_lines, meta)

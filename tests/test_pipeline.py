@@ -101,7 +101,9 @@ def test_dvc_repro_runs_the_stages_then_is_a_noop_and_push_pull_roundtrip(tmp_pa
     write_params(repo, **{**SMALL_RUN, "generate": {"rows": 3000},
                           "distill": {**SMALL_RUN["distill"], "students": ["dagfm"], "baselines": []},
                           "tune": {"n_trials": 1}})
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    # PYTHONPATH: the stage commands run this checkout's code, not the editable install's
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": str(REPO_ROOT)}
 
     def sh(*cmd):
         return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)

@@ -6,13 +6,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -358,76 +354,7 @@ def test_write_study_outputs_values_and_atomicity(tmp_path):
 
 # ---- PostgreSQL: two workers, one study -----------------------------------------------------------
 
-def _pg_bin_dir() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).resolve().parent
-    dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda d: d.parent.name)
-    return dirs[-1] if dirs and (dirs[-1] / "pg_ctl").exists() else None
-
-
-def _as_server_user(root: Path) -> list[str]:
-    """Command prefix running PostgreSQL as an unprivileged user (initdb refuses root)."""
-    if os.geteuid() != 0:
-        return []
-    for name in ("postgres", "nobody"):
-        try:
-            user = pwd.getpwnam(name)
-        except KeyError:
-            continue
-        os.chown(root, user.pw_uid, user.pw_gid)
-        if shutil.which("setpriv"):
-            return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                    "--clear-groups", "--"]
-        if shutil.which("runuser"):
-            return ["runuser", "-u", name, "--"]
-    pytest.fail("running as root, but found no postgres/nobody user or no setpriv/runuser "
-                "to start PostgreSQL unprivileged")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def postgres_url():
-    """A throwaway PostgreSQL server on 127.0.0.1 (data and socket in a temp dir), one database;
-    yields its SQLAlchemy URL and always stops the server."""
-    bin_dir = _pg_bin_dir()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (pg_ctl, initdb) not found on PATH or under "
-                    "/usr/lib/postgresql/*/bin")
-    try:
-        import psycopg
-    except ImportError:
-        pytest.fail("psycopg is not installed: pip install 'psycopg[binary]' (a ctrflow dependency)")
-    root = Path(tempfile.mkdtemp(prefix="ctrflow-pg-"))  # /tmp, reachable by the server user
-    prefix: list[str] = []
-    data, logfile, port = root / "data", root / "server.log", _free_port()
-
-    def run(*args: str) -> None:
-        out = subprocess.run([*prefix, *args], cwd=root, capture_output=True, text=True, timeout=60)
-        if out.returncode:
-            log = logfile.read_text() if logfile.exists() else ""
-            raise RuntimeError(f"{' '.join(args)} failed:\n{out.stdout}{out.stderr}{log}")
-
-    try:
-        prefix = _as_server_user(root)
-        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "ctrflow", "--auth=trust",
-            "-E", "UTF8", "--no-locale", "--no-sync")
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(logfile), "-w", "-t", "30",
-            "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=ctrflow dbname=postgres",
-                             autocommit=True) as conn:
-            conn.execute("CREATE DATABASE optuna_test")
-        yield f"postgresql+psycopg://ctrflow@127.0.0.1:{port}/optuna_test"
-    finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                            "-w", "stop"], cwd=root, capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+# the `postgres_url` fixture (a throwaway server on 127.0.0.1) lives in tests/conftest.py
 
 
 def pg_worker(params_json: str, worker: int, barrier) -> None:

@@ -127,7 +127,7 @@ def tune_student(student: str, params: Params, teacher_dir: Path, processed_dir:
         raise RuntimeError(f"study {result.study_name}: best trial {result.best_number} has no outputs "
                            f"in {best_dir} (was it run on another machine? copy its directory here)")
     _replace_dir(best_dir, out_dir / student)
-    write_study_outputs(result, out_dir / student / "study")
+    write_study_outputs(result, out_dir / student / "study", timings=False)  # a DVC out
     metrics = json.loads((out_dir / student / "metrics.json").read_text())
     tuned = {"best_trial": result.best_number, "best_valid_auc": result.best_value,
              "params": result.best_params, "complete": result.n_complete, "pruned": result.n_pruned}

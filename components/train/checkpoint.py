@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import random
+import struct
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,12 +75,35 @@ def _atomic_save_tensors(
     """Write ``tensors`` as safetensors via a temp file + rename; return the file's SHA-256."""
     tmp = _tmp_path(path)
     save_file(tensors, str(tmp), metadata=metadata)
+    _sort_metadata(tmp)
     os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors creates 0600 files; use the usual permissions
     digest = file_sha256(tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     tmp.replace(path)
     return digest
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite the safetensors header with its ``__metadata__`` keys sorted, in place.
+
+    safetensors serialises the metadata from a hash map, so the same checkpoint gets a differently
+    ordered header (and another SHA-256) from run to run; sorted, equal tensors give equal bytes.
+    The header keeps its length (same keys, same compact separators), so no offset moves.
+    """
+    with open(path, "r+b") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(size)
+        header = json.loads(raw)
+        meta = header.get("__metadata__")
+        if not meta:
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:  # cannot happen for safetensors' own compact header; keep the file
+            return
+        f.seek(8)
+        f.write(text + b" " * (size - len(text)))
 
 
 def _load_tensors(path: Path, expected_sha256: str | None) -> dict[str, torch.Tensor]:

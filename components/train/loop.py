@@ -54,6 +54,7 @@ from tqdm import tqdm
 
 from components.config import TrainParams
 from components.progress import report as report_progress
+from components.repro import without_timings
 
 from .checkpoint import (
     MODEL_WEIGHTS,
@@ -625,7 +626,8 @@ def fit(
                             "best_logloss": best_logloss,
                             "best_epoch": best_epoch,
                             "best_eval": best_eval,
-                            "history": history,
+                            # no wall-clock fields: the resume state is part of the DVC out
+                            "history": without_timings(history),
                             "fingerprint": fingerprint,
                         },
                     )

@@ -142,6 +142,7 @@ class RunParams(_Section):
     wait_timeout_s: float | None = Field(3600, gt=0)
     poll_s: float = Field(2.0, gt=0)
     lock_file: str = ".ctrflow/run.lock"
+    skip_unchanged: bool = True  # the flow skips a stage DVC reports unchanged since dvc.lock
 
 
 # Sections owned by later stages import TrainParams from here, so they are imported after it.

@@ -52,6 +52,7 @@ from components.distill.workspace import write_json
 from components.evaluate.aggregate import aggregate_seeds, compare_runs, prediction_agreement
 from components.evaluate.metrics import evaluate_predictions
 from components.evaluate.settings import AUTO_GROUP_FIELDS, EvaluateParams, evaluate_settings
+from components.faults import pause_point
 from components.train.checkpoint import MODEL_META, load_model
 from components.train.loop import predict, resolve_device
 
@@ -137,6 +138,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
+    pause_point("evaluate.write")  # tests: a kill between a written temp file and its rename
     tmp.replace(path)
 
 

@@ -85,7 +85,8 @@ def _atomic_dvc_writes() -> Iterator[None]:
                 dumper(data, fd, **kwargs)
                 fd.flush()
                 os.fsync(fd.fileno())
-            pause_point("dvc_commit.write")  # tests: a kill with the new dvc.lock written, not renamed
+            if os.path.basename(path) == "dvc.lock":  # (DVC's run-cache entries are YAML files too)
+                pause_point("dvc_commit.write")  # tests: a kill with the new dvc.lock written, not renamed
             os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -285,6 +285,7 @@ def tune_teacher(params: TrainParams, tune: TuneParams, processed_dir: str | Pat
     :class:`SearchSpaceError` for a bad space before any trial, RuntimeError when no trial completed.
     """
     import optuna
+
     from components.data.feature_map import FeatureMap
     from components.train.checkpoint import MODEL_META, feature_map_hash
     from components.tune.pruning import fit_pruning_callback

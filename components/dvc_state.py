@@ -55,6 +55,13 @@ def _locked(stage: str, root: str | Path) -> bool:
     return stage in (data.get("stages") or {})
 
 
+def sweep_leftovers(root: str | Path = ".", log=None) -> list[Path]:
+    """Delete a ``.dvc.lock.tmp-<pid>`` that a commit killed before its rename left (hold the run lock)."""
+    from components.atomic_dir import sweep_leftovers as sweep
+
+    return sweep([Path(root) / "dvc.lock"], log=log)
+
+
 def commit(stages: Sequence[str], root: str | Path = ".") -> None:
     """Record ``stages`` (their current deps, params and outputs) in dvc.lock and the DVC cache, as
     ``dvc commit --force <stages>`` does; dvc.lock is replaced atomically."""

@@ -107,6 +107,8 @@ def _run(params, params_path: str, overrides: dict, dvc_commit: bool, force: boo
         logger.info("not recording in dvc.lock: the run used overrides or another params file")
     # Under the run lock no other writer lives: temp files among the outputs are a killed run's.
     stages.sweep_leftovers(params, [name for name, _ in plan], log=logger.warning)
+    if record:
+        dvc_state.sweep_leftovers(log=logger.warning)
     summaries, recorded = [], []
     for name, stage_task in plan:
         if skip and dvc_state.is_unchanged(name):

@@ -67,6 +67,7 @@ def test_a_kill_while_dvc_lock_is_rewritten_leaves_the_previous_lock(mini_repo):
         proc.wait()
     assert Path("dvc.lock").read_text() == before
     assert [p.name for p in Path(".").glob(".dvc.lock.tmp-*")], sorted(os.listdir("."))  # never renamed in
+    assert dvc_state.sweep_leftovers() and not list(Path(".").glob(".dvc.lock.tmp-*"))
 
 
 def test_pause_point_costs_nothing_when_unset():

@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export GX_ANALYTICS_ENABLED := False
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test lint bench-preprocess bench-inference bench-peers repro server server-stop clean
+.PHONY: setup run test test-kill lint bench-preprocess bench-inference bench-peers repro server server-stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+test-kill: $(STAMP)   ## the full kill -9 chain: a SIGKILL inside every stage, then a rerun (tests/test_kill_rerun.py)
+	$(BIN)/python -m pytest -m killchain tests/test_kill_rerun.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

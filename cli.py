@@ -78,6 +78,17 @@ def _run_lock(params):
     return run_lock(params.run, log=lambda msg: click.echo(f"note: {msg}", err=True))
 
 
+def _sweep(fn, params) -> None:
+    """Under the run lock: delete the temp files a killed run left among this stage's outputs."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and (ctx.obj or {}).get("no_checkout"):
+        return
+    from components.stages import sweep_leftovers
+
+    stage = {"train_stage": "train_teacher"}.get(fn.__name__, fn.__name__.removesuffix("_stage"))
+    sweep_leftovers(params, [stage], log=lambda msg: click.echo(f"note: {msg}", err=True))
+
+
 EXIT_BUSY = 3  # another run holds the run lock (run.on_busy: fail, or run.wait_timeout_s passed)
 
 
@@ -138,6 +149,7 @@ def _run_stage(fn, *args, **kwargs):
 
     try:
         with _run_lock(args[0]):
+            _sweep(fn, args[0])
             result = fn(*args, **kwargs)
     except RunLockBusy as e:
         click.echo(f"error: {e}", err=True)
@@ -412,14 +424,19 @@ def gc(ctx, dry_run):
 
 @main.command()
 @click.option("--no-dvc-commit", is_flag=True, help="Do not record the outputs in dvc.lock.")
+@click.option("--force", is_flag=True,
+              help="Run every stage, also those DVC reports unchanged since dvc.lock (run.skip_unchanged).")
 @click.pass_context
-def run(ctx, no_dvc_commit):
+def run(ctx, no_dvc_commit, force):
     """Run the whole pipeline end to end as a Prefect flow.
 
     No server needed: without PREFECT_API_URL, Prefect starts a temporary local server. Set
     PREFECT_API_URL to a running `prefect server start` to watch the run in the Prefect UI.
-    At the end the outputs are recorded in dvc.lock (`dvc commit`), so `dvc repro` afterwards is a
-    no-op and `dvc push` versions them. Holds the run lock (params.yaml `run:`) from start to end:
+    Each stage's outputs are recorded in dvc.lock (`dvc commit`) as soon as it completes, so `dvc
+    repro` afterwards is a no-op and `dvc push` versions them; a stage DVC reports unchanged since its
+    last complete run is skipped (run.skip_unchanged; --force runs all), so a rerun after a crash or
+    a kill redoes only the unfinished stages. With --set or another --params nothing is recorded or
+    skipped (dvc.lock describes params.yaml's run). Holds the run lock (params.yaml `run:`) from start to end:
     another run on this checkout waits or refuses.
     """
     from components.config import ConfigError
@@ -430,7 +447,7 @@ def run(ctx, no_dvc_commit):
         params = _load(ctx)  # fail fast on a bad params.yaml, before the Prefect server starts
         with _run_lock(params):  # before the Prefect server starts, too: a waiting run costs nothing
             summary = pipeline(params_path=str(Path(ctx.obj["params"])), overrides=ctx.obj["overrides"],
-                               dvc_commit=not no_dvc_commit)
+                               dvc_commit=not no_dvc_commit, force=force)
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -22,3 +23,49 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
     tmp.rename(out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+# Names of the temporary siblings that the writers of this project stage outputs under (a `.name.tmp-<pid>`
+# file or directory, `.name.old-<pid>` / `.name.partial-<pid>` directories being swapped, `.name.tmp`
+# / `.name.old`, `name.tmp`): what a killed run leaves behind.
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old|partial)(-[0-9A-Za-z]+)?$|^\..+\.[0-9a-f]{32}\.tmp$|^[^.].*\.tmp$")
+
+
+def is_leftover(name: str) -> bool:
+    """True for a name that only a writer of this project interrupted mid-write leaves behind."""
+    return bool(_LEFTOVER.match(name))
+
+
+def sweep_leftovers(roots, *, log=None) -> list[Path]:
+    """Delete the temporary files and directories that a killed run left in and beside ``roots``.
+
+    For each root (a stage's output file or directory): its siblings with a leftover name that start
+    with ``.<root name>`` and, for a directory, every leftover entry anywhere inside it. Call it only
+    while holding the run lock (components/runlock.py): then no live writer owns any of them. A DVC
+    output directory holding such an entry would otherwise be hashed and committed with it.
+    """
+    removed: list[Path] = []
+
+    def drop(path: Path) -> None:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+        if log is not None:
+            log(f"removed {path}, left by an interrupted run")
+
+    for root in dict.fromkeys(Path(r) for r in roots):
+        parent = root.parent
+        if parent.is_dir():
+            for sib in parent.iterdir():
+                if sib.name.startswith(f".{root.name}.") and is_leftover(sib.name) or \
+                        sib.name.startswith(f"{root.name}.") and sib.name.endswith(".tmp"):
+                    drop(sib)
+        if root.is_dir() and not root.is_symlink():
+            for dirpath, dirnames, filenames in os.walk(root):
+                for name in [*dirnames, *filenames]:
+                    if is_leftover(name):
+                        drop(Path(dirpath) / name)
+                dirnames[:] = [d for d in dirnames if not is_leftover(d)]
+    return removed

@@ -168,8 +168,28 @@ class RunParams(_Section):
     wait_timeout_s: float | None = Field(3600, gt=0)
     poll_s: float = Field(2.0, gt=0)
     lock_file: str = ".ctrflow/run.lock"
+    skip_unchanged: bool = True  # the flow skips a stage DVC reports unchanged since dvc.lock
     if_nothing_new: Literal["skip", "run"] = "skip"  # partitioned input, no new partition: end early?
     state_file: str = ".ctrflow/last_success.json"   # what the last successful run used
+    retries: int = Field(2, ge=0)            # flow: retries of a stage task after a transient error
+    retry_delay_s: float = Field(30, ge=0)   # first retry delay, doubled at each further retry
+    stage_timeout_s: dict[str, float] = {}   # flow: stage name -> seconds before its task fails
+    parallel_students: int = Field(1, ge=1)  # flow: students distilled at once (separate tasks)
+
+    @field_validator("stage_timeout_s")
+    @classmethod
+    def _known_stages(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(FLOW_STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown}; stages are {list(FLOW_STAGES)}")
+        if any(t <= 0 for t in v.values()):
+            raise ValueError("stage timeouts must be > 0 seconds")
+        return v
+
+
+# The flow's stages (DVC stage names, in order); `distill` runs one task per student inside it.
+FLOW_STAGES = ("generate", "validate", "preprocess", "train_teacher", "distill", "evaluate", "profile",
+               "report", "promote")
 
 
 class RetentionParams(_Section):

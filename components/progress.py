@@ -5,7 +5,7 @@ every finished trial (:func:`components.tune.study.run_study`). By default nothi
 report costs one function call. The Prefect flow installs an observer for the duration of a task
 (flows/artifacts.py turns it into a Prefect progress artifact the UI updates live); the CLI does not.
 
-An observer must never break the run it watches: an exception it raises is logged and dropped.
+The observer is a context variable (each thread or Prefect task context has its own). An observer must never break the run it watches: an exception it raises is logged and dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,17 @@ class Progress:
 
 
 Observer = Callable[[Progress], None]
-_observer: Observer | None = None
+# per thread / task context, so students distilled in parallel threads each report to their own observer
+_observer: ContextVar[Observer | None] = ContextVar("ctrflow_progress_observer", default=None)
 
 
 def report(task: str, kind: str, done: float, total: float, message: str = "") -> None:
     """Tell the current observer (if any) how far ``task`` is."""
-    if _observer is None:
+    observer = _observer.get()
+    if observer is None:
         return
     try:
-        _observer(Progress(task, kind, float(done), float(total), message))
+        observer(Progress(task, kind, float(done), float(total), message))
     except Exception:  # noqa: BLE001 - a broken observer must not fail training
         log.warning("progress observer failed; ignoring it", exc_info=True)
 
@@ -54,9 +57,8 @@ def report(task: str, kind: str, done: float, total: float, message: str = "") -
 @contextmanager
 def observed(observer: Observer) -> Iterator[None]:
     """Install ``observer`` for the ``with`` block (the previous one is restored after it)."""
-    global _observer
-    previous, _observer = _observer, observer
+    token = _observer.set(observer)
     try:
         yield
     finally:
-        _observer = previous
+        _observer.reset(token)

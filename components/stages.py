@@ -24,6 +24,34 @@ class StageResult:
     details: dict
 
 
+def output_paths(params: Params) -> dict[str, list[str]]:
+    """Every file or directory each stage writes (its dvc.yaml outs and metrics, plus the plot data of
+    evaluate/profile and the study trials of train/distill), by DVC stage name."""
+    g, ev, tune = params.generate, params.evaluate, params.tune
+    return {
+        "generate": [g.out, f"{g.out}.proba.parquet", f"{g.out}.oracle.json"],
+        "validate": [params.validation.out_dir],
+        "preprocess": [params.preprocess.out_dir],
+        "train_teacher": [params.train.out_dir, params.train.metrics, params.train.curve, tune.trials_dir],
+        "distill": [params.distill.out_dir, params.distill.logit_cache_dir, params.distill.metrics,
+                    tune.trials_dir],
+        "evaluate": [ev.out, ev.plots_dir],
+        "profile": [ev.profile_out, ev.plots_dir],
+        "report": [ev.report_dir],
+        "promote": [params.promote.out],  # the registry tidies its own staging (components/registry/store.py)
+    }
+
+
+def sweep_leftovers(params: Params, stages: list[str] | None = None, log=None) -> list[Path]:
+    """Delete what a killed run left half-written in and beside the outputs of ``stages`` (default all):
+    temporary files and directories that were never renamed into place. Hold the run lock."""
+    from components.atomic_dir import sweep_leftovers as sweep
+
+    paths = output_paths(params)
+    roots = [r for name in (stages or list(paths)) for r in paths[name]]
+    return sweep(roots, log=log)
+
+
 def generate_stage(params: Params, fmt: str | None = None, rows: int | None = None,
                    seed: int | None = None, out: str | Path | None = None,
                    partitions: int | None = None) -> StageResult:

@@ -49,6 +49,7 @@ from components.data.synthetic.criteo import CriteoFormat
 from components.data.synthetic.movielens import MovieLensFormat
 from components.data.synthetic.oracle import finite_or_none, oracle_metrics
 from components.data.synthetic.planted import PlantedModel, build_planted_model
+from components.faults import pause_point
 
 FORMATS = {"criteo": CriteoFormat, "avazu": AvazuFormat, "movielens": MovieLensFormat}
 PILOT_ROWS = 65_536
@@ -307,4 +308,5 @@ def _write_rows(
                     pa.table({"p": p, "label": block_label}, schema=PROBA_SCHEMA)
                 )
             positives += int(label.sum())
+            pause_point("generate.write")  # tests: a kill with part of the log written
     return positives

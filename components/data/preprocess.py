@@ -77,6 +77,7 @@ from components.data.vocab import (
     hex8_expr,
     numeric_transform_expr,
 )
+from components.faults import pause_point
 
 PREPROCESS_VERSION = 1  # bump when an algorithm change alters outputs: invalidates caches
 ROW_GROUP_ROWS = 65_536  # rows per Parquet row group of the encoded splits (streaming loader unit)
@@ -435,6 +436,7 @@ def preprocess(table: SourceTable, params: PreprocessParams, out_dir: str | Path
             source_hash=digest, params=fmap.params, partitions=fmap.partitions, window=fmap.window,
         )
         fmap.save(tmp / FEATURE_MAP_FILE)
+        pause_point("preprocess.write")  # tests: a kill with the splits written to the temp dir
         replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -87,6 +87,7 @@ from components.data.expectations import (  # noqa: E402
     table_frame,
 )
 from components.data.formats.base import LINE_COLUMN, SourceTable  # noqa: E402
+from components.faults import pause_point
 
 REPORT_FILE = "validation.json"
 DOCS_DIR = "data_docs"
@@ -575,6 +576,7 @@ def validate_source(table: SourceTable, params: ValidateParams, out_dir: Path) -
         run.build_docs([table_merge.to_gx(extra), null_merge.to_gx(extra), row_merge.to_gx(extra)],
                        tmp_dir / DOCS_DIR)
         _write_json(tmp_dir / REPORT_FILE, report)
+        pause_point("validate.write")  # tests: a kill before the new report is published
         _publish(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from components.config import TrainParams
+from components.faults import pause_point
 from components.train.checkpoint import feature_map_hash, load_model_weights, save_model
 from components.train.loop import (
     _autocast,
@@ -92,6 +93,7 @@ def _train_epoch(model, loader, optimizer, params, device, epoch, loss_fn) -> tu
             torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
         optimizer.step()
         size = batch.label.shape[0]
+        pause_point("distill.batch")  # tests: a kill mid-trial (`@n`: the n-th batch of the stage)
         for name, value in {"loss": loss, **parts}.items():
             sums[name] = sums.get(name, 0.0) + value.detach().double() * size
         seen += size

@@ -52,8 +52,9 @@ from components.distill.workspace import write_json
 from components.evaluate.aggregate import aggregate_seeds, compare_runs, prediction_agreement
 from components.evaluate.metrics import evaluate_predictions
 from components.evaluate.settings import AUTO_GROUP_FIELDS, EvaluateParams, evaluate_settings
+from components.faults import pause_point
 from components.train.checkpoint import MODEL_META, load_model
-from components.train.loop import predict, resolve_device
+from components.train.loop import _configure_threads, predict, resolve_device
 
 TEACHER = "teacher"
 FINAL_PHASE = {"dagfm": "finetune", "kd_dagfm_plus": "finetune", "fsdnet": SELF_DISTILL_PHASE}
@@ -137,6 +138,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
+    pause_point("evaluate.write")  # tests: a kill between a written temp file and its rename
     tmp.replace(path)
 
 
@@ -250,6 +252,9 @@ def evaluate_run(params) -> dict[str, Any]:
     group_field = resolve_group_field(fmap, ev.group_field)
     groups = split_groups(split_path, group_field) if group_field else None
     device = resolve_device(ev.device)
+    # The same thread count whatever ran before in this process (train/distill set all cores; a fresh
+    # `ctrflow evaluate` would keep torch's default): a float sum's order, so the scores, depend on it.
+    _configure_threads(device, 0, 1)
     models: dict[str, dict] = {}
     plots: dict[str, str] = {}
     reliability: list[list[Any]] = []

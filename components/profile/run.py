@@ -47,6 +47,7 @@ from components.data.feature_map import FeatureMap
 from components.distill.workspace import write_json
 from components.evaluate.models import TEACHER, discover_models
 from components.evaluate.settings import EvaluateParams, evaluate_settings
+from components.faults import pause_point
 from components.serve.optimize import prepare_for_inference
 from components.train.checkpoint import MODEL_WEIGHTS, load_model
 
@@ -166,6 +167,7 @@ def profile_run(params) -> dict[str, Any]:
     pareto_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pareto_path.with_name(f".{pareto_path.name}.tmp-{os.getpid()}")
     tmp.write_text("\n".join(pareto) + "\n")
+    pause_point("profile.write")  # tests: a kill between a written temp file and its rename
     tmp.replace(pareto_path)
     write_json(ev.profile_out, result)
     return result

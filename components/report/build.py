@@ -23,6 +23,7 @@ from typing import Any
 
 from components.evaluate.models import TEACHER
 from components.evaluate.settings import EvaluateParams, evaluate_settings
+from components.faults import pause_point
 
 from .document import (
     Block,
@@ -358,6 +359,7 @@ def report_blocks(params, art: RunArtifacts | None = None) -> list[Block]:
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_bytes(data)
+    pause_point("report.write")  # tests: a kill between a written temp file and its rename
     tmp.replace(path)
 
 

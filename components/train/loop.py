@@ -53,6 +53,7 @@ from torch import nn
 from tqdm import tqdm
 
 from components.config import TrainParams
+from components.faults import pause_point
 from components.progress import report as report_progress
 from components.repro import without_timings
 
@@ -372,6 +373,7 @@ def _train_epoch(
                 torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
             optimizer.step()
             size = batch.label.shape[0]
+            pause_point("train_teacher.batch")  # tests: a kill mid-epoch (`@n`: the n-th batch)
             loss_sum += loss.detach().double() * size
             seg_loss += loss.detach().double() * size
             seen += size

@@ -11,9 +11,15 @@ The measured Optuna 5 gotchas (toolchain.md §6) and how they are handled:
   on the study, so all workers agree; a trial whose rank is N or more is surplus: it stops its
   worker and ends FAIL (user attr ``surplus``) before running the objective.
 - A killed worker's trial is failed and retried through storage heartbeats (:mod:`.storage`).
+- Each trial records its worker (host, pid, process start time). A call finding a RUNNING trial
+  whose worker on this host no longer runs (killed: SIGKILL, OOM, a lost node's rerun) fails it and
+  retries it at once, as the heartbeat would after ``grace_period``; so a rerun right after a kill
+  completes the study instead of returning one trial short.
 - The sampler and pruner are not stored: they are rebuilt on every call. The TPE seed mixes
-  ``seed``, the worker index and the number of trials already in the study, so a resumed or a
-  second worker does not replay the random start-up samples of the first.
+  ``seed``, the worker index and the number of trials already in the study that did not FAIL, so a
+  resumed or a second worker does not replay the random start-up samples of the first, while a
+  killed trial (FAIL, its retry WAITING in its place) leaves the seed as if it had not been killed:
+  the rerun samples what an uninterrupted run would have.
 - The reference defaults are enqueued only by the worker that *created* the study (the creation
   is atomic in the database), so two workers starting together never enqueue them twice, and a
   resume never does. A worker joining a study that has no trial yet waits briefly for that first
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 
 DEFAULTS_ATTR = "reference_defaults"
 """User attr set on the enqueued reference-defaults trial."""
+WORKER_ATTR = "ctrflow_worker"
+"""System attr of a running trial: {"host", "pid", "started"} of the process running it."""
 SURPLUS_ATTR = "surplus"
 """User attr set on a trial that found the study already full and did not run."""
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -142,6 +150,61 @@ def _wait_for_first_trial(study: optuna.Study) -> None:
         time.sleep(0.05)
 
 
+def _this_worker() -> dict[str, Any]:
+    import os
+    import socket
+
+    import psutil
+
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": psutil.Process().create_time()}
+
+
+def _worker_dead(worker: Mapping[str, Any] | None) -> bool:
+    """True when ``worker`` ran on this host and that process is gone (another process under its pid
+    started later, or none at all)."""
+    import socket
+
+    import psutil
+
+    if not worker or worker.get("host") != socket.gethostname():
+        return False  # unknown, or on another machine: left to the heartbeat
+    try:
+        return psutil.Process(int(worker["pid"])).create_time() != worker.get("started")
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        return False
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials of workers on this host that are no longer alive, and retry each once
+    with the same parameters (the storage's heartbeat-stale callback); returns their numbers."""
+    import copy
+
+    storage = study._storage
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _worker_dead(t.system_attrs.get(WORKER_ATTR)):
+            continue
+        try:
+            if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                failed.append(t._trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker got there first
+    retry = getattr(storage, "get_heartbeat_stale_trial_callback", lambda: None)()
+    numbers = []
+    for trial_id in failed:
+        frozen = copy.deepcopy(storage.get_trial(trial_id))
+        numbers.append(frozen.number)
+        if retry is not None:
+            retry(study, frozen)
+    if numbers:
+        log.warning("study %s: trial(s) %s were left RUNNING by a process that no longer runs (killed); "
+                    "failed them and retried each with the same parameters", study.study_name, numbers)
+    return numbers
+
+
 def _rank(study: optuna.Study, number: int) -> int:
     return sum(t.number < number for t in study.get_trials(deepcopy=False, states=_HOLDS_A_SLOT))
 
@@ -191,14 +254,18 @@ def run_study(name: str, objective: Callable[[optuna.Trial], float], params: Tun
     elif defaults:
         _wait_for_first_trial(study)
 
+    fail_dead_trials(study)
     existing = study.get_trials(deepcopy=False)
     study.sampler = optuna.samplers.TPESampler(
-        seed=_sampler_seed(params.seed, worker, len(existing)))
+        seed=_sampler_seed(params.seed, worker, sum(t.state != TrialState.FAIL for t in existing)))
     n_finished = sum(t.state in FINISHED for t in existing)
     if n_finished < params.n_trials:
         n_total = params.n_trials
 
+        me = _this_worker()
+
         def guarded(trial: optuna.Trial) -> float:
+            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
             if _rank(study, trial.number) >= n_total:
                 trial.set_user_attr(SURPLUS_ATTR, True)
                 study.stop()

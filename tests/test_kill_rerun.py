@@ -28,7 +28,8 @@ import yaml
 from tests.conftest import SMALL_RUN, VENV_BIN, write_params
 from tests.test_pipeline import _copy_project
 
-STAGES = ["generate", "validate", "preprocess", "train_teacher", "distill", "evaluate", "profile", "report"]
+STAGES = ["generate", "validate", "preprocess", "train_teacher", "distill", "evaluate", "profile", "report",
+          "promote"]
 KILL_TIMEOUT_S = 420
 
 # A tiny run: 3,000 rows, one tuned student (2 trials) and its baseline, 2 teacher epochs of 3 batches.
@@ -40,11 +41,13 @@ TINY = {**SMALL_RUN,
 # (pause point, the stage it is in). `@n`: the n-th time the point is reached in that process.
 # train: 3 batches an epoch, so batch 5 is mid epoch 2, after epoch 1's resume checkpoint. distill: the
 # dagfm study's trial 0 runs 9 batches (2 distillation + 1 fine-tuning epochs), so batch 12 is in trial 1.
-# dvc_commit: the first commit of that run, which is the report's (all before it are skipped).
+# promote: with the new version half copied, then published but `production` not yet switched.
+# dvc_commit: the first commit of that run, which is the promotion's (all before it are skipped).
 KILLS = [("generate.write", "generate"), ("validate.write", "validate"), ("preprocess.write", "preprocess"),
          ("train_teacher.batch@5", "train_teacher"), ("distill.batch@12", "distill"),
          ("evaluate.write", "evaluate"), ("profile.write", "profile"), ("report.write", "report"),
-         ("dvc_commit.write", "report")]
+         ("promote.version_half_written", "promote"), ("promote.before_production_switch", "promote"),
+         ("dvc_commit.write", "promote")]
 
 
 def _make_repo(root: Path) -> Path:
@@ -145,6 +148,14 @@ def _assert_nothing_half_written(repo: Path) -> None:
     if lock.exists():
         data = yaml.safe_load(lock.read_text())
         assert set(data["stages"]) <= set(STAGES)
+    # the registry's production (once there is one) names a complete version
+    from components.registry.store import Registry
+
+    registry = Registry(repo / "models/registry")
+    if registry.production() is not None:
+        version = registry.production_dir()
+        json.loads((version / "metrics.json").read_text())
+        assert (version / "model.onnx").stat().st_size > 0, version
 
 
 def _skipped(log: str) -> list[str]:
@@ -161,7 +172,8 @@ def _final_metrics(repo: Path) -> dict:
     teacher = json.loads((repo / "metrics/teacher.json").read_text())
     students = json.loads((repo / "metrics/students.json").read_text())
     evaluation = json.loads((repo / "metrics/evaluation.json").read_text())
-    return {"teacher": {k: teacher[k] for k in ("valid", "test", "best_epoch", "epochs")},
+    promotion = json.loads((repo / "metrics/promotion.json").read_text())
+    return {"promotion": {k: promotion.get(k) for k in ("decision", "candidate")},"teacher": {k: teacher[k] for k in ("valid", "test", "best_epoch", "epochs")},
             "students": {n: {k: s[k] for k in ("valid", "test")} for n, s in students.items()},
             "tuned": {n: s["tuned"]["params"] for n, s in students.items() if s.get("tuned")},
             "evaluation": evaluation["models"] if "models" in evaluation else evaluation}

@@ -175,7 +175,7 @@ def _kill_during_promotion(world: Path, point: str) -> None:
     params_file.write_text(yaml.safe_dump(_params(world, candidate="dagfm").model_dump(mode="json", by_alias=True)))
     marker = world / "paused"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CTRFLOW_TEST_PAUSE_AT": point,
-           "CTRFLOW_TEST_PAUSE_FILE": str(marker)}
+           "CTRFLOW_TEST_PAUSE_MARKER": str(marker)}
     proc = subprocess.Popen([str(VENV_BIN / "ctrflow"), "--params", str(params_file), "promote"], cwd=world,
                             env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
@@ -191,7 +191,7 @@ def test_kill_9_while_the_version_is_half_written_leaves_production_on_the_old_v
     from components.stages import promote_stage
 
     promote_stage(_params(world, candidate="teacher"))
-    _kill_during_promotion(world, "version_half_written")
+    _kill_during_promotion(world, "promote.version_half_written")
     reg = Registry(world / "models/registry")
     assert reg.production() == "v0001" and reg.version_dirs() == ["v0001"]
     staging = [p for p in reg.root.iterdir() if p.name.startswith(".staging-")]
@@ -207,7 +207,7 @@ def test_kill_9_before_the_production_switch_is_reconciled(world):
     from components.stages import promote_stage
 
     promote_stage(_params(world, candidate="teacher"))
-    _kill_during_promotion(world, "before_production_switch")
+    _kill_during_promotion(world, "promote.before_production_switch")
     reg = Registry(world / "models/registry")
     assert reg.production() == "v0001" and reg.version_dirs() == ["v0001", "v0002"]
     rerun = promote_stage(_params(world, candidate="dagfm"))

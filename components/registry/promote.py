@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from components.faults import pause_point
 from components.registry.rows import Incomparable, score_champion, score_processed
 from components.registry.store import (
     VERSION_META,
@@ -44,7 +45,6 @@ from components.registry.store import (
     atomic_write_text,
     entry_from_metrics,
     now_iso,
-    pause_point,
 )
 
 ONNX_TOLERANCE = 1e-5
@@ -192,7 +192,7 @@ def _build_version(params, reg: Registry, version: str, record: dict, processed:
             if not diff <= ONNX_TOLERANCE:
                 raise RuntimeError(f"{version}: onnxruntime and PyTorch differ by {diff:.3g} on the test split")
             record["onnx_max_abs_diff"] = diff
-        pause_point("version_half_written")  # test hook: SIGKILL here leaves a half-written staging dir
+        pause_point("promote.version_half_written")  # test hook: SIGKILL here leaves a half-written staging dir
         atomic_write_text(staging / VERSION_META, json.dumps(record, indent=2, sort_keys=True) + "\n")
         atomic_write_text(staging / "params.yaml",
                           yaml.safe_dump(params.model_dump(mode="json", by_alias=True), sort_keys=False))
@@ -302,7 +302,7 @@ def promote(params) -> dict:
              "candidate": cand["name"], "reason": reason, "pending": True}
     index["history"].append(event)
     reg.write_index(index)
-    pause_point("before_production_switch")  # test hook: version published, production not switched
+    pause_point("promote.before_production_switch")  # test hook: version published, production not switched
     reg.set_production(version)  # the commit point
     index = reg.index()
     index["history"][-1].pop("pending", None)

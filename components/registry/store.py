@@ -76,17 +76,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     _fsync_dir(path.parent)
 
 
-def pause_point(name: str) -> None:
-    """Test hook: when ``CTRFLOW_TEST_PAUSE_AT`` equals ``name``, touch ``CTRFLOW_TEST_PAUSE_FILE``
-    and sleep (up to 10 min) so a test can SIGKILL the process at this exact point."""
-    if os.environ.get("CTRFLOW_TEST_PAUSE_AT") != name:
-        return
-    marker = os.environ.get("CTRFLOW_TEST_PAUSE_FILE")
-    if marker:
-        Path(marker).write_text(f"{os.getpid()} {name}\n")
-    time.sleep(600)
-
-
 class Registry:
     """A registry directory (module docstring). Reading never needs the run lock; writers
     (promotion, rollback) run under it, so one writer at a time."""

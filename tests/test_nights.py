@@ -230,3 +230,47 @@ def test_raw_test_rows_over_partitions_equal_the_processed_test_split(tmp_path, 
     os.remove(victim)
     with pytest.raises(Incomparable, match="no longer"):
         raw_test_table(params, fmap)
+
+
+# ---------------------------------------------------------------------------------------------
+# retention: the validation cache does not grow by one entry per night forever
+
+
+def test_gc_prunes_validation_cache_entries_of_partitions_gone_or_rewritten(tmp_path, monkeypatch):
+    import hashlib
+
+    from components.gc import collect_garbage, stale_validation_entries
+
+    monkeypatch.chdir(tmp_path)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for k in range(4):
+        (parts / f"day_{k}").write_text(f"rows of day {k}\n")
+    cache = tmp_path / "vcache"
+
+    def entry(content: str, name: str) -> Path:
+        e = cache / f"{hashlib.sha256(content.encode()).hexdigest()}.0123456789abcdef"
+        e.mkdir(parents=True)
+        (e / "validation.json").write_text(json.dumps({"files": [f"parts/{name}"], "success": True}))
+        return e
+
+    keep = [entry("rows of day 3\n", "day_3"),   # in the window
+            entry("rows of day 2\n", "day_2"),   # in the window
+            entry("rows of day 0\n", "day_0")]   # outside the window, still in data.input
+    gone = [entry("rows of day -1\n", "day_old"),  # its file left data.input
+            entry("old bytes of day 2\n", "day_2")]  # rewritten since (in the window)
+    sec = {"data": {"input": "parts", "window": {"last": 2}},
+           "validate": {"cache_dir": "vcache"},
+           "retention": {"dvc_cache": False, "prefect_results": False, "ledger": "ledger.jsonl"}}
+    params = load_params(write_params(tmp_path, **sec))
+    assert sorted(stale_validation_entries(params, tmp_path)) == sorted(gone)
+
+    report = collect_garbage(params, tmp_path, log=lambda m: None)
+    removed = sorted(r.path for r in report.removed if r.path.startswith("vcache"))
+    assert removed == sorted(str(e.relative_to(tmp_path)) for e in gone)
+    assert all(e.is_dir() for e in keep) and not any(e.exists() for e in gone)
+    # no partitions to judge by (one file, or the directory gone): nothing is pruned
+    one_file = load_params(write_params(tmp_path, **{**sec, "data": {"input": "parts/day_0", "window": None}}))
+    assert stale_validation_entries(one_file, tmp_path) == []
+    shutil.rmtree(parts)
+    assert stale_validation_entries(params, tmp_path) == []

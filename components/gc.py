@@ -10,6 +10,8 @@ small test pipeline (README "Disk use and retention"):
 - **DVC cache entries**: ``.dvc/cache/files/md5/…`` — every ``dvc commit`` of changed outputs adds
   their new files; nothing ever removes the old ones.
 - **Prefect result files** in ``$PREFECT_HOME/storage`` (only when PREFECT_HOME is this repo's own).
+- **Validation-cache entries** (partitioned input): ``<validate.cache_dir>/<sha256>.<key>/`` — one per
+  partition that passed the gate, so one more every night.
 - **Leftovers of killed runs**: hidden temporaries ``.<name>.tmp[-pid]``, ``.<name>.old[-pid]``,
   ``.<name>.partial-<pid>`` beside the outputs (and ``<name>.json.tmp`` / ``.csv.tmp``).
 
@@ -20,6 +22,13 @@ from what the run wrote: each tuned student's ``study/best.json`` (study name), 
 ``train.metrics`` ``tuning.trials_dir`` and the logit-cache key of the current teacher and feature
 map. A study whose trial directories are removed is also deleted from the Optuna storage, so a
 later run with the same study name starts afresh instead of resuming trials without checkpoints.
+A validation-cache entry is kept while it can still be used: its sha256 is the content of a partition
+of the current window (``data.window`` over ``data.input``), or the file it validated (named in its
+``validation.json``) is still a partition of ``data.input`` outside the window (it may come back into
+the window when ``data.window`` changes). An entry of a partition that left ``data.input`` or was
+rewritten inside the window goes. Nothing is pruned there when ``data.input`` is one file or lists no
+partitions (an unmounted input directory must not empty the cache). The window's partitions are
+hashed for this, as the "nothing new" check hashes them every run; the others are not read.
 The DVC cache is pruned by DVC itself (``dvc gc``: keep the workspace, i.e. the current dvc.lock,
 the last ``dvc_keep_commits`` commits of HEAD and, with ``dvc_keep_tags``, every tag); no cache file
 is deleted by this module's own reckoning.
@@ -393,6 +402,40 @@ def dvc_cache_gc(params: Params, root: Path, dry_run: bool) -> dict:
 
 # --- the pass -------------------------------------------------------------------------------------
 
+def stale_validation_entries(params: Params, root: Path) -> list[Path]:
+    """The validation-cache entries no kept window can use (module docstring); [] when ``data.input``
+    is one file, lists no partitions or cannot be read."""
+    from components.data.partitions import discover_partitions, is_partitioned, select_window
+
+    cache = root / params.validation.cache_dir
+    source = Path(params.data.input)
+    source = source if source.is_absolute() else root / source  # a glob stays a glob
+    if not cache.is_dir() or not is_partitioned(source, params.data.format):
+        return []
+    try:
+        parts = discover_partitions(source)
+        window = select_window(parts, params.data.window)
+        in_window = {p.sha256 for p in window}
+    except (OSError, ValueError):
+        return []
+    window_names = {p.name for p in window}
+    outside = {p.name for p in parts} - window_names
+    stale = []
+    for entry in _children(cache):
+        if not entry.is_dir():
+            continue
+        if entry.name.split(".", 1)[0] in in_window:
+            continue
+        try:
+            files = json.loads((entry / "validation.json").read_text()).get("files") or []
+        except (OSError, ValueError):
+            files = []
+        if files and Path(files[0]).name in outside:
+            continue
+        stale.append(entry)
+    return stale
+
+
 def collect_garbage(params: Params, root: str | Path = ".", *, dry_run: bool = False,
                     before_dvc_commit: bool = False,
                     log: Callable[[str], object] = print) -> GcReport:
@@ -420,6 +463,9 @@ def collect_garbage(params: Params, root: str | Path = ".", *, dry_run: bool = F
     for cache in _children(root / params.distill.logit_cache_dir):
         if str(cache.relative_to(root)) not in kept_caches:
             candidates.append((cache, f"teacher-logit cache older than the last {r.keep_runs} run(s)"))
+    for entry in stale_validation_entries(params, root):
+        candidates.append((entry, "validation-cache entry of a partition no longer in data.input's window "
+                                  "nor elsewhere in data.input"))
     if r.stale_temp:
         for tmp in _stale_temps(_output_roots(params, root)):
             candidates.append((tmp, "left behind by an interrupted run"))

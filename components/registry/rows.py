@@ -19,6 +19,22 @@ becomes OOV for the champion too), biased against it. What is done instead (:fun
   (:mod:`components.serve.encode`, exactly as ``ctrflow predict`` would serve them) and scored by
   its checkpoint. As a check, their labels must equal the processed test split's, row for row.
 
+**Partitioned input** (the feature map records ``partitions``: name, sha256, rows, role, rows per
+split of each partition of the window, in order): the raw rows are rebuilt from *those* partitions,
+found by name among ``data.input``'s current partitions (whatever ``data.window`` selects now: the
+window may have moved since), and each is checked before use: its sha256 must equal the recorded
+one and its row count the recorded ``rows``; the format and fields read must be the feature map's.
+(The whole-input ``source_hash`` is not recomputed: it would re-hash every partition of the window,
+including the training ones the replay never reads.) The split is replayed as preprocessing made it
+over partitions:
+
+- ``split: partition``: only the partitions holding test rows are read (the newest
+  ``holdout_partitions``); the holdout was cut in row order, valid first, so a partition's test rows
+  are its last ``splits.test`` rows;
+- ``split: random``: every partition of the recorded window is read, and a row's key is its line plus
+  the partition's name key (:func:`components.data.preprocess._partition_keys`), as preprocessing did;
+- ``split: time``: every partition is read and the time cut-offs are computed over all their rows.
+
 When neither is possible (the input changed or is gone, a split rule this module cannot replay,
 the champion was trained on another raw format or field set) :class:`Incomparable` is raised with
 the reason; the promotion rule then decides (``promote.on_incomparable``).
@@ -37,6 +53,7 @@ import torch
 
 from components.data.feature_map import FeatureMap
 from components.data.formats.base import LABEL, LINE_COLUMN
+from components.data.partitioned import PARTITION_COLUMN
 from components.data.preprocess import FEATURE_MAP_FILE, load_feature_map
 from components.data.split import (
     SPLIT_COLUMN,
@@ -91,11 +108,21 @@ def processed_test_labels(processed: str | Path) -> np.ndarray:
 
 
 def _split_code(lf: pl.LazyFrame, table, record: dict) -> pl.Expr:
-    """Preprocessing's split code of every row of ``lf`` (the rule recorded in the feature map)."""
+    """Preprocessing's split code of every row of ``lf`` (the rule recorded in the feature map).
+
+    ``table`` read from partitions (``meta["partitions"]``, every partition of the recorded window in
+    order): the random split's row key adds the partition's name key, as preprocessing's does.
+    """
     split = record.get("split", "random")
     ratios = record.get("split_ratios", (0.8, 0.1, 0.1))
     if split == "random":
-        return random_split_expr(pl.col(LINE_COLUMN), int(record["seed"]), ratios)
+        key = pl.col(LINE_COLUMN)
+        if table.meta.get("partitions"):
+            from components.data.preprocess import _partition_keys
+
+            key = key.cast(pl.UInt64) + pl.col(PARTITION_COLUMN).replace_strict(
+                _partition_keys(table), return_dtype=pl.UInt64)
+        return random_split_expr(key, int(record["seed"]), ratios)
     if split == "time":
         if table.time_column is None:
             raise Incomparable("the feature map records a time split but the raw source has no time column")
@@ -112,6 +139,8 @@ def raw_test_table(params, fmap: FeatureMap):
     from components.data.preprocess import source_hash
     from components.stages import read_raw
 
+    if fmap.partitions:
+        return _partitioned_test_table(params, fmap)
     try:
         table = read_raw(params)
     except (FileNotFoundError, OSError, ValueError) as e:
@@ -129,6 +158,84 @@ def raw_test_table(params, fmap: FeatureMap):
     lf = lf.with_columns(pl.col(LINE_COLUMN).cast(pl.UInt64))
     lf = lf.with_columns(_split_code(lf, table, fmap.params).alias(SPLIT_COLUMN))
     lf = lf.filter(pl.col(SPLIT_COLUMN) == TEST).drop(SPLIT_COLUMN)
+    return dataclasses.replace(table, lazy=lf)
+
+
+def _recorded_partitions(params, fmap: FeatureMap, needed: list[dict]) -> list:
+    """The :class:`~components.data.partitions.Partition` of each record of ``needed`` (from
+    ``fmap.partitions``), found by name in ``data.input`` and checked to hold the recorded bytes."""
+    from components.data.partitions import discover_partitions, is_partitioned
+
+    source = params.data.input
+    if not is_partitioned(source, params.data.format):
+        raise Incomparable(f"the test split was preprocessed from partitions, but data.input {source} is one file")
+    try:
+        found = {p.name: p for p in discover_partitions(source)}
+    except (OSError, ValueError) as e:
+        raise Incomparable(f"cannot list the partitions of {source}: {e}") from e
+    parts = []
+    for rec in needed:
+        p = found.get(rec["name"])
+        if p is None:
+            raise Incomparable(f"partition {rec['name']} of the challenger's window is no longer in {source}")
+        try:
+            digest = p.sha256
+        except OSError as e:
+            raise Incomparable(f"cannot read partition {p.path}: {e}") from e
+        if digest != rec.get("sha256"):
+            raise Incomparable(f"partition {p.path} is not the file the test split was preprocessed from "
+                               f"(sha256 {digest[:12]}…, recorded {str(rec.get('sha256'))[:12]}…)")
+        parts.append(p)
+    return parts
+
+
+def _check_fields(table, fmap: FeatureMap) -> None:
+    if table.format != fmap.format:
+        raise Incomparable(f"the partitions read as {table.format!r}, the feature map records {fmap.format!r}")
+    have = [(f.name, f.kind) for f in table.fields]
+    want = [(f.name, f.source_kind) for f in fmap.fields]
+    if have != want:
+        raise Incomparable(f"the partitions read with fields {have}, not the feature map's {want}")
+
+
+def _partitioned_test_table(params, fmap: FeatureMap):
+    """The test rows of a partitioned input (module docstring: "Partitioned input")."""
+    from components.config import PreprocessParams
+    from components.data.partitioned import read_partitions
+
+    try:
+        record = PreprocessParams.model_validate(fmap.params)
+    except ValueError as e:
+        raise Incomparable(f"the feature map's preprocess params do not parse: {e}") from e
+    recs = list(fmap.partitions)
+    if record.split == "partition":
+        needed = [r for r in recs if int((r.get("splits") or {}).get("test", 0)) > 0]
+        if not needed:
+            raise Incomparable("the feature map's partitions record no test rows")
+    else:
+        needed = recs
+    parts = _recorded_partitions(params, fmap, needed)
+    try:
+        table = read_partitions(params, parts)
+    except (OSError, ValueError) as e:
+        raise Incomparable(f"cannot read the partitions {', '.join(p.name for p in parts)}: {e}") from e
+    _check_fields(table, fmap)
+    lf = table.lazy
+    counts = dict(lf.group_by(PARTITION_COLUMN).agg(pl.len()).collect(engine="streaming").iter_rows())
+    for i, (p, rec) in enumerate(zip(parts, needed, strict=True)):
+        if counts.get(i, 0) != int(rec["rows"]):
+            raise Incomparable(f"partition {p.path} now reads {counts.get(i, 0):,} rows, the feature map "
+                               f"records {int(rec['rows']):,}")
+    if record.split == "partition":
+        # the holdout is cut in row order (valid first): a partition's test rows are its last ones
+        keep = []
+        for i, rec in enumerate(needed):
+            n_test = int(rec["splits"]["test"])
+            keep.append(lf.filter(pl.col(PARTITION_COLUMN) == i).slice(int(rec["rows"]) - n_test, n_test))
+        lf = pl.concat(keep, how="vertical_relaxed")
+    else:
+        lf = lf.with_columns(_split_code(lf, table, fmap.params).alias(SPLIT_COLUMN))
+        lf = lf.filter(pl.col(SPLIT_COLUMN) == TEST).drop(SPLIT_COLUMN)
     return dataclasses.replace(table, lazy=lf)
 
 

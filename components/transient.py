@@ -50,3 +50,4 @@ class StageFailed(RuntimeError):
     def __init__(self, stage: str, cause: BaseException):
         self.stage, self.cause = stage, cause
         super().__init__(f"stage {stage} failed: {type(cause).__name__}: {cause}")
+        self.__cause__ = cause  # as `raise ... from cause`: tracebacks and is_transient follow it

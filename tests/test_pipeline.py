@@ -14,14 +14,6 @@ import yaml
 from tests.conftest import REPO_ROOT, SMALL_RUN, VENV_BIN, write_params
 
 
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_prefect_flow_runs_generate_validate_preprocess(small_params: Path, prefect_server):
     from components.registry.promote import summary_line
     from flows.pipeline import pipeline

@@ -24,6 +24,7 @@ from components.config import load_params
 from components import stages
 from components.runlock import run_lock
 from flows.artifacts import progress_artifact, publish_run_summary
+from flows.versioning import dvc_push_task
 
 # DVC stages whose outputs this flow produces, in order (must match dvc.yaml).
 DVC_STAGES_SYNTHETIC = ["generate", "validate", "preprocess", "train_teacher", "distill", "evaluate",
@@ -90,15 +91,18 @@ def _flow_command() -> str:
 
 @flow(name="ctrflow-pipeline", log_prints=True)
 def pipeline(params_path: str = "params.yaml", overrides: dict | None = None,
-             dvc_commit: bool = True) -> list[str]:
-    """Run the pipeline end to end under the run lock; returns one summary line per stage."""
+             dvc_commit: bool = True, dvc_push: bool = False) -> list[str]:
+    """Run the pipeline end to end under the run lock; returns one summary line per stage.
+
+    ``dvc_push`` (set by the nightly deployment, prefect.yaml): after the dvc commit, push the outputs
+    to the default DVC remote (flows/versioning.py)."""
     overrides = overrides or {}
     params = _params(params_path, overrides)
     with run_lock(params.run, command=_flow_command(), log=lambda msg: get_run_logger().warning(msg)):
-        return _run(params, params_path, overrides, dvc_commit)
+        return _run(params, params_path, overrides, dvc_commit, dvc_push)
 
 
-def _run(params, params_path: str, overrides: dict, dvc_commit: bool) -> list[str]:
+def _run(params, params_path: str, overrides: dict, dvc_commit: bool, dvc_push: bool = False) -> list[str]:
     summaries = []
     synthetic = params.uses_synthetic
     if synthetic:
@@ -116,6 +120,8 @@ def _run(params, params_path: str, overrides: dict, dvc_commit: bool) -> list[st
     if dvc_commit and in_dvc_repo and same_params:
         names = DVC_STAGES_SYNTHETIC if synthetic else DVC_STAGES_SYNTHETIC[1:]
         summaries.append(dvc_commit_task(names))
+        if dvc_push:
+            summaries.append(dvc_push_task(names))
     elif dvc_commit:
         get_run_logger().info("not recording in dvc.lock: the run used overrides or another params file")
     return summaries

@@ -22,7 +22,7 @@ CONCURRENCY = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimi
 
 def build_deployment(name: str = "nightly", cron: str = "0 3 * * *", params_path: str = "params.yaml"):
     """The scheduled deployment (a RunnerDeployment; building it needs no server)."""
-    return pipeline.to_deployment(name=name, cron=cron, parameters={"params_path": params_path},
+    return pipeline.to_deployment(name=name, cron=cron, parameters={"params_path": params_path, "dvc_push": True},
                                   concurrency_limit=CONCURRENCY)
 
 

@@ -51,6 +51,7 @@ bench-peers: $(STAMP)   ## ctrflow vs DeepCTR-Torch 0.3.0 training (AUC, samples
 
 server: $(STAMP)   ## a real Prefect server + UI on http://127.0.0.1:4200 (for schedules and watching runs)
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 --background
+	$(BIN)/python -m flows.wait_for_server http://127.0.0.1:4200/api 180
 	@echo "export PREFECT_API_URL=http://127.0.0.1:4200/api   # then: make run, or ctrflow serve"
 
 server-stop: $(STAMP)

@@ -24,6 +24,7 @@ from components.config import load_params
 from components import stages
 from components.runlock import run_lock
 from flows.artifacts import progress_artifact, publish_run_summary
+from flows.naming import run_name
 from flows.versioning import dvc_push_task
 
 # DVC stages whose outputs this flow produces, in order (must match dvc.yaml).
@@ -89,7 +90,7 @@ def _flow_command() -> str:
     return f"{command}/{deployment.name}" if deployment.name else command
 
 
-@flow(name="ctrflow-pipeline", log_prints=True)
+@flow(name="ctrflow-pipeline", flow_run_name=run_name, log_prints=True)
 def pipeline(params_path: str = "params.yaml", overrides: dict | None = None,
              dvc_commit: bool = True, dvc_push: bool = False) -> list[str]:
     """Run the pipeline end to end under the run lock; returns one summary line per stage.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -171,6 +172,8 @@ def test_the_triggered_run_completes_with_every_stage_and_its_artifacts(nightly)
     run = nightly.flow_run
     assert run["state_type"] == "COMPLETED", f"{run['state']}\n{_tail(nightly.worker_log)}"
     assert run["deployment_id"] == nightly.deployment["id"]
+    # flows/naming.py: the name says what ran (teacher, data format and input, start time)
+    assert re.fullmatch(r"dcnv2 on criteo:synthetic\.txt \d{4}-\d\d-\d\d \d\d:\d\d UTC", run["name"]), run["name"]
     http = nightly.http
     task_runs = http.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}}).json()
     by_name = {t["name"].rsplit("-", 1)[0]: t for t in task_runs}

@@ -28,7 +28,8 @@ import yaml
 from tests.conftest import REPO_ROOT, SMALL_RUN, VENV_BIN, write_params
 from tests.test_pipeline import _copy_project
 
-pytestmark = pytest.mark.slow
+# the module's server session (set up in the first test) takes 2-4 min on 2 cores, more under load
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 POOL, FLOW, DEPLOYMENT = "ctrflow-local", "ctrflow-pipeline", "nightly"
 STAGE_TASKS = ["generate", "validate", "preprocess", "train-teacher", "distill-students", "evaluate",
@@ -218,25 +219,29 @@ def test_the_scheduled_run_commits_and_pushes_to_the_dvc_remote_and_pull_restore
     assert (repo / "models/teacher/model.safetensors").read_bytes() == weights
 
 
-def _browser():
+@pytest.fixture(scope="module")
+def browser():
+    """(chromium, chromedriver) paths; skips (fails under .ci/run) when they or selenium are missing.
+    Module-scoped and requested before ``nightly``, so a missing browser skips before the server starts."""
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     try:
         import selenium  # noqa: F401  (the dev extra)
     except ImportError:
         selenium = None
-    missing = [name for name, ok in [("chromium", chromium), ("chromedriver", chromedriver),
-                                     ("selenium (pip: the [dev] extra)", selenium)] if not ok]
+    missing = [hint for hint, ok in [
+        ("chromium + chromedriver (apt-get install -y chromium chromium-driver; .ci/run does it)",
+         chromium and chromedriver),
+        ("selenium (the [dev] extra: pip install -c constraints.txt -e '.[dev]')", selenium)] if not ok]
     if missing:
-        message = (f"browser test needs {', '.join(missing)}: apt-get install -y chromium chromium-driver "
-                   "(.ci/run does it)")
+        message = f"the browser test needs {' and '.join(missing)}"
         if BROWSER_REQUIRED:
             pytest.fail(message)
         pytest.skip(message)
     return chromium, chromedriver
 
 
-def test_headless_chromium_finds_the_headline_table_on_the_flow_run_page(nightly, tmp_path):
-    chromium, chromedriver = _browser()
+def test_headless_chromium_finds_the_headline_table_on_the_flow_run_page(browser, nightly, tmp_path):
+    chromium, chromedriver = browser
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By

@@ -1,4 +1,7 @@
-"""Scheduled retraining: serve the pipeline flow as a Prefect deployment with a cron schedule.
+"""Scheduled retraining in one process: serve the pipeline flow as a Prefect deployment with a cron schedule.
+
+The worker-based equivalent is prefect.yaml (`make deploy` + `make worker`, README "Run it every
+night"); this module is for running everything from one command.
 
 Schedules need a real Prefect server (the ephemeral one cannot schedule): start one with
 `make server` (``prefect server start --background``), export

@@ -30,3 +30,23 @@ def run_name() -> str:
         return f"{describe(params)} {when}"
     except Exception:  # noqa: BLE001  (a name must never stop the run; the flow reports the bad params)
         return f"ctrflow {when}"
+
+
+def run_tags(params) -> list[str]:
+    """Tags a pipeline run adds to itself: ``data:<format>`` and ``teacher:<model>``."""
+    return [f"data:{params.data.format}", f"teacher:{params.train.model}"]
+
+
+def tag_run(params) -> None:
+    """Add :func:`run_tags` to the current flow run (beside the deployment's ``ctrflow``, ``nightly``),
+    so the UI's run list can be filtered by data format and teacher. Never fails the run."""
+    from prefect import get_run_logger
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        tags = sorted(set(flow_run.tags or []) | set(run_tags(params)))
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, tags=tags)
+    except Exception as e:  # noqa: BLE001
+        get_run_logger().warning(f"could not tag the flow run: {e}")

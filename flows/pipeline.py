@@ -24,7 +24,7 @@ from components.config import load_params
 from components import stages
 from components.runlock import run_lock
 from flows.artifacts import progress_artifact, publish_run_summary
-from flows.naming import run_name
+from flows.naming import run_name, tag_run
 from flows.versioning import dvc_push_task
 
 # DVC stages whose outputs this flow produces, in order (must match dvc.yaml).
@@ -99,6 +99,7 @@ def pipeline(params_path: str = "params.yaml", overrides: dict | None = None,
     to the default DVC remote (flows/versioning.py)."""
     overrides = overrides or {}
     params = _params(params_path, overrides)
+    tag_run(params)
     with run_lock(params.run, command=_flow_command(), log=lambda msg: get_run_logger().warning(msg)):
         return _run(params, params_path, overrides, dvc_commit, dvc_push)
 

@@ -173,6 +173,7 @@ def test_the_triggered_run_completes_with_every_stage_and_its_artifacts(nightly)
     run = nightly.flow_run
     assert run["state_type"] == "COMPLETED", f"{run['state']}\n{_tail(nightly.worker_log)}"
     assert run["deployment_id"] == nightly.deployment["id"]
+    assert {"ctrflow", "nightly", "data:criteo", "teacher:dcnv2"} <= set(run["tags"])  # flows/naming.py
     # flows/naming.py: the name says what ran (teacher, data format and input, start time)
     assert re.fullmatch(r"dcnv2 on criteo:synthetic\.txt \d{4}-\d\d-\d\d \d\d:\d\d UTC", run["name"]), run["name"]
     http = nightly.http

@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export GX_ANALYTICS_ENABLED := False
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test test-kill lint bench-preprocess bench-inference bench-peers repro server server-stop clean
+.PHONY: setup run test test-kill lint bench-preprocess bench-inference bench-peers repro server server-stop deploy worker nightly-now clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,10 +54,25 @@ bench-peers: $(STAMP)   ## ctrflow vs DeepCTR-Torch 0.3.0 training (AUC, samples
 
 server: $(STAMP)   ## a real Prefect server + UI on http://127.0.0.1:4200 (for schedules and watching runs)
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 --background
+	$(BIN)/python -m flows.wait_for_server http://127.0.0.1:4200/api 180
 	@echo "export PREFECT_API_URL=http://127.0.0.1:4200/api   # then: make run, or ctrflow serve"
 
 server-stop: $(STAMP)
 	$(BIN)/prefect server stop
+
+# The nightly deployment (prefect.yaml) on the server above; a PREFECT_API_URL you exported wins.
+API_URL ?= $(or $(PREFECT_API_URL),http://127.0.0.1:4200/api)
+POOL    := ctrflow-local
+
+deploy: $(STAMP)   ## the process work pool + `prefect deploy` of prefect.yaml (needs `make server`)
+	PREFECT_API_URL=$(API_URL) $(BIN)/prefect work-pool create $(POOL) --type process --overwrite
+	cd $(CURDIR) && PWD=$(CURDIR) PREFECT_API_URL=$(API_URL) $(BIN)/prefect --no-prompt deploy --all
+
+worker: $(STAMP)   ## a worker of the pool: runs each scheduled or triggered flow run (stop with Ctrl-C)
+	PREFECT_API_URL=$(API_URL) $(BIN)/prefect worker start --pool $(POOL)
+
+nightly-now: $(STAMP)   ## a run of the nightly deployment now, instead of at 03:00 UTC (a worker runs it)
+	PREFECT_API_URL=$(API_URL) $(BIN)/prefect deployment run ctrflow-pipeline/nightly
 
 clean:
 	rm -rf $(VENV) .prefect

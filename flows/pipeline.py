@@ -36,6 +36,8 @@ from components import stages
 from components.runlock import run_lock
 from components.transient import StageFailed, is_transient
 from flows.artifacts import progress_artifact, publish_run_summary
+from flows.naming import run_name, tag_run
+from flows.versioning import dvc_push_task
 
 
 def _params(params_path: str, overrides: dict):
@@ -143,19 +145,22 @@ def _flow_command() -> str:
     return f"{command}/{deployment.name}" if deployment.name else command
 
 
-@flow(name="ctrflow-pipeline", log_prints=True)
+@flow(name="ctrflow-pipeline", flow_run_name=run_name, log_prints=True)
 def pipeline(params_path: str = "params.yaml", overrides: dict | None = None,
-             dvc_commit: bool = True, force: bool = False) -> list[str]:
+             dvc_commit: bool = True, force: bool = False, dvc_push: bool = False) -> list[str]:
     """Run the pipeline end to end under the run lock; returns one summary line per stage.
 
     When the run records in dvc.lock (``dvc_commit``, a DVC repo, the repository's params.yaml and no
     overrides), each stage is recorded as soon as it completes, and a stage that DVC reports unchanged
     since its last complete run is skipped (``run.skip_unchanged``; ``force`` runs every stage).
+    ``dvc_push`` (set by the nightly deployment, prefect.yaml): after the run's last dvc commit, push
+    the outputs to the default DVC remote (flows/versioning.py).
     """
     overrides = overrides or {}
     params = _params(params_path, overrides)
+    tag_run(params)
     with run_lock(params.run, command=_flow_command(), log=lambda msg: get_run_logger().warning(msg)):
-        return _run(params, params_path, overrides, dvc_commit, force)
+        return _run(params, params_path, overrides, dvc_commit, force, dvc_push)
 
 
 def _retry_on_transient(task, task_run, state) -> bool:
@@ -189,7 +194,8 @@ def _distill(params, params_path: str, overrides: dict) -> str:
     return distill_summary_task(params_path, overrides, summaries)
 
 
-def _run(params, params_path: str, overrides: dict, dvc_commit: bool, force: bool = False) -> list[str]:
+def _run(params, params_path: str, overrides: dict, dvc_commit: bool, force: bool = False,
+         dvc_push: bool = False) -> list[str]:
     from components import dvc_state
 
     logger = get_run_logger()
@@ -231,9 +237,11 @@ def _run(params, params_path: str, overrides: dict, dvc_commit: bool, force: boo
         summaries.append(gc["line"])
         if record and gc["removed"]:  # gc pruned old caches inside recorded outputs: record them again
             logger.info(dvc_commit_task([name for name, _ in plan]))
-    record_success_task(params_path, overrides)
     if record:
         summaries.append(f"recorded in dvc.lock: {', '.join(recorded) or 'nothing (all stages skipped)'}")
+        if dvc_push:  # every recorded output to the default remote: restorable by git checkout + dvc pull
+            summaries.append(dvc_push_task([name for name, _ in plan]))
+    record_success_task(params_path, overrides)
     return summaries
 
 

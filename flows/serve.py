@@ -1,4 +1,7 @@
-"""Scheduled retraining: serve the pipeline flow as a Prefect deployment with a cron schedule.
+"""Scheduled retraining in one process: serve the pipeline flow as a Prefect deployment with a cron schedule.
+
+The worker-based equivalent is prefect.yaml (`make deploy` + `make worker`, README "Run it every
+night"); this module is for running everything from one command.
 
 Schedules need a real Prefect server (the ephemeral one cannot schedule): start one with
 `make server` (``prefect server start --background``), export
@@ -22,7 +25,7 @@ CONCURRENCY = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimi
 
 def build_deployment(name: str = "nightly", cron: str = "0 3 * * *", params_path: str = "params.yaml"):
     """The scheduled deployment (a RunnerDeployment; building it needs no server)."""
-    return pipeline.to_deployment(name=name, cron=cron, parameters={"params_path": params_path},
+    return pipeline.to_deployment(name=name, cron=cron, parameters={"params_path": params_path, "dvc_push": True},
                                   concurrency_limit=CONCURRENCY)
 
 

@@ -252,7 +252,7 @@ def test_scheduled_deployment_has_a_concurrency_limit_of_one():
     assert d.concurrency_limit == 1
     assert d.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
     assert d.schedules[0].schedule.cron == "0 3 * * *"
-    assert d.parameters == {"params_path": "params.yaml"}
+    assert d.parameters == {"params_path": "params.yaml", "dvc_push": True}
 
 
 def test_repo_params_have_the_run_section():

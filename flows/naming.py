@@ -13,8 +13,19 @@ from pathlib import Path
 
 
 def describe(params) -> str:
-    """``<teacher> on <format>:<input name>`` of loaded params."""
-    return f"{params.train.model} on {params.data.format}:{Path(params.data.input).name}"
+    """``<teacher> on <format>:<input name>`` of loaded params; for a partitioned input the training
+    window's first and last partition, e.g. ``dcnv2 on criteo:parts[day_3..day_9]``."""
+    text = f"{params.train.model} on {params.data.format}:{Path(params.data.input).name}"
+    from components.data.partitions import window_partitions
+
+    try:
+        parts = window_partitions(params)
+    except Exception:  # noqa: BLE001  (not generated yet, unreadable: the stages report it)
+        parts = None
+    if parts:
+        first, last = parts[0].name, parts[-1].name
+        text += f"[{first}..{last}]" if first != last else f"[{first}]"
+    return text
 
 
 def run_name() -> str:

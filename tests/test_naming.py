@@ -19,3 +19,13 @@ def test_bad_params_still_get_a_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("train: {max_epochs: -1}\n")
     assert re.fullmatch(r"ctrflow \d{4}-\d\d-\d\d \d\d:\d\d UTC", run_name())
+
+
+def test_a_partitioned_input_names_its_training_window(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for day in range(5):
+        (parts / f"day_{day}").write_text("0\t1\n")
+    write_params(tmp_path, data={"format": "criteo", "input": "parts", "window": {"last": 3}})
+    assert re.fullmatch(r"dcnv2 on criteo:parts\[day_2\.\.day_4\] \d{4}-\d\d-\d\d \d\d:\d\d UTC", run_name()), run_name()

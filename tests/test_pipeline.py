@@ -160,3 +160,23 @@ def test_dvc_repro_runs_the_stages_then_is_a_noop_and_push_pull_roundtrip(tmp_pa
     pulled = sh("dvc", "pull")
     assert pulled.returncode == 0, pulled.stderr
     assert (repo / "data/processed/train.parquet").read_bytes() == train
+
+
+def test_prefect_flow_ends_early_when_no_partition_is_new(tmp_path, monkeypatch, prefect_server):
+    """A scheduled run on a partitioned log whose window holds nothing the last successful run did not
+    train on ends at once with "nothing new" (run.if_nothing_new: skip), running no stage."""
+    from components.config import load_params
+    from components.stages import generate_stage, record_success_stage
+    from flows.pipeline import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    path = write_params(tmp_path, **{**SMALL_RUN, "generate": {"rows": 500, "partitions": 3, "out": "data/parts"},
+                                     "data": {"input": "data/parts", "window": {"last": 2}},
+                                     "preprocess": {"split": "partition"}})
+    params = load_params(path)
+    generate_stage(params)
+    record_success_stage(params)  # as if last night's run had trained on this window
+    summaries = pipeline(params_path=str(path), dvc_commit=False)
+    assert len(summaries) == 1 and summaries[0].startswith("nothing new since"), summaries
+    assert "day_2" in summaries[0]
+    assert not Path("data/validation").exists() and not Path("models").exists()  # no stage ran

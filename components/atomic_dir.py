@@ -19,6 +19,11 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
         if old.exists():
             shutil.rmtree(old)
         out_dir.rename(old)
-    tmp.rename(out_dir)
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        if old is not None:
+            old.rename(out_dir)  # put the earlier directory back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

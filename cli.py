@@ -420,7 +420,8 @@ def run(ctx, no_dvc_commit):
     PREFECT_API_URL to a running `prefect server start` to watch the run in the Prefect UI.
     At the end the outputs are recorded in dvc.lock (`dvc commit`), so `dvc repro` afterwards is a
     no-op and `dvc push` versions them. Holds the run lock (params.yaml `run:`) from start to end:
-    another run on this checkout waits or refuses.
+    another run on this checkout waits or refuses. A failed write (disk full, file size limit,
+    read-only output directory) ends the run with one line naming the path and the cause, exit 1.
     """
     from components.config import ConfigError
     from components.runlock import RunLockBusy
@@ -440,6 +441,10 @@ def run(ctx, no_dvc_commit):
     except Exception as e:  # the flow already logged the traceback; print the cause plainly
         from components.data.errors import CtrflowDataError
 
+        message = write_error_message(e, "the run's outputs")
+        if message is not None and not os.environ.get("CTRFLOW_DEBUG"):
+            click.echo(f"error: {message}; earlier outputs are left as they were", err=True)
+            sys.exit(1)
         if isinstance(e, CtrflowDataError | FileNotFoundError | RuntimeError | ValueError):
             click.echo(f"error: {e}", err=True)
             sys.exit(1)

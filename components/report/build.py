@@ -387,9 +387,9 @@ def build_report(params) -> tuple[Path, Path]:
         (staged / FIGURES_DIR).mkdir(parents=True)
         for b in blocks:
             if isinstance(b, Figure):
-                _atomic_write(staged / FIGURES_DIR / f"{b.name}.png", b.png)
-        _atomic_write(staged / "report.md", render_markdown(blocks, FIGURES_DIR).encode())
-        _atomic_write(staged / "report.html", render_html(blocks, TITLE).encode())
+                _write(staged / FIGURES_DIR / f"{b.name}.png", b.png)
+        _write(staged / "report.md", render_markdown(blocks, FIGURES_DIR).encode())
+        _write(staged / "report.html", render_html(blocks, TITLE).encode())
         if out.is_dir():
             for entry in out.iterdir():
                 if entry.name not in REPORT_FILES and not _LEFTOVER.match(entry.name):
@@ -398,6 +398,16 @@ def build_report(params) -> tuple[Path, Path]:
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return out / "report.md", out / "report.html"
+
+
+def _write(path: Path, data: bytes) -> None:
+    """:func:`_atomic_write`; a failed write's OSError names ``path`` (write(2) errors carry no name)."""
+    try:
+        _atomic_write(path, data)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
 
 
 def _carry_over(src: Path, dst: Path) -> None:

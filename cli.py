@@ -244,14 +244,15 @@ def preprocess(ctx, skip_gate):
 
 @main.command()
 @click.option("--model", help="Any name from `ctrflow models` [default: train.model].")
-@click.option("--fresh", is_flag=True, help="Ignore a resume state in train.out_dir and start over.")
+@click.option("--fresh", is_flag=True, help="Ignore a resume state (a killed run's, kept in the staged "
+              ".<train.out_dir>.partial, or the last finished run's) and start over.")
 @click.pass_context
 def train(ctx, model, fresh):
     """Train a zoo model (the teacher) on the preprocessed splits.
 
     Writes the checkpoint (safetensors + JSON) to train.out_dir, metrics to train.metrics and the
-    per-epoch curve to train.curve. A killed run restarts from its last finished epoch and reaches
-    the same result. With train.tune.n_trials > 0 an Optuna study (resumable; --fresh does not
+    per-epoch curve to train.curve, all three only once training is complete (it runs in the sibling
+    .<name>.partial). A killed run restarts from its last finished epoch and reaches the same result. With train.tune.n_trials > 0 an Optuna study (resumable; --fresh does not
     reset it) trains that many teachers and keeps the best one. For data-parallel training over several processes or machines use torchrun:
     `torchrun --nproc_per_node N -m components.train.distributed --params params.yaml`.
     """

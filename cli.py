@@ -256,14 +256,15 @@ def preprocess(ctx, skip_gate):
 
 @main.command()
 @click.option("--model", help="Any name from `ctrflow models` [default: train.model].")
-@click.option("--fresh", is_flag=True, help="Ignore a resume state in train.out_dir and start over.")
+@click.option("--fresh", is_flag=True, help="Ignore a resume state (a killed run's, kept in the staged "
+              ".<train.out_dir>.partial, or the last finished run's) and start over.")
 @click.pass_context
 def train(ctx, model, fresh):
     """Train a zoo model (the teacher) on the preprocessed splits.
 
     Writes the checkpoint (safetensors + JSON) to train.out_dir, metrics to train.metrics and the
-    per-epoch curve to train.curve. A killed run restarts from its last finished epoch and reaches
-    the same result. With train.tune.n_trials > 0 an Optuna study (resumable; --fresh does not
+    per-epoch curve to train.curve, all three only once training is complete (it runs in the sibling
+    .<name>.partial). A killed run restarts from its last finished epoch and reaches the same result. With train.tune.n_trials > 0 an Optuna study (resumable; --fresh does not
     reset it) trains that many teachers and keeps the best one. For data-parallel training over several processes or machines use torchrun:
     `torchrun --nproc_per_node N -m components.train.distributed --params params.yaml`.
     """
@@ -437,7 +438,8 @@ def run(ctx, no_dvc_commit, force):
     last complete run is skipped (run.skip_unchanged; --force runs all), so a rerun after a crash or
     a kill redoes only the unfinished stages. With --set or another --params nothing is recorded or
     skipped (dvc.lock describes params.yaml's run). Holds the run lock (params.yaml `run:`) from start to end:
-    another run on this checkout waits or refuses.
+    another run on this checkout waits or refuses. A failed write (disk full, file size limit,
+    read-only output directory) ends the run with one line naming the path and the cause, exit 1.
     """
     from components.config import ConfigError
     from components.runlock import RunLockBusy
@@ -457,6 +459,10 @@ def run(ctx, no_dvc_commit, force):
     except Exception as e:  # the flow already logged the traceback; print the cause plainly
         from components.data.errors import CtrflowDataError
 
+        message = write_error_message(e, "the run's outputs")
+        if message is not None and not os.environ.get("CTRFLOW_DEBUG"):
+            click.echo(f"error: {message}; earlier outputs are left as they were", err=True)
+            sys.exit(1)
         if isinstance(e, CtrflowDataError | FileNotFoundError | RuntimeError | ValueError):
             click.echo(f"error: {e}", err=True)
             sys.exit(1)

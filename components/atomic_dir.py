@@ -20,7 +20,12 @@ def replace_dir(tmp: Path, out_dir: Path) -> None:
         if old.exists():
             shutil.rmtree(old)
         out_dir.rename(old)
-    tmp.rename(out_dir)
+    try:
+        tmp.rename(out_dir)
+    except BaseException:
+        if old is not None:
+            old.rename(out_dir)  # put the earlier directory back
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -34,6 +39,17 @@ _LEFTOVER = re.compile(r"^\..+\.(tmp|old|partial)(-[0-9A-Za-z]+)?$|^\..+\.[0-9a-
 def is_leftover(name: str) -> bool:
     """True for a name that only a writer of this project interrupted mid-write leaves behind."""
     return bool(_LEFTOVER.match(name))
+
+
+# components/train/checkpoint.STATE_META (not imported here: this module must stay torch-free)
+RESUME_STATE = "resume.json"
+
+
+def is_resumable(path: Path) -> bool:
+    """A staged training directory (``.teacher.partial``) holding a resume state: not debris but the
+    checkpoint a killed training continues from, so the sweeps below and ``ctrflow gc`` keep it
+    (the next training replaces it; ``ctrflow train --fresh`` drops it)."""
+    return path.is_dir() and not path.is_symlink() and (path / RESUME_STATE).is_file()
 
 
 def sweep_leftovers(roots, *, log=None) -> list[Path]:
@@ -59,6 +75,8 @@ def sweep_leftovers(roots, *, log=None) -> list[Path]:
         parent = root.parent
         if parent.is_dir():
             for sib in parent.iterdir():
+                if is_resumable(sib):
+                    continue
                 if sib.name.startswith(f".{root.name}.") and is_leftover(sib.name) or \
                         sib.name.startswith(f"{root.name}.") and sib.name.endswith(".tmp"):
                     drop(sib)

@@ -8,7 +8,8 @@ small test pipeline (README "Disk use and retention"):
   own with ``train.tune.n_trials`` > 0), each with ``tune.n_trials`` trial directories.
 - **Teacher-logit caches**: ``<distill.logit_cache_dir>/<key>/`` — one per (teacher weights, data).
 - **DVC cache entries**: ``.dvc/cache/files/md5/…`` — every ``dvc commit`` of changed outputs adds
-  their new files; nothing ever removes the old ones.
+  their new files, and a run-cache entry per stage in ``.dvc/cache/runs/``; nothing ever removes the
+  old ones.
 - **Prefect result files** in ``$PREFECT_HOME/storage`` (only when PREFECT_HOME is this repo's own).
 - **Validation-cache entries** (partitioned input): ``<validate.cache_dir>/<sha256>.<key>/`` — one per
   partition that passed the gate, so one more every night.
@@ -31,7 +32,9 @@ partitions (an unmounted input directory must not empty the cache). The window's
 hashed for this, as the "nothing new" check hashes them every run; the others are not read.
 The DVC cache is pruned by DVC itself (``dvc gc``: keep the workspace, i.e. the current dvc.lock,
 the last ``dvc_keep_commits`` commits of HEAD and, with ``dvc_keep_tags``, every tag); no cache file
-is deleted by this module's own reckoning.
+is deleted by this module's own reckoning. Only the DVC run cache (``.dvc/cache/runs/``, a small
+entry per recorded stage run, which `dvc gc` leaves) is pruned here: an entry whose outputs `dvc gc`
+removed from the cache can restore nothing and goes.
 
 Never removed, whatever the policy says:
 
@@ -59,6 +62,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.atomic_dir import is_resumable
 from components.config import Params
 
 _TEMP_RE = re.compile(r"^\..+\.(tmp|old|partial)(-(?P<pid>\d+))?$")
@@ -172,6 +176,12 @@ def record_run(params: Params, root: Path, refs: dict) -> list[dict]:
 
 # --- what must never go -------------------------------------------------------------------------
 
+def _yaml_load(text: str):
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml: ~10x faster
+
+
 def _dvc_lock_outs(root: Path) -> list[tuple[Path, str | None]]:
     """(output path, md5) of every output in dvc.lock."""
     import yaml
@@ -180,7 +190,7 @@ def _dvc_lock_outs(root: Path) -> list[tuple[Path, str | None]]:
     if not lock.exists():
         return []
     try:
-        data = yaml.safe_load(lock.read_text()) or {}
+        data = _yaml_load(lock.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return [(root, None)]  # unreadable lock: protect everything
     outs = []
@@ -272,6 +282,8 @@ def _stale_temps(roots: Iterable[Path]) -> list[Path]:
         for dirpath, dirs, files in os.walk(top):
             for name in list(dirs) + files:
                 m = _TEMP_RE.match(name)
+                if m and is_resumable(Path(dirpath) / name):
+                    continue  # a staged training a killed run continues from (atomic_dir.is_resumable)
                 if m or (name in files and _PLAIN_TMP_RE.match(name)):
                     pid = m.group("pid") if m else None
                     if pid is None or not _pid_alive(int(pid)):
@@ -396,8 +408,41 @@ def dvc_cache_gc(params: Params, root: Path, dry_run: bool) -> dict:
         dvc_log.setLevel(old_level)
         dvc_log.propagate = old_prop
         quiet.setLevel(quiet_level)
-    return {"files": len(paths), "bytes": size, "command": " ".join(args),
-            "paths": [str(p) for p in paths if p is not None]}
+    gone = {Path(p).resolve() for p in paths if p is not None} if dry_run else set()
+    runs = _dangling_run_cache(root, gone, dry_run)
+    return {"files": len(paths) + len(runs), "bytes": size + sum(b for _p, b in runs),
+            "command": " ".join(args), "run_cache": len(runs),
+            "paths": [str(p) for p in paths if p is not None] + [str(p) for p, _b in runs]}
+
+
+def _dangling_run_cache(root: Path, gone: set[Path], dry_run: bool) -> list[tuple[Path, int]]:
+    """Remove (dry: list) DVC run-cache entries (``.dvc/cache/runs/``, one per stage run that `dvc
+    commit` / `dvc repro` recorded) whose outputs are no longer in the DVC cache: `dvc gc` leaves them,
+    and they can restore nothing. ``gone``: cache files a dry pass would remove."""
+    import yaml
+
+    runs = root / ".dvc" / "cache" / "runs"
+    found: list[tuple[Path, int]] = []
+    if not runs.is_dir():
+        return found
+    for entry in sorted(p for p in runs.glob("*/*/*") if p.is_file()):
+        try:
+            outs = (_yaml_load(entry.read_text()) or {}).get("outs") or []
+        except (OSError, yaml.YAMLError):
+            continue
+        hashes = [o.get("md5") for o in outs if isinstance(o, dict)]
+        if not hashes or None in hashes:
+            continue
+        objects = [_cache_file(root, h) for h in hashes]
+        if any(not f.exists() or f.resolve() in gone for f in objects):
+            found.append((entry, entry.stat().st_size))
+    if not dry_run:
+        for entry, _size in found:
+            entry.unlink(missing_ok=True)
+            for d in (entry.parent, entry.parent.parent):
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only when empty
+    return found
 
 
 # --- the pass -------------------------------------------------------------------------------------
@@ -517,7 +562,8 @@ def format_report(report: GcReport) -> str:
     lines += [f"kept {k}" for k in report.kept]
     d = report.dvc
     if d.get("command"):
-        lines.append(f"DVC cache: {verb} {d['files']} unreferenced file(s), {_human(d['bytes'])} "
+        runs = f", {d['run_cache']} of them run-cache entries" if d.get("run_cache") else ""
+        lines.append(f"DVC cache: {verb} {d['files']} unreferenced file(s){runs}, {_human(d['bytes'])} "
                      f"({d['command']})")
     elif d.get("note"):
         lines.append(f"DVC cache: skipped ({d['note']})")

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 POOL, FLOW, DEPLOYMENT = "ctrflow-local", "ctrflow-pipeline", "nightly"
 # task-run names without Prefect's suffix; "distill" is the per-student task (task_run_name distill-<student>)
-STAGE_TASKS = ["check-new-data", "generate", "validate", "preprocess", "train-teacher", "distill",
+STAGE_TASKS = ["check-new-data", "validate", "preprocess", "train-teacher", "distill",
                "distill-summary", "evaluate", "profile", "report", "promote", "publish-summary", "gc",
                "dvc-commit", "dvc-push", "record-success"]
 SCREENSHOTS = REPO_ROOT / "test-artifacts"
@@ -78,7 +78,11 @@ def nightly(tmp_path_factory):
     repo = tmp / "repo"
     repo.mkdir()
     _copy_project(repo)
-    write_params(repo, **{**SMALL_RUN, "generate": {"rows": 3000},
+    # a tiny partitioned log, as a nightly deployment reads one: 3 days of 1,000 rows arrived in
+    # data/incoming; train on day_0 and day_1, validate and test on day_2 (preprocess.split: partition)
+    write_params(repo, **{**SMALL_RUN, "generate": {"rows": 1000},
+                          "data": {"input": "data/incoming", "window": {"last": 3}},
+                          "preprocess": {**SMALL_RUN["preprocess"], "split": "partition"},
                           "distill": {**SMALL_RUN["distill"], "students": ["dagfm"], "baselines": []},
                           "tune": {"n_trials": 1}})
     port = _free_port()
@@ -99,6 +103,7 @@ def nightly(tmp_path_factory):
         assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         return proc.stdout
 
+    sh(str(VENV_BIN / "ctrflow"), "generate", "--partitions", "3", "data/incoming")  # the partitions arrive
     sh("git", "init", "-q")
     sh("git", "add", "-A")
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project")
@@ -177,7 +182,8 @@ def test_the_triggered_run_completes_with_every_stage_and_its_artifacts(nightly)
     assert run["deployment_id"] == nightly.deployment["id"]
     assert {"ctrflow", "nightly", "data:criteo", "teacher:dcnv2"} <= set(run["tags"])  # flows/naming.py
     # flows/naming.py: the name says what ran (teacher, data format and input, start time)
-    assert re.fullmatch(r"dcnv2 on criteo:synthetic\.txt \d{4}-\d\d-\d\d \d\d:\d\d UTC", run["name"]), run["name"]
+    assert re.fullmatch(r"dcnv2 on criteo:incoming\[day_0\.\.day_2\] \d{4}-\d\d-\d\d \d\d:\d\d UTC",
+                        run["name"]), run["name"]
     http = nightly.http
     task_runs = http.post("/task_runs/filter", json={"flow_runs": {"id": {"any_": [run["id"]]}}}).json()
     by_name = {t["name"].rsplit("-", 1)[0]: t for t in task_runs}
@@ -203,7 +209,7 @@ def test_the_scheduled_run_commits_and_pushes_to_the_dvc_remote_and_pull_restore
         return subprocess.run([str(VENV_BIN / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True)
 
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert {"generate", "train_teacher", "report"} <= set(lock["stages"])
+    assert {"validate", "train_teacher", "report", "promote"} <= set(lock["stages"])
     teacher_md5 = next(o["md5"] for o in lock["stages"]["train_teacher"]["outs"] if o["path"] == "models/teacher")
     remote = repo / ".dvcstore"  # .dvc/config's default remote, relative to .dvc/
     assert (remote / "files" / "md5" / teacher_md5[:2] / teacher_md5[2:]).is_file()

@@ -123,3 +123,20 @@ def test_a_trial_left_running_by_a_dead_process_is_failed_and_retried_with_its_p
     seen = []
     result = run_study("x", lambda t: seen.append(t.suggest_float("x", 0, 1)) or seen[-1], params)
     assert seen[0] == killed_x and result.n_complete == 2 and result.n_running == 0
+
+
+def test_a_staged_training_with_a_resume_state_survives_the_sweeps(tmp_path):
+    from components.atomic_dir import RESUME_STATE, is_resumable, sweep_leftovers
+    from components.train.checkpoint import STATE_META
+
+    assert RESUME_STATE == STATE_META
+    out = tmp_path / "models" / "teacher"
+    out.mkdir(parents=True)
+    staged = tmp_path / "models" / ".teacher.partial"
+    staged.mkdir()
+    (staged / "model.safetensors").write_bytes(b"x")
+    assert not is_resumable(staged)
+    assert sweep_leftovers([out]) == [staged]  # no resume state: debris
+    staged.mkdir()
+    (staged / STATE_META).write_text("{}")
+    assert is_resumable(staged) and sweep_leftovers([out]) == [] and staged.is_dir()

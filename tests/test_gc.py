@@ -1,9 +1,13 @@
 """Retention (components/gc.py, `ctrflow gc`): back-to-back runs keep the repository's disk use flat.
 
-Each "run" is a real run of the code that accumulates files: the teacher retrained with a new seed
-(so the logit-cache key and the study names change, as with nightly data), the distill stage (one
-Optuna trial: a trial directory, a teacher-logit cache), `dvc commit` of both stages (new DVC cache
-entries), then the real gc path (`gc_stage`).
+The fixture runs the real pipeline once (train, distil: every DVC output exists). Each "run" after it
+then writes, through the real code that accumulates, what a nightly run with a new teacher writes: a
+new teacher checkpoint (a new seed, swapped into ``train.out_dir``), its teacher-logit cache
+(``ensure_teacher_logits``), a new Optuna study named after that teacher (``run_study`` with one
+trial writing its checkpoint into ``<tune.trials_dir>/<study>/<n>``, and the student's
+``study/best.json``), `dvc commit` of both stages (new DVC cache entries) and a git commit of
+dvc.lock; then the real gc path (`gc_stage`). Training and distilling themselves are left out of the
+loop: they add nothing to disk that these steps do not, and cost most of the time.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from components.config import load_params
-from tests.conftest import REPO_ROOT, VENV_BIN, write_params
+from tests.conftest import write_params
 from tests.test_pipeline import _copy_project
 
 TINY = {
@@ -30,11 +34,6 @@ TINY = {
     "tune": {"n_trials": 1},
     "retention": {"keep_runs": 2, "dvc_keep_commits": 2},
 }
-
-
-def _env(repo: Path) -> dict:
-    return {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-            "PYTHONPATH": str(REPO_ROOT), "PREFECT_HOME": str(repo / ".prefect")}
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -53,7 +52,8 @@ def _disk(repo: Path) -> int:
 
 @pytest.fixture
 def tiny_repo(tmp_path, monkeypatch):
-    """A git + DVC copy of the project with a validated, preprocessed 1,500-row log."""
+    """A git + DVC copy of the project with a validated, preprocessed 1,500-row log, a trained
+    teacher, its logit cache and a student study (the outputs of both DVC stages)."""
     from components import stages
 
     repo = tmp_path / "repo"
@@ -67,22 +67,76 @@ def tiny_repo(tmp_path, monkeypatch):
     stages.generate_stage(params)
     stages.validate_stage(params)
     stages.preprocess_stage(params)
+    stages.train_stage(params)     # the real stage once (its metrics and curve), then a teacher and
+    _new_teacher(params, -1)       # what distill writes as in every run below (see _one_run): every
+    _distill_outputs(params)       # output of both DVC stages exists
+    stages.distill_summary_stage(params, [])
     _git(repo, "add", "-A")
     _git(repo, "commit", "-qm", "fixture")
     return repo
 
 
+def _new_teacher(params, seed: int) -> None:
+    """A teacher with new weights (as after a retrain on new data), swapped into train.out_dir."""
+    import torch
+
+    from components.atomic_dir import replace_dir
+    from components.data.feature_map import FeatureMap
+    from components.models import build_model
+    from components.train.checkpoint import feature_map_hash, save_model
+
+    fmap = FeatureMap.load(Path(params.preprocess.out_dir) / "feature_map.json")
+    tp = params.train
+    hparams = {"embedding_dim": tp.embedding_dim, **tp.model_params}
+    torch.manual_seed(seed)
+    out = Path(tp.out_dir)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    save_model(build_model(tp.model, fmap, **hparams), tmp, model_name=tp.model, hparams=hparams,
+               feature_map_hash=feature_map_hash(fmap), epoch=1, metrics={"valid_auc": 0.5})
+    replace_dir(tmp, out)
+
+
+def _new_study(params) -> None:
+    """The dagfm student's study for the current teacher: one trial writing a checkpoint (the teacher's
+    files stand in for a student's) into its trial directory, then study/best.json (distill's paths)."""
+    import shutil
+
+    from components.distill.students import study_key
+    from components.tune.outputs import write_study_outputs
+    from components.tune.study import run_study
+
+    teacher = Path(params.train.out_dir)
+    name = f"dagfm-{study_key('dagfm', params, teacher)}"
+    trials_dir = Path(params.tune.trials_dir) / f"{params.tune.study_prefix}-{name}"
+
+    def objective(trial) -> float:
+        shutil.copytree(teacher, trials_dir / str(trial.number))
+        return 0.6
+
+    result = run_study(name, objective, params.tune)
+    write_study_outputs(result, Path(params.distill.out_dir) / "dagfm" / "study")
+
+
+def _distill_outputs(params) -> None:
+    """What distill accumulates for the current teacher: its logit cache and the student's study."""
+    from components.distill.logit_cache import ensure_teacher_logits
+
+    ensure_teacher_logits(params.train.out_dir, params.preprocess.out_dir, params.distill.logit_cache_dir,
+                          log=lambda _m: None)
+    _new_study(params)
+
+
 def _one_run(repo: Path, seed: int, gc: bool) -> dict:
-    """Train (seed), distill, gc when asked, dvc commit (+ git commit of dvc.lock): the flow's order,
-    gc before the commit (after it, the logit caches in the DVC-tracked cache directory would all
-    count as referenced by dvc.lock)."""
+    """New teacher (seed), its logit cache and student study, gc when asked, dvc commit (+ git commit
+    of dvc.lock): the flow's order, gc before the commit (after it, the logit caches in the
+    DVC-tracked cache directory would all count as referenced by dvc.lock)."""
     from dvc.repo import Repo
 
     from components import stages
 
-    params = load_params("params.yaml", {"train.seed": seed})
-    stages.train_stage(params)
-    stages.distill_stage(params)
+    params = load_params("params.yaml")
+    _new_teacher(params, seed)
+    _distill_outputs(params)
     details = stages.gc_stage(params, before_dvc_commit=True).details if gc else {}
     with Repo(str(repo)) as dvc:
         dvc.commit("train_teacher", force=True)
@@ -111,6 +165,8 @@ def test_twenty_back_to_back_runs_keep_disk_use_flat(tiny_repo: Path, capsys):
     with capsys.disabled():
         print(f"\nwithout gc: {[base, *grown]}\nwith gc (runs 1..20): {sizes}\nfreed per run: {freed}")
     assert max(sizes[4:]) <= 1.1 * sizes[3] + 200_000, sizes
+    # flat: what still grows is the retention ledger's line per run (capped at 100 lines)
+    assert max(sizes[4:]) - min(sizes[4:]) < 16 * 400, sizes
     assert max(sizes[4:]) < grown[-1] + 3 * min(steps), sizes  # far below a never-pruned repo
     assert all(f > 0 for f in freed[3:]), freed
 
@@ -127,10 +183,98 @@ def test_twenty_back_to_back_runs_keep_disk_use_flat(tiny_repo: Path, capsys):
     assert stored == set(studies), (stored, studies)
 
     # The workspace still matches dvc.lock, and its outputs are all in the cache.
-    env = _env(tiny_repo)
-    status = subprocess.run(["dvc", "status", "train_teacher", "distill"], cwd=tiny_repo, env=env,
-                            capture_output=True, text=True)
-    assert status.returncode == 0 and "changed" not in status.stdout, status.stdout + status.stderr
-    checkout = subprocess.run(["dvc", "checkout", "--force", "train_teacher", "distill"], cwd=tiny_repo, env=env,
-                              capture_output=True, text=True)
-    assert checkout.returncode == 0, checkout.stderr
+    from dvc.repo import Repo
+
+    with Repo(str(tiny_repo)) as dvc:
+        assert dvc.status(["train_teacher", "distill"]) == {}
+        dvc.checkout(["train_teacher", "distill"], force=True)  # raises CheckoutError if one is missing
+
+
+# ---- `ctrflow gc --dry-run` and the registry, on a planted layout (no training, no DVC) -----------
+
+def _plant(root: Path) -> dict[str, Path]:
+    """Two older runs' studies and logit caches (in the ledger), the current run's, killed runs'
+    leftovers: what gc would remove is ``old1`` (study), ``cacheA`` and the two leftovers."""
+    write_params(root, retention={"keep_runs": 2})
+    params = load_params(root / "params.yaml")
+    trials, caches = root / params.tune.trials_dir, root / params.distill.logit_cache_dir
+    paths = {"old1": trials / "ctrflow-dagfm-old1", "old2": trials / "ctrflow-dagfm-old2",
+             "cur": trials / "ctrflow-dagfm-cur", "cacheA": caches / ("a" * 32), "cacheB": caches / ("b" * 32),
+             "partial": root / "models" / ".teacher.partial", "tmp": root / "metrics" / ".teacher.json.tmp-999999"}
+    for key in ("old1", "old2", "cur"):
+        (paths[key] / "0").mkdir(parents=True)
+        (paths[key] / "0" / "model.safetensors").write_bytes(b"w" * 5000)
+    for key in ("cacheA", "cacheB"):
+        paths[key].mkdir(parents=True)
+        (paths[key] / "train.parquet").write_bytes(b"l" * 3000)
+    paths["partial"].mkdir(parents=True)
+    (paths["partial"] / "resume.json").write_text("{}")
+    paths["tmp"].parent.mkdir(parents=True)
+    paths["tmp"].write_text("{")
+    best = root / params.distill.out_dir / "dagfm" / "study" / "best.json"
+    best.parent.mkdir(parents=True)
+    best.write_text(json.dumps({"study_name": "ctrflow-dagfm-cur"}))
+    ledger = root / params.retention.ledger
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    rel = lambda p: str(p.relative_to(root))  # noqa: E731
+    ledger.write_text("".join(json.dumps(e) + "\n" for e in [
+        {"time": 1, "trials": [rel(paths["old1"])], "logit_caches": [rel(paths["cacheA"])]},
+        {"time": 2, "trials": [rel(paths["old2"])], "logit_caches": [rel(paths["cacheB"])]}]))
+    return paths
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() and not p.is_symlink() else b"")
+            for p in sorted(root.rglob("*")) if ".ctrflow" not in p.parts}
+
+
+def test_gc_dry_run_lists_what_would_go_with_bytes_and_removes_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    monkeypatch.chdir(tmp_path)
+    paths = _plant(tmp_path)
+    before = _tree(tmp_path)
+    ledger = (tmp_path / ".ctrflow" / "retention.jsonl").read_text()
+    result = CliRunner().invoke(main, ["gc", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for key, size in (("old1", "4.9 KiB"), ("cacheA", "2.9 KiB"), ("partial", "2 B"), ("tmp", "1 B")):
+        line = next((ln for ln in out.splitlines() if str(paths[key].relative_to(tmp_path)) in ln), "")
+        assert line.startswith("would remove ") and f"({size})" in line, (key, out)
+    for key in ("old2", "cur", "cacheB"):
+        assert str(paths[key].relative_to(tmp_path)) not in out, (key, out)
+    assert "would delete Optuna study: ctrflow-dagfm-old1" in out
+    assert "DVC cache: skipped (not a DVC repository)" in out
+    assert out.rstrip().splitlines()[-1] == "gc: would free 7.8 KiB (8,003 bytes)", out
+    assert _tree(tmp_path) == before  # nothing removed
+    assert (tmp_path / ".ctrflow" / "retention.jsonl").read_text() == ledger  # not even the ledger touched
+
+
+def test_gc_never_removes_anything_under_the_registry(tmp_path, monkeypatch):
+    from components import stages
+
+    monkeypatch.chdir(tmp_path)
+    paths = _plant(tmp_path)
+    registry = tmp_path / "models" / "registry"
+    version = registry / "v1"
+    version.mkdir(parents=True)
+    (version / "model.safetensors").write_bytes(b"r" * 4000)
+    (version / "model.json").write_text("{}")
+    # the registered version points at an old study and an old logit cache, and holds temp-like names
+    (version / "trial").symlink_to(paths["old1"] / "0")
+    (version / "teacher_logits").symlink_to(paths["cacheA"])
+    (registry / ".v2.tmp-999999").mkdir()
+    (registry / ".v2.tmp-999999" / "model.safetensors").write_bytes(b"p" * 100)
+    (registry / "production").symlink_to("v1")
+    registered = _tree(registry)
+
+    details = stages.gc_stage(load_params(tmp_path / "params.yaml")).details
+    removed = {r["path"] for r in details["removed"]}
+    assert removed == {str(paths[k].relative_to(tmp_path)) for k in ("partial", "tmp")}, removed
+    assert _tree(registry) == registered
+    assert paths["old1"].is_dir() and paths["cacheA"].is_dir()  # a symlink in the registry points there
+    kept = "\n".join(details["kept"])
+    for what in ("ctrflow-dagfm-old1", "a" * 32, ".v2.tmp-999999"):
+        assert what in kept and "model registry" in kept, kept

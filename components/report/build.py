@@ -12,12 +12,14 @@ teacher's training curve, the tuned hyperparameters (the teacher's study from ``
 ``best.json`` / ``trials.csv``) and the environment (package versions, devices, seeds, git
 commit, DVC output hashes). A section whose inputs are missing says which file and stage provide them.
 
-Files are written to temporary names and renamed, figures first, the HTML last.
+The report directory is built whole in a temporary sibling and swapped in at the end.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -363,19 +365,66 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old|partial)(-\d+)?$")  # a killed writer's temporary: not carried over
+REPORT_FILES = ("report.md", "report.html", FIGURES_DIR)
+"""What :func:`build_report` writes into ``evaluate.report_dir``; anything else there is carried over."""
+
+
 def build_report(params) -> tuple[Path, Path]:
-    """Write ``report.md`` (+ ``figures/``) and ``report.html`` into ``evaluate.report_dir``."""
+    """Write ``report.md`` (+ ``figures/``) and ``report.html`` into ``evaluate.report_dir``.
+
+    The whole directory is built in a sibling ``.<name>.tmp-<pid>`` and swapped in at the end
+    (:func:`components.atomic_dir.replace_dir`): a failed write (disk full, read-only) leaves the
+    earlier report as it was, never a new report.md beside an old report.html, and no temporary.
+    Files in the directory that the report does not write are carried over (hard links)."""
+    from components.atomic_dir import replace_dir
+
     ev = evaluate_settings(params)
     out = Path(ev.report_dir)
     blocks = report_blocks(params)
-    (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
-    for b in blocks:
-        if isinstance(b, Figure):
-            _atomic_write(out / FIGURES_DIR / f"{b.name}.png", b.png)
-    md_path, html_path = out / "report.md", out / "report.html"
-    _atomic_write(md_path, render_markdown(blocks, FIGURES_DIR).encode())
-    _atomic_write(html_path, render_html(blocks, TITLE).encode())
-    return md_path, html_path
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        (staged / FIGURES_DIR).mkdir(parents=True)
+        for b in blocks:
+            if isinstance(b, Figure):
+                _write(staged / FIGURES_DIR / f"{b.name}.png", b.png)
+        _write(staged / "report.md", render_markdown(blocks, FIGURES_DIR).encode())
+        _write(staged / "report.html", render_html(blocks, TITLE).encode())
+        if out.is_dir():
+            for entry in out.iterdir():
+                if entry.name not in REPORT_FILES and not _LEFTOVER.match(entry.name):
+                    _carry_over(entry, staged / entry.name)
+        replace_dir(staged, out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return out / "report.md", out / "report.html"
+
+
+def _write(path: Path, data: bytes) -> None:
+    """:func:`_atomic_write`; a failed write's OSError names ``path`` (write(2) errors carry no name)."""
+    try:
+        _atomic_write(path, data)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
+def _carry_over(src: Path, dst: Path) -> None:
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, copy_function=link, symlinks=True)
+    elif src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    else:
+        link(src, dst)
 
 
 def headline_table(params) -> str:

@@ -13,7 +13,8 @@ Two kinds of files live in a training ``out_dir``:
   ``param_groups`` and non-tensor state, the Python and NumPy RNG states, and the name and SHA-256
   of its tensor file.
 
-Every file is written to a temporary name and renamed into place (atomic on POSIX). For the resume
+Every file is written to a temporary name and renamed into place (atomic on POSIX); a write that
+fails (disk full, file size limit) deletes its temporary before the error propagates. For the resume
 state the JSON is the commit point: it is renamed last, and tensor files of older epochs are deleted
 only after it, so a crash at any moment leaves a complete earlier state. Loading reads safetensors and
 JSON only; ``torch.load`` is never called.
@@ -25,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -62,11 +64,15 @@ def _tmp_path(path: Path) -> Path:
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = _tmp_path(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full, ...) leaves no half-written temp
+        raise
 
 
 def _atomic_save_tensors(
@@ -74,14 +80,31 @@ def _atomic_save_tensors(
 ) -> str:
     """Write ``tensors`` as safetensors via a temp file + rename; return the file's SHA-256."""
     tmp = _tmp_path(path)
-    save_file(tensors, str(tmp), metadata=metadata)
-    _sort_metadata(tmp)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors creates 0600 files; use the usual permissions
-    digest = file_sha256(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    try:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as e:
+            raise _os_error(e, path) from e
+        _sort_metadata(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # safetensors creates 0600 files; use the usual permissions
+        digest = file_sha256(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write (disk full, ...) leaves no half-written temp
+        raise
     return digest
+
+
+def _os_error(e: Exception, path: Path) -> Exception:
+    """safetensors reports an I/O error only as text (``IoError(Os { code: 28, ... })``): the OSError
+    it stands for (``... (os error 28)``), naming ``path`` (so a disk-full message can say where); ``e`` itself otherwise."""
+    m = re.search(r"\bos error (\d+)|\bcode: (\d+)", str(e))
+    if m is None:
+        return e
+    code = int(m.group(1) or m.group(2))
+    return OSError(code, os.strerror(code), str(path))
 
 
 def _sort_metadata(path: Path) -> None:

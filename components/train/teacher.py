@@ -2,9 +2,10 @@
 
 Reads ``<preprocess.out_dir>/feature_map.json`` and its splits, trains ``train.model`` with the
 recipe of :func:`components.train.loop.fit`, then scores the validation and test splits with the
-restored best weights. Writes (atomically):
+restored best weights. Writes:
 
-- ``train.out_dir``: ``model.safetensors`` + ``model.json`` (and the resume state while training);
+- ``train.out_dir``: ``model.safetensors`` + ``model.json``, the resume state of the last epoch and
+  the gate's ``baseline_lr/``;
 - ``train.metrics``: valid/test AUC and LogLoss, epochs, best epoch, samples/s, parameter counts;
 - ``train.curve``: one CSV row per validation evaluation (epoch, epochs_done, lr, train_loss,
   valid_auc, valid_logloss, samples_per_s, seconds) for DVC plots.
@@ -13,6 +14,15 @@ Every run also fits the baseline gate's LR and scores the constant predictor on 
 (:mod:`components.train.gate`); their metrics and the gate's verdict are in the metrics JSON under
 ``baselines`` and ``gate``. Raising on a failed gate is the stage's job (``components/stages.py``),
 after these files are written, so a user can read why.
+
+Nothing of an earlier teacher changes until the new one is complete: training (checkpoints, resume
+state, the gate's LR) happens in the sibling :func:`staged_dir` ``.<out_dir name>.partial``, which is
+swapped in as ``train.out_dir`` (:func:`components.atomic_dir.replace_dir`) together with the metrics
+and curve (written in full to temporaries first) only at the end. A run that fails (disk full,
+read-only, a kill) leaves the earlier outputs byte-identical and no temporary file; the staged
+directory stays only when it holds a complete resume state, which the next run with ``resume``
+continues (a finished run's state in ``train.out_dir`` is continued the same way, e.g. after
+``max_epochs`` was raised). ``ctrflow gc`` counts a staged directory as a killed run's leftover.
 
 :func:`keep_teacher` installs a teacher trained elsewhere (the best trial of the teacher's Optuna
 study, :mod:`.tuning`) as these same outputs, scored by the same :func:`score_splits` and gated by
@@ -24,6 +34,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,10 +59,68 @@ class TeacherResult:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    tmp = _write_temp(path, text)
     tmp.replace(path)
+
+
+def _write_temp(path: Path, text: str) -> Path:
+    """Write ``text`` to ``.<name>.tmp-<pid>`` beside ``path`` (deleted again when the write fails)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from e  # write(2) errors carry no name
+        raise
+    return tmp
+
+
+def staged_dir(out_dir: str | Path) -> Path:
+    """The sibling ``.<name>.partial`` where a teacher for ``out_dir`` is trained (with its resume
+    state) until it is complete; a stale-temporary name for ``ctrflow gc`` (components/gc.py)."""
+    out = Path(out_dir)
+    return out.parent / f".{out.name}.partial"
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` as hard links (a copy where linking fails): the writers here replace
+    files by rename, never in place, so the original files stay untouched."""
+    def link(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link, symlinks=True)
+
+
+def _install(staged: Path, out: Path, texts: dict[Path, str]) -> tuple[Path, ...]:
+    """Swap the complete ``staged`` directory in as ``out`` and write ``texts`` (path → content).
+
+    A text whose path lies inside ``out`` (an Optuna trial's metrics.json) is written into ``staged``
+    and moves with it; the others are first written in full to temporaries beside their paths, and
+    renamed only after the swap, so a failed write (disk full, read-only) changes nothing: the
+    temporaries are deleted and the earlier ``out`` and texts stay as they were. Returns the paths."""
+    from components.atomic_dir import replace_dir
+
+    temps: list[tuple[Path, Path]] = []
+    try:
+        for path, text in texts.items():
+            if path.resolve().is_relative_to(out.resolve()):
+                inside = staged / path.resolve().relative_to(out.resolve())
+                inside.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_text(inside, text)
+            else:
+                temps.append((_write_temp(path, text), path))
+        replace_dir(staged, out)
+        for tmp, path in temps:
+            tmp.replace(path)
+    finally:
+        for tmp, _path in temps:
+            tmp.unlink(missing_ok=True)
+    return tuple(texts)
 
 
 def _curve_csv(history: list[dict]) -> str:
@@ -130,6 +200,11 @@ def write_teacher_outputs(metrics: dict, curve_csv: str, params: TrainParams) ->
     return metrics_path, curve_path
 
 
+def _output_texts(metrics: dict, curve_csv: str, params: TrainParams) -> dict[Path, str]:
+    return {Path(params.metrics): json.dumps(metrics, indent=2, sort_keys=True) + "\n",
+            Path(params.curve): curve_csv}
+
+
 def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: bool = True,
                   log=print, on_epoch_end: Callable[[dict], Any] | None = None,
                   with_gate: bool = True) -> TeacherResult:
@@ -141,7 +216,7 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
     trials, whose kept best gets the gate in :func:`keep_teacher`.
     """
     from components.models import build_model
-    from components.train.checkpoint import clear_train_state, count_parameters
+    from components.train.checkpoint import count_parameters, has_train_state
     from components.train.loop import (
         fit,
         resolve_device,
@@ -154,43 +229,65 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
     fmap = FeatureMap.load(processed / "feature_map.json")
     dev = resolve_device(params.device)
     device = str(dev)
+    out = Path(params.out_dir)
+    staged = staged_dir(out)
+    stage_params = params.model_copy(update={"out_dir": str(staged)})
 
     train = _split_loader(params, processed, fmap, "train", True, device)
     valid = _split_loader(params, processed, fmap, "valid", False, device)
     seed_everything(params.seed)
     hparams = {"embedding_dim": params.embedding_dim, **params.model_params}
     model = build_model(params.model, fmap, **hparams)
-    if resume and resume_state_matches(params.out_dir, params, model, hparams) is False:
-        log(f"{params.out_dir}: resume state is from another configuration or data; training afresh")
-        clear_train_state(params.out_dir)
-    started = time.perf_counter()
-    result = fit(model, train, valid, params, params.out_dir, resume=resume, hparams=hparams, log=log,
-                 on_epoch_end=on_epoch_end)
-    wall = time.perf_counter() - started
-    del train, valid  # free the in-memory splits before the gate's LR loads its own
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if resume and resume_state_matches(staged, params, model, hparams) is False:
+        log(f"{staged}: resume state is from another configuration or data; training afresh")
+        resume_from_staged = False
+    else:
+        resume_from_staged = resume and has_train_state(staged)
+    if not resume_from_staged:
+        shutil.rmtree(staged, ignore_errors=True)
+        if resume and resume_state_matches(out, params, model, hparams):
+            # a finished run's state (e.g. max_epochs raised since): continue it in the staged copy
+            _link_tree(out, staged)
+        elif resume and has_train_state(out):
+            log(f"{out}: resume state is from another configuration or data; training afresh")
+    try:
+        staged.mkdir(exist_ok=True)
+        started = time.perf_counter()
+        result = fit(model, train, valid, stage_params, staged, resume=resume, hparams=hparams, log=log,
+                     on_epoch_end=on_epoch_end)
+        wall = time.perf_counter() - started
+        del train, valid  # free the in-memory splits before the gate's LR loads its own
 
-    scores = score_splits(model, params, processed, fmap, dev)
-    gated = baseline_gate(params, processed, fmap, dev, scores["valid"], log) if with_gate else {}
-    sps = [h["samples_per_s"] for h in result.history if h.get("samples_per_s")]
-    metrics = {
-        "model": params.model,
-        "hparams": hparams,
-        "valid": scores.get("valid"),
-        "test": scores.get("test"),
-        "best_epoch": result.best_epoch,
-        "epochs": result.epochs_run,
-        "train_samples_per_s": round(sum(sps) / len(sps), 1) if sps else None,
-        "train_seconds": round(wall, 2),
-        "device": device,
-        "precision": "bf16" if resolve_precision(dev, params.precision) is not None else "fp32",
-        "parameters": count_parameters(model),
-        "best_eval": result.best_eval,
-        "eval_every": params.eval_every,
-        "batch_size": train_batch_size(params, fmap),
-        **gated,
-    }
-    metrics_path, curve_path = write_teacher_outputs(metrics, _curve_csv(result.history), params)
-    return TeacherResult(metrics, Path(params.out_dir), metrics_path, curve_path)
+        scores = score_splits(model, params, processed, fmap, dev)
+        gated = baseline_gate(stage_params, processed, fmap, dev, scores["valid"], log) if with_gate else {}
+        sps = [h["samples_per_s"] for h in result.history if h.get("samples_per_s")]
+        metrics = {
+            "model": params.model,
+            "hparams": hparams,
+            "valid": scores.get("valid"),
+            "test": scores.get("test"),
+            "best_epoch": result.best_epoch,
+            "epochs": result.epochs_run,
+            "train_samples_per_s": round(sum(sps) / len(sps), 1) if sps else None,
+            "train_seconds": round(wall, 2),
+            "device": device,
+            "precision": "bf16" if resolve_precision(dev, params.precision) is not None else "fp32",
+            "parameters": count_parameters(model),
+            "best_eval": result.best_eval,
+            "eval_every": params.eval_every,
+            "batch_size": train_batch_size(params, fmap),
+            **gated,
+        }
+        metrics_path, curve_path = _install(staged, out, _output_texts(metrics, _curve_csv(result.history),
+                                                                       params))
+    except BaseException:
+        # Keep a complete resume state for the next run (resume after a kill, or once space is back);
+        # anything less is of no use and goes.
+        if not (resume and staged.is_dir() and has_train_state(staged)):
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return TeacherResult(metrics, out, metrics_path, curve_path)
 
 
 def keep_teacher(source: TrainParams, params: TrainParams, processed_dir: str | Path, *,
@@ -199,18 +296,15 @@ def keep_teacher(source: TrainParams, params: TrainParams, processed_dir: str | 
     settings, whose out_dir/metrics/curve point into the trial's directory) the teacher of
     ``params``.
 
-    Copies ``model.safetensors`` + ``model.json`` from ``source.out_dir`` into ``params.out_dir``
-    (through a temporary sibling directory renamed into place; whatever an earlier training left
-    there goes with the old directory), scores the copied checkpoint on valid/test with
-    :func:`score_splits` (loaders of ``source``), runs the baseline gate (:func:`baseline_gate`,
-    ``params.gate``, the LR with ``source``'s batch size and seed) and writes ``params.metrics``
+    Copies ``model.safetensors`` + ``model.json`` from ``source.out_dir`` into a temporary sibling
+    of ``params.out_dir``, scores the copied checkpoint on valid/test with :func:`score_splits`
+    (loaders of ``source``), runs the baseline gate there (:func:`baseline_gate`, ``params.gate``,
+    the LR with ``source``'s batch size and seed), then swaps it in as ``params.out_dir`` (whatever an
+    earlier training left there goes with the old directory) and writes ``params.metrics``
     (``source``'s training record with these scores and the gate, plus ``extra``) and
-    ``params.curve`` (``source``'s curve). Raising on a failed gate stays the stage's job.
+    ``params.curve`` (``source``'s curve), all three only once everything is complete
+    (:func:`_install`). Raising on a failed gate stays the stage's job.
     """
-    import os
-    import shutil
-
-    from components.atomic_dir import replace_dir
     from components.train.checkpoint import MODEL_META, MODEL_WEIGHTS, load_model
     from components.train.loop import resolve_device
 
@@ -220,23 +314,22 @@ def keep_teacher(source: TrainParams, params: TrainParams, processed_dir: str | 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         for name in (MODEL_WEIGHTS, MODEL_META):
             shutil.copy2(src / name, tmp / name)
-        replace_dir(tmp, out)
+        processed = Path(processed_dir)
+        fmap = FeatureMap.load(processed / "feature_map.json")
+        dev = resolve_device(source.device)
+        model, _ = load_model(tmp, fmap, device=dev)
+        scores = score_splits(model, source, processed, fmap, dev)
+        gate_params = source.model_copy(update={"out_dir": str(tmp), "gate": params.gate})
+        gated = baseline_gate(gate_params, processed, fmap, dev, scores["valid"], log)
+        metrics = {**record, "valid": scores.get("valid"), "test": scores.get("test"), **gated,
+                   **(extra or {})}
+        # swapped in only now, complete with the gate's LR: a failure before leaves the old teacher
+        metrics_path, curve_path = _install(tmp, out, _output_texts(metrics, curve, params))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"teacher: {src} → {out}")
-
-    processed = Path(processed_dir)
-    fmap = FeatureMap.load(processed / "feature_map.json")
-    dev = resolve_device(source.device)
-    model, _ = load_model(out, fmap, device=dev)
-    scores = score_splits(model, source, processed, fmap, dev)
-    gate_params = source.model_copy(update={"out_dir": str(out), "gate": params.gate})
-    gated = baseline_gate(gate_params, processed, fmap, dev, scores["valid"], log)
-    metrics = {**record, "valid": scores.get("valid"), "test": scores.get("test"), **gated,
-               **(extra or {})}
-    metrics_path, curve_path = write_teacher_outputs(metrics, curve, params)
     return TeacherResult(metrics, out, metrics_path, curve_path)

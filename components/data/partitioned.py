@@ -13,8 +13,10 @@ Outputs (``validate.out_dir``), published atomically once every partition passed
 - ``validation.json``: the summary — ``partitioned: true``, ``files``, total ``rows``, ``window``,
   ``partitions`` (name, path, sha256, date, rows, ``cached``: whether this run reused the verdict,
   ``report``: the partition's own report) and every partition's checks tagged with ``partition``;
-- ``partitions/<name>/``: that partition's ``validation.json`` and GX ``data_docs/`` (hard links to
-  the cache entry where the filesystem allows, else copies).
+- ``data_docs/partitions/<name>/``: that partition's ``validation.json`` and GX ``data_docs/`` (hard
+  links to the cache entry where the filesystem allows, else copies). Under ``data_docs/`` like the
+  single-file Data Docs, so dvc.yaml's two outs (the deterministic summary, the time-stamped docs) hold
+  for both kinds of input.
 
 On failure ``<out_dir>.failed.json`` holds the summary with every failure (each names its file) and
 :class:`~components.data.errors.ValidationFailed` is raised; ``out_dir`` is left untouched.
@@ -111,7 +113,7 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
     for p in parts:
         entry = cache / f"{p.sha256}.{key}"
         record = p.record(cached=False, rows=None, success=False,
-                          report=f"partitions/{p.name}/{REPORT_FILE}")
+                          report=f"data_docs/partitions/{p.name}/{REPORT_FILE}")
         report_path = entry / REPORT_FILE
         report = None
         if report_path.is_file():
@@ -167,9 +169,9 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
     try:
         tmp.mkdir()
-        (tmp / "partitions").mkdir()
+        (tmp / "data_docs" / "partitions").mkdir(parents=True)
         for p in parts:
-            _link_tree(cache / f"{p.sha256}.{key}", tmp / "partitions" / p.name)
+            _link_tree(cache / f"{p.sha256}.{key}", tmp / "data_docs" / "partitions" / p.name)
         _write_json(tmp / REPORT_FILE, summary)
         _publish(tmp, out_dir)
     finally:

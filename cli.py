@@ -83,10 +83,11 @@ def _sweep(fn, params) -> None:
     ctx = click.get_current_context(silent=True)
     if ctx is not None and (ctx.obj or {}).get("no_checkout"):
         return
-    from components.stages import sweep_leftovers
+    from components.stages import output_paths, sweep_leftovers
 
     stage = {"train_stage": "train_teacher"}.get(fn.__name__, fn.__name__.removesuffix("_stage"))
-    sweep_leftovers(params, [stage], log=lambda msg: click.echo(f"note: {msg}", err=True))
+    if stage in output_paths(params):  # a pipeline stage (not check-new, gc, registry commands)
+        sweep_leftovers(params, [stage], log=lambda msg: click.echo(f"note: {msg}", err=True))
 
 
 EXIT_BUSY = 3  # another run holds the run lock (run.on_busy: fail, or run.wait_timeout_s passed)

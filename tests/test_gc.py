@@ -208,7 +208,7 @@ def _plant(root: Path) -> dict[str, Path]:
         paths[key].mkdir(parents=True)
         (paths[key] / "train.parquet").write_bytes(b"l" * 3000)
     paths["partial"].mkdir(parents=True)
-    (paths["partial"] / "resume.json").write_text("{}")
+    (paths["partial"] / "model.safetensors").write_text("{}")  # a staged training without a resume state
     paths["tmp"].parent.mkdir(parents=True)
     paths["tmp"].write_text("{")
     best = root / params.distill.out_dir / "dagfm" / "study" / "best.json"
@@ -250,6 +250,10 @@ def test_gc_dry_run_lists_what_would_go_with_bytes_and_removes_nothing(tmp_path,
     assert out.rstrip().splitlines()[-1] == "gc: would free 7.8 KiB (8,003 bytes)", out
     assert _tree(tmp_path) == before  # nothing removed
     assert (tmp_path / ".ctrflow" / "retention.jsonl").read_text() == ledger  # not even the ledger touched
+    # a staged training that holds a resume state is what a killed training continues from: kept
+    (paths["partial"] / "resume.json").write_text("{}")
+    again = CliRunner().invoke(main, ["gc", "--dry-run"]).stdout
+    assert str(paths["partial"].relative_to(tmp_path)) not in again, again
 
 
 def test_gc_never_removes_anything_under_the_registry(tmp_path, monkeypatch):

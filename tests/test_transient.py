@@ -84,3 +84,43 @@ def test_the_flow_retries_a_transient_failure_only(prefect_server):
     with pytest.raises(StageFailed, match="stage train-teacher failed: GateFailed"):
         run("gate")
     assert calls.count("gate") == 1  # a failed gate is final at once
+
+
+def test_students_run_as_separate_tasks_in_parallel_when_allowed(prefect_server, monkeypatch):
+    """run.parallel_students: 2 → the distill stage's entries run two at a time in their own tasks,
+    and the summary gets them in distill_names order whatever order they finish in."""
+    import threading
+    import time
+
+    from prefect import flow
+
+    import flows.pipeline as fp
+    from components.stages import StageResult
+
+    params = Params.model_validate({"run": {"parallel_students": 2, "retries": 0},
+                                    "distill": {"students": ["dagfm", "fsdnet", "kd_dagfm_plus"], "baselines": ["dagfm"]}})
+    running, peak, lock = set(), [0], threading.Lock()
+
+    def one(_params, name):
+        with lock:
+            running.add(name)
+            peak[0] = max(peak[0], len(running))
+        time.sleep(0.5 if name in ("dagfm", "kd_dagfm_plus") else 0.1)
+        with lock:
+            running.discard(name)
+        return StageResult((), f"{name}: done", {"student": {"student": name, "test": None}})
+
+    collected = []
+    monkeypatch.setattr(fp, "_params", lambda path, overrides: params)
+    monkeypatch.setattr(fp.stages, "distill_student_stage", one)
+    monkeypatch.setattr(fp.stages, "distill_summary_stage",
+                        lambda _p, summaries: collected.append([s["student"] for s in summaries])
+                        or StageResult((), "distilled", {}))
+
+    @flow
+    def distill_only():
+        return fp._distill(params, "params.yaml", {})
+
+    assert distill_only() == "distilled"
+    assert collected == [["dagfm", "fsdnet", "kd_dagfm_plus", "baseline_dagfm"]]
+    assert peak[0] == 2  # two at a time, never more

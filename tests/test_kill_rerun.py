@@ -38,22 +38,32 @@ TINY = {**SMALL_RUN,
         "distill": {**SMALL_RUN["distill"], "students": ["dagfm"]},
         "evaluate": {**SMALL_RUN["evaluate"], "latency_runs": 5, "profile_runs": 1}}
 
+# The full chain also kills inside the promotion, so its run must promote: 3,000 rows cannot give a
+# teacher whose LogLoss beats the constant predictor's (the baseline gate, which promotion requires),
+# 20,000 rows at batch 512 do (valid LogLoss ~0.555 vs 0.566; the AUC margin over LR is waived here).
+FULL = {**TINY,
+        "generate": {"rows": 20000},
+        "train": {**SMALL_RUN["train"], "batch_size": 512,
+                  "gate": {**SMALL_RUN["train"]["gate"], "min_auc_gain": -1.0}},
+        "promote": {"max_flops_fraction": None}}
+
 # (pause point, the stage it is in). `@n`: the n-th time the point is reached in that process.
-# train: 3 batches an epoch, so batch 5 is mid epoch 2, after epoch 1's resume checkpoint. distill: the
+# TINY: train has 3 batches an epoch, so batch 5 is mid epoch 2, after epoch 1's resume checkpoint; the
 # dagfm study's trial 0 runs 9 batches (2 distillation + 1 fine-tuning epochs), so batch 12 is in trial 1.
+# FULL: 32 train batches an epoch (batch 40: mid epoch 2) and 16 distill batches an epoch (trial 0: 48).
 # promote: with the new version half copied, then published but `production` not yet switched.
 # dvc_commit: the first commit of that run, which is the promotion's (all before it are skipped).
 KILLS = [("generate.write", "generate"), ("validate.write", "validate"), ("preprocess.write", "preprocess"),
-         ("train_teacher.batch@5", "train_teacher"), ("distill.batch@12", "distill"),
+         ("train_teacher.batch@40", "train_teacher"), ("distill.batch@60", "distill"),
          ("evaluate.write", "evaluate"), ("profile.write", "profile"), ("report.write", "report"),
          ("promote.version_half_written", "promote"), ("promote.before_production_switch", "promote"),
          ("dvc_commit.write", "promote")]
 
 
-def _make_repo(root: Path) -> Path:
+def _make_repo(root: Path, params: dict) -> Path:
     root.mkdir()
     _copy_project(root)
-    write_params(root, **TINY)
+    write_params(root, **params)
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     return root
 
@@ -187,23 +197,23 @@ CORE_KILLS = [("train_teacher.batch@5", "train_teacher"), ("distill.batch@12", "
 
 @pytest.mark.slow
 def test_kill_in_training_tuning_and_dvc_commit_then_rerun_matches_an_uninterrupted_run(tmp_path):
-    _kill_chain(tmp_path, CORE_KILLS)
+    _kill_chain(tmp_path, CORE_KILLS, TINY)
 
 
 @pytest.mark.killchain
 @pytest.mark.timeout(1500)
 def test_kill_in_every_stage_then_rerun_matches_an_uninterrupted_run(tmp_path):
-    _kill_chain(tmp_path, KILLS)
+    _kill_chain(tmp_path, KILLS, FULL)
 
 
-def _kill_chain(tmp_path: Path, kills: list[tuple[str, str]]) -> None:
+def _kill_chain(tmp_path: Path, kills: list[tuple[str, str]], params: dict) -> None:
     started = time.monotonic()
-    reference = _make_repo(tmp_path / "reference")
+    reference = _make_repo(tmp_path / "reference", params)
     ref_log = _run_to_end(reference, tmp_path / "reference.log")
     assert _skipped(ref_log) == []
     assert _locked(reference) == STAGES
 
-    repo = _make_repo(tmp_path / "killed")
+    repo = _make_repo(tmp_path / "killed", params)
     timings = {}
     for i, (point, stage) in enumerate(kills):
         t0 = time.monotonic()
@@ -229,7 +239,11 @@ def _kill_chain(tmp_path: Path, kills: list[tuple[str, str]]) -> None:
     _assert_nothing_half_written(repo)
     assert _final_metrics(repo) == _final_metrics(reference)
 
-    if kills == KILLS:  # the same state once more: every stage is skipped, nothing is recorded anew
+    if kills == KILLS:
+        # the kills inside the promotion hit a real one: the run promoted its challenger as production
+        promotion = json.loads((repo / "metrics/promotion.json").read_text())
+        assert promotion["decision"] == "promoted" and promotion["production"] == promotion["version"], promotion
+        # the same state once more: every stage is skipped, nothing is recorded anew
         again = _run_to_end(repo, tmp_path / "again.log")
         assert _skipped(again) == STAGES and "recorded in dvc.lock: nothing" in again
     print(f"kill chain timings (s): {timings}; total {time.monotonic() - started:.0f}s")

@@ -300,3 +300,17 @@ def test_predict_and_registry_commands_resolve_production(real, tmp_path, monkey
     assert listing.exit_code == 0 and "v0001" in listing.output and "production" in listing.output
     missing = runner.invoke(main, ["predict", "--model", "v0009", str(real["raw"])])
     assert missing.exit_code == 1 and "no such registry version" in missing.output
+
+
+def test_a_rerun_of_promoted_outputs_keeps_the_decision_and_registers_nothing(world):
+    """A kill after the production switch but before dvc.lock recorded the stage makes the rerun
+    promote the same outputs again: the earlier decision stands, no second version."""
+    from components.stages import promote_stage
+
+    first = promote_stage(_params(world, candidate="teacher"))
+    again = promote_stage(_params(world, candidate="teacher"))
+    reg = Registry(world / "models/registry")
+    assert first.details["decision"] == again.details["decision"] == "promoted"
+    assert again.details["version"] == again.details["production"] == "v0001" == reg.production()
+    assert "already production as v0001" in again.details["reason"]
+    assert reg.version_dirs() == ["v0001"] and [e["action"] for e in reg.index()["history"]] == ["promoted"]

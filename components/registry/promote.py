@@ -11,7 +11,9 @@
    ``teacher``, or a model name of ``evaluate.out`` (e.g. ``dagfm``, ``baseline_dagfm``);
 3. a challenger whose weights are already a registry version (promoted or rolled back) is not
    registered again (refused, naming the version — so a rolled-back model is not promoted back by a
-   rerun); a version left ``unpublished`` by a killed promotion does not count (the rerun retries);
+   rerun); when that version is production, the earlier decision stands (``promoted``, the same
+   version: a rerun after a kill that came after the switch); a version left ``unpublished`` by a
+   killed promotion does not count (the rerun retries);
 4. both are scored on **the challenger's test rows**: the challenger from the processed test
    split, the champion through its own vocabularies (:mod:`.rows`);
 5. the challenger is promoted when ``champion AUC − challenger AUC ≤ promote.max_auc_drop`` (and,
@@ -253,6 +255,14 @@ def promote(params) -> dict:
     for entry in reg.index()["versions"]:
         # an `unpublished` version (a promotion killed before the switch) is not a decision: retried
         if entry.get("weights_sha256") == meta["weights_sha256"] and entry.get("status") != "unpublished":
+            if entry["version"] == champion and entry.get("status") == "promoted":
+                # these very outputs were promoted already (a rerun after a kill between the switch and
+                # dvc.lock's record, or a forced rerun): the decision stands, nothing is registered again
+                reason = (f"the challenger {cand['name']} is already production as {champion} "
+                          f"(promoted by an earlier run of these outputs); nothing to do")
+                decision.update(decision="promoted", promoted=True, version=champion, production=champion,
+                                reason=reason)
+                return _write_decision(params, decision)
             where = "production" if entry["version"] == champion else entry.get("status", "registered")
             return refuse(f"the challenger {cand['name']} is already registry version {entry['version']} "
                           f"({where}); not registered again")

@@ -313,4 +313,5 @@ def test_a_rerun_of_promoted_outputs_keeps_the_decision_and_registers_nothing(wo
     assert first.details["decision"] == again.details["decision"] == "promoted"
     assert again.details["version"] == again.details["production"] == "v0001" == reg.production()
     assert "already production as v0001" in again.details["reason"]
+    assert again.details["candidate"] == first.details["candidate"]  # the same challenger, the same numbers
     assert reg.version_dirs() == ["v0001"] and [e["action"] for e in reg.index()["history"]] == ["promoted"]

@@ -258,6 +258,7 @@ def promote(params) -> dict:
             if entry["version"] == champion and entry.get("status") == "promoted":
                 # these very outputs were promoted already (a rerun after a kill between the switch and
                 # dvc.lock's record, or a forced rerun): the decision stands, nothing is registered again
+                cand["test"] = _metric_pair(score_processed(cand["checkpoint"], Path(params.preprocess.out_dir)))
                 reason = (f"the challenger {cand['name']} is already production as {champion} "
                           f"(promoted by an earlier run of these outputs); nothing to do")
                 decision.update(decision="promoted", promoted=True, version=champion, production=champion,

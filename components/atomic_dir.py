@@ -87,3 +87,16 @@ def sweep_leftovers(roots, *, log=None) -> list[Path]:
                         drop(Path(dirpath) / name)
                 dirnames[:] = [d for d in dirnames if not is_leftover(d)]
     return removed
+
+
+def link_or_copy(src, dst) -> None:
+    """Hard-link ``src`` to ``dst`` (no bytes copied), or copy it where the filesystem cannot link."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Copy the tree ``src`` to ``dst`` through :func:`link_or_copy` (symlinks kept as symlinks)."""
+    shutil.copytree(src, dst, copy_function=link_or_copy, symlinks=True)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import polars as pl
 
+from components.atomic_dir import link_tree
 from components.data.errors import DataFormatError, ValidationFailed
 from components.data.formats.base import LINE_COLUMN, SourceTable
 from components.data.partitions import Partition, window_record
@@ -74,13 +75,6 @@ def cache_key(params) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _link_tree(src: Path, dst: Path) -> None:
-    def link(a, b):
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-    shutil.copytree(src, dst, copy_function=link)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -171,7 +165,7 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
         tmp.mkdir()
         (tmp / "data_docs" / "partitions").mkdir(parents=True)
         for p in parts:
-            _link_tree(cache / f"{p.sha256}.{key}", tmp / "data_docs" / "partitions" / p.name)
+            link_tree(cache / f"{p.sha256}.{key}", tmp / "data_docs" / "partitions" / p.name)
         _write_json(tmp / REPORT_FILE, summary)
         _publish(tmp, out_dir)
     finally:

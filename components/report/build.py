@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from components.atomic_dir import link_or_copy, link_tree
 from components.evaluate.models import TEACHER
 from components.evaluate.settings import EvaluateParams, evaluate_settings
 from components.faults import pause_point
@@ -413,18 +414,12 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _carry_over(src: Path, dst: Path) -> None:
-    def link(a, b):
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
     if src.is_dir() and not src.is_symlink():
-        shutil.copytree(src, dst, copy_function=link, symlinks=True)
+        link_tree(src, dst)
     elif src.is_symlink():
         os.symlink(os.readlink(src), dst)
     else:
-        link(src, dst)
+        link_or_copy(src, dst)
 
 
 def headline_table(params) -> str:

@@ -218,8 +218,14 @@ def _fmt(x) -> str:
 def promote(params) -> dict:
     """Apply the promotion rule (module docstring) to the run described by ``params``; return the
     decision (also written to ``promote.out`` and the registry history). Call under the run lock."""
-    from components.train.checkpoint import read_model_metadata
+    import torch
 
+    from components.train.checkpoint import read_model_metadata
+    from components.train.loop import _configure_threads
+
+    # scores depend on the thread count at float32 rounding: the same count whatever ran before in this
+    # process (train/distill set all cores, a fresh process starts with torch's default), as in evaluate
+    _configure_threads(torch.device("cpu"), 0, 1)
     pp = params.promote
     reg = Registry(pp.registry_dir)
     notes = reg.reconcile()  # always leaves the registry directory in place (a DVC output)

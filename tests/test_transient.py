@@ -90,7 +90,6 @@ def test_students_run_as_separate_tasks_in_parallel_when_allowed(prefect_server,
     """run.parallel_students: 2 → the distill stage's entries run two at a time in their own tasks,
     and the summary gets them in distill_names order whatever order they finish in."""
     import threading
-    import time
 
     from prefect import flow
 
@@ -100,12 +99,15 @@ def test_students_run_as_separate_tasks_in_parallel_when_allowed(prefect_server,
     params = Params.model_validate({"run": {"parallel_students": 2, "retries": 0},
                                     "distill": {"students": ["dagfm", "fsdnet", "kd_dagfm_plus"], "baselines": ["dagfm"]}})
     running, peak, lock = set(), [0], threading.Lock()
+    # both tasks of a pair must be inside at once to pass (no timing luck: run one after the other,
+    # the barrier breaks and the task fails)
+    together = threading.Barrier(2, timeout=60)
 
     def one(_params, name):
         with lock:
             running.add(name)
             peak[0] = max(peak[0], len(running))
-        time.sleep(0.5 if name in ("dagfm", "kd_dagfm_plus") else 0.1)
+        together.wait()
         with lock:
             running.discard(name)
         return StageResult((), f"{name}: done", {"student": {"student": name, "test": None}})

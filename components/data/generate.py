@@ -121,6 +121,18 @@ def output_paths(fmt: str, out: str | Path) -> tuple[Path, Path, Path]:
     return out, Path(f"{out}.proba.parquet"), Path(f"{out}.oracle.json")
 
 
+def _planted(source) -> list[dict]:
+    """The planted interactions of ``source`` as the oracle report lists them."""
+    return [{"fields": list(i.fields), "rank": i.rank, "scale": i.scale} for i in source.interactions]
+
+
+def _publish_with_oracle(staged: dict, oracle_tmp: Path, report: dict) -> None:
+    """Write the oracle report into its staged file, then rename every staged output into place."""
+    oracle_tmp.write_text(json.dumps(report, indent=2) + "\n")
+    for target, tmp in staged.items():
+        publish(tmp, target)
+
+
 def generate(
     fmt: str, rows: int, seed: int, out: str | Path, *, chunk_rows: int = 500_000
 ) -> GeneratedLog:
@@ -167,14 +179,9 @@ def generate(
             "oracle_logloss": finite_or_none(logloss),
             "bias": model.bias,
             "target_ctr": source.target_ctr,
-            "planted_interactions": [
-                {"fields": list(i.fields), "rank": i.rank, "scale": i.scale}
-                for i in source.interactions
-            ],
+            "planted_interactions": _planted(source),
         }
-        stage[oracle_path].write_text(json.dumps(report, indent=2) + "\n")
-        for target, tmp in staged.items():
-            publish(tmp, target)
+        _publish_with_oracle(staged, stage[oracle_path], report)
     finally:
         for tmp in staged.values():
             discard(tmp)
@@ -245,14 +252,10 @@ def generate_partitions(
             "oracle_auc": finite_or_none(auc), "oracle_logloss": finite_or_none(logloss),
             "bias": model.bias, "target_ctr": source.target_ctr,
             "drift": {"bias_per_partition": DRIFT_BIAS, "interaction_per_partition": DRIFT_INTERACTION},
-            "planted_interactions": [
-                {"fields": list(i.fields), "rank": i.rank, "scale": i.scale} for i in source.interactions
-            ],
+            "planted_interactions": _planted(source),
             "per_partition": per_partition,
         }
-        staged[oracle_path].write_text(json.dumps(report, indent=2) + "\n")
-        for target, tmp in staged.items():
-            publish(tmp, target)
+        _publish_with_oracle(staged, staged[oracle_path], report)
     finally:
         for tmp in staged.values():
             discard(tmp)

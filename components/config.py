@@ -56,6 +56,7 @@ class GenerateParams(_Section):
     seed: int = 2024
     out: str = "data/raw/synthetic.txt"
     partitions: int = Field(0, ge=0)  # 0: one file; N: a directory of N drifting partitions (rows each)
+    cardinality: Literal["sample", "kaggle"] = "sample"  # kaggle (criteo): the Kaggle set's field sizes
 
 
 class ValidateParams(_Section):

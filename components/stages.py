@@ -67,10 +67,11 @@ def generate_stage(params: Params, fmt: str | None = None, rows: int | None = No
     n_parts = g.partitions if partitions is None else partitions
     seed = g.seed if seed is None else seed
     if n_parts > 0:
-        log = generate_partitions(fmt, rows or g.rows, seed, Path(out or g.out), n_parts)
+        log = generate_partitions(fmt, rows or g.rows, seed, Path(out or g.out), n_parts,
+                                  cardinality=g.cardinality)
         what = f"{n_parts} partition(s) of {log.rows // n_parts:,} {fmt} rows"
     else:
-        log = generate(fmt, rows or g.rows, seed, Path(out or g.out))
+        log = generate(fmt, rows or g.rows, seed, Path(out or g.out), cardinality=g.cardinality)
         what = f"{log.rows:,} {fmt} rows"
     summary = (f"generated {what} → {log.path} "
                f"(CTR {log.positives / max(log.rows, 1):.3f}, oracle AUC {log.oracle_auc:.4f}, "

@@ -320,3 +320,26 @@ def test_failed_run_keeps_previous_outputs_and_leaves_no_temp_files(tmp_path, mo
     with pytest.raises(RuntimeError, match="disk full"):
         generate("criteo", 2000, 2, out)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_kaggle_cardinality_gives_the_largest_fields_their_kaggle_sizes(tmp_path):
+    """generate.cardinality: kaggle restores the Kaggle train set's sizes of the six fields the
+    sample cardinality divides by 10; other fields, and the sample default, are unchanged."""
+    from components.data.synthetic.criteo import CAT_SHAPES, KAGGLE_SIZES
+
+    sample, _ = build_world("criteo", 10_000, 3)
+    kaggle, _ = build_world("criteo", 10_000, 3, cardinality="kaggle")
+    assert kaggle.sizes["C3"] == 10_131_227 + 1 and sample.sizes["C3"] == CAT_SHAPES["C3"][0] + 1
+    for field, size in kaggle.sizes.items():
+        expected = KAGGLE_SIZES[field] + 1 if field in KAGGLE_SIZES else sample.sizes[field]
+        assert size == expected, field
+    # at 200k rows the kaggle world shows many more distinct C3 values than the sample one
+    a = generate("criteo", 200_000, 3, tmp_path / "s.txt")
+    b = generate("criteo", 200_000, 3, tmp_path / "k.txt", cardinality="kaggle")
+    distinct = [pl.read_csv(g.path, separator="\t", has_header=False).get_column("column_17").n_unique()  # C3
+                for g in (a, b)]
+    assert distinct[1] > 1.5 * distinct[0]
+    assert json.loads(b.oracle_path.read_text())["cardinality"] == "kaggle"
+    assert "cardinality" not in json.loads(a.oracle_path.read_text())
+    with pytest.raises(ValueError, match="criteo only"):
+        build_world("avazu", 1000, 3, cardinality="kaggle")

@@ -80,14 +80,21 @@ class GeneratedLog:
         )
 
 
-def build_world(fmt: str, rows: int, seed: int) -> tuple[SyntheticFormat, PlantedModel]:
+def build_world(fmt: str, rows: int, seed: int,
+                cardinality: str = "sample") -> tuple[SyntheticFormat, PlantedModel]:
     """The format's value tables and the hidden model for ``(fmt, rows, seed)``.
 
     Deterministic: drawn from the world stream, centred and calibrated on the pilot stream.
+    ``cardinality="kaggle"`` (criteo only) gives the largest fields the Kaggle train set's sizes.
     """
     check_arguments(fmt, rows, seed)
     world_rng = stream_rng(seed, fmt, WORLD_STREAM)
-    source: SyntheticFormat = FORMATS[fmt](rows, world_rng)
+    if cardinality != "sample":
+        if fmt != "criteo":
+            raise ValueError(f"generate.cardinality: {cardinality!r} is defined for criteo only, not {fmt}")
+        source: SyntheticFormat = FORMATS[fmt](rows, world_rng, cardinality=cardinality)
+    else:
+        source = FORMATS[fmt](rows, world_rng)
     positions = np.linspace(0, rows - 1, PILOT_ROWS).astype(np.int64)
     pilot = source.sample(stream_rng(seed, fmt, PILOT_STREAM), positions)
     model = build_planted_model(
@@ -134,7 +141,8 @@ def _publish_with_oracle(staged: dict, oracle_tmp: Path, report: dict) -> None:
 
 
 def generate(
-    fmt: str, rows: int, seed: int, out: str | Path, *, chunk_rows: int = 500_000
+    fmt: str, rows: int, seed: int, out: str | Path, *, chunk_rows: int = 500_000,
+    cardinality: str = "sample",
 ) -> GeneratedLog:
     """Write a synthetic ``fmt`` log of ``rows`` rows to ``out`` plus its proba/oracle files.
 
@@ -142,7 +150,7 @@ def generate(
     memory). Returns the paths, the positive count and the oracle AUC / LogLoss.
     """
     check_arguments(fmt, rows, seed, chunk_rows)
-    source, model = build_world(fmt, rows, seed)
+    source, model = build_world(fmt, rows, seed, cardinality)
     log_path, proba_path, oracle_path = output_paths(fmt, out)
     if fmt == "movielens":
         root = Path(out)
@@ -181,6 +189,8 @@ def generate(
             "target_ctr": source.target_ctr,
             "planted_interactions": _planted(source),
         }
+        if cardinality != "sample":
+            report["cardinality"] = cardinality
         _publish_with_oracle(staged, stage[oracle_path], report)
     finally:
         for tmp in staged.values():
@@ -206,7 +216,8 @@ def drifted_model(model: PlantedModel, k: int) -> PlantedModel:
 
 
 def generate_partitions(
-    fmt: str, rows: int, seed: int, out: str | Path, partitions: int, *, chunk_rows: int = 500_000
+    fmt: str, rows: int, seed: int, out: str | Path, partitions: int, *, chunk_rows: int = 500_000,
+    cardinality: str = "sample",
 ) -> GeneratedLog:
     """Write ``partitions`` drifting partition files of ``rows`` rows each into the directory ``out``,
     plus ``<out>.proba.parquet`` and ``<out>.oracle.json`` (module docstring). Atomic: the
@@ -217,7 +228,7 @@ def generate_partitions(
                          "movielens (a MovieLens input is one dataset directory)")
     if partitions <= 0:
         raise ValueError(f"partitions must be > 0, got {partitions}")
-    source, model = build_world(fmt, rows, seed)
+    source, model = build_world(fmt, rows, seed, cardinality)
     root = Path(out)
     _, proba_path, oracle_path = output_paths(fmt, root)
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -255,6 +266,8 @@ def generate_partitions(
             "planted_interactions": _planted(source),
             "per_partition": per_partition,
         }
+        if cardinality != "sample":
+            report["cardinality"] = cardinality
         _publish_with_oracle(staged, staged[oracle_path], report)
     finally:
         for tmp in staged.values():

@@ -3,8 +3,9 @@
 Shape of the data, modelled on summary statistics of the Kaggle train set:
 
 - C fields are Zipf over Criteo's per-field vocabulary sizes (sizes above 100k divided by 10, so
-  that 200k..10M-row logs hold both frequent and rare values); exponents fitted to each field's
-  top-value share;
+  that 200k..10M-row logs hold both frequent and rare values; ``cardinality="kaggle"`` restores the
+  Kaggle train set's own sizes, up to 10.1M values in C3, for logs of Kaggle size); exponents fitted
+  to each field's top-value share;
 - I fields are ``floor(exp(z) - 1)`` with ``z`` normal per field (fitted to the zero share and the
   90th percentile of ``log1p``), sharing a row-level "activity" factor; I2 is -1 (or -2) for about
   10 % of rows, like the real column;
@@ -52,6 +53,24 @@ CAT_SHAPES: dict[str, tuple[int, float, float | None]] = {
     "C25": (105, 1.15, None), "C26": (14_257, 0.94, None),
 }  # fmt: skip
 
+# The Kaggle train set's own vocabulary sizes of the six fields CAT_SHAPES divides by 10
+# (``cardinality="kaggle"``: a log of Kaggle size, 45.8M rows, for benchmarks/scale.py).
+KAGGLE_SIZES: dict[str, int] = {
+    "C3": 10_131_227, "C4": 2_202_608, "C12": 8_351_593, "C16": 5_461_306, "C21": 7_046_547,
+    "C24": 286_181,
+}  # fmt: skip
+CARDINALITIES = ("sample", "kaggle")
+
+
+def cat_shapes(cardinality: str = "sample") -> dict[str, tuple[int, float, float | None]]:
+    """CAT_SHAPES, or with ``"kaggle"`` the six largest fields at the Kaggle train set's sizes."""
+    if cardinality not in CARDINALITIES:
+        raise ValueError(f"generate.cardinality must be one of {list(CARDINALITIES)}, got {cardinality!r}")
+    if cardinality == "sample":
+        return dict(CAT_SHAPES)
+    return {f: (KAGGLE_SIZES.get(f, n), a, head) for f, (n, a, head) in CAT_SHAPES.items()}
+
+
 # (mu, sd) of z per I field: value = floor(exp(z) - 1), z ~ N(mu, sd) clipped at 0.
 INT_SHAPES: dict[str, tuple[float, float]] = {
     "I1": (0.90, 1.10), "I2": (2.60, 2.20), "I3": (2.78, 0.80), "I4": (1.94, 0.78),
@@ -97,7 +116,7 @@ INTERACTIONS: tuple[Interaction, ...] = (
 def _first_order(field: str) -> FirstOrder:
     if field in INT_SHAPES:
         return FirstOrder(0.2, smooth=True)
-    vocab = CAT_SHAPES[field][0]
+    vocab = CAT_SHAPES[field][0]  # the sample sizes: a kaggle-cardinality log keeps the same weights
     return FirstOrder(0.22 if vocab <= 10_000 else 0.15, rare_half=RARE_HALF)
 
 
@@ -110,15 +129,16 @@ class CriteoFormat:
     header = False
     interactions = INTERACTIONS
 
-    def __init__(self, rows: int, rng: np.random.Generator) -> None:
+    def __init__(self, rows: int, rng: np.random.Generator, cardinality: str = "sample") -> None:
         del rows  # the vocabularies do not depend on the log size
-        self.zipf = {f: zipf_table(*CAT_SHAPES[f]) for f in CAT_FIELDS}
+        shapes = cat_shapes(cardinality)
+        self.zipf = {f: zipf_table(*shapes[f]) for f in CAT_FIELDS}
         keys = rng.integers(0, 2**32, size=len(CAT_FIELDS))
         self.codes = {
-            f: hex_codes(CAT_SHAPES[f][0], int(k)) for f, k in zip(CAT_FIELDS, keys, strict=True)
+            f: hex_codes(shapes[f][0], int(k)) for f, k in zip(CAT_FIELDS, keys, strict=True)
         }
         self.sizes = {f: INT_BUCKETS for f in INT_FIELDS} | {
-            f: CAT_SHAPES[f][0] + 1 for f in CAT_FIELDS
+            f: shapes[f][0] + 1 for f in CAT_FIELDS
         }
         self.first_order = {f: _first_order(f) for f in self.sizes}
 

@@ -68,6 +68,7 @@ class ValidateParams(_Section):
     max_null_fraction: float = Field(0.99, ge=0, le=1)
     seed: int = 2024
     cache_dir: str = "data/validation-cache"  # partitioned input: passed partitions, by content hash
+    workers: int = Field(1, ge=1)  # partitioned input: partitions validated at once, one process each
 
 
 class PreprocessParams(_Section):

@@ -297,3 +297,26 @@ def test_random_split_over_partitions_and_bad_split_settings(tmp_path, nights):
     single = _params(tmp_path, data={"input": str(parts / "day_0")})
     with pytest.raises(ValueError, match="one file"):
         preprocess_stage(single, require_gate=False)
+
+
+def test_partitions_validated_in_parallel_workers_give_the_same_verdicts(tmp_path, nights):
+    """validate.workers: 2 judges the partitions in two processes: the same checks and summary as one
+    process, and a bad partition is still named with its file, line, column and rule."""
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for k in range(2):
+        shutil.copy(nights / f"day_{k}", parts)
+    data = {"input": str(parts)}
+    serial = validate_stage(_params(tmp_path / "one", data=data)).details
+    parallel = validate_stage(_params(tmp_path / "two", data=data, validate={"workers": 2})).details
+    assert {k: v for k, v in parallel.items() if k != "params"} == {
+        k: v for k, v in serial.items() if k != "params"}
+    assert [p["cached"] for p in parallel["partitions"]] == [False, False]
+    assert parallel["rows"] == 2 * ROWS and parallel["success"]
+
+    lines = (parts / "day_1").read_text().splitlines(keepends=True)
+    lines[6] = "2" + lines[6][1:]  # line 7: label 2
+    (parts / "day_1").write_text("".join(lines))
+    with pytest.raises(ValidationFailed) as err:
+        validate_stage(_params(tmp_path / "three", data=data, validate={"workers": 2}))
+    assert f"{parts / 'day_1'}, line 7, column label: rule 'label_in_set'" in str(err.value)

@@ -66,7 +66,7 @@ def cache_key(params) -> str:
     record = {
         "version": VALIDATE_CACHE_VERSION,
         "format": params.data.format,
-        "validate": params.validation.model_dump(mode="json", exclude={"out_dir", "cache_dir"}),
+        "validate": params.validation.model_dump(mode="json", exclude={"out_dir", "cache_dir", "workers"}),
         "schema": params.schema_spec.model_dump(mode="json"),
         "rating": [params.preprocess.rating_threshold, params.preprocess.drop_neutral_rating],
         "gx": gx.__version__,
@@ -85,6 +85,46 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def _cached_report(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def judge_partition(params, path: str, entry: str) -> tuple[dict | None, list[dict]]:
+    """Validate one partition file into its cache entry: (its report, or None, and its failures as
+    dicts of :class:`DataFormatError`). A top-level function, so a process pool can run it."""
+    from components.data.formats import read_source
+    from components.data.validate import FAILED_SUFFIX, validate_source
+
+    try:
+        table = read_source(params.data.format, Path(path), params=params)
+        return validate_source(table, params.validation, Path(entry)), []
+    except ValidationFailed as e:
+        return None, [f.to_dict() for f in e.failures]
+    except DataFormatError as e:
+        return None, [e.to_dict()]
+    finally:
+        Path(f"{entry}{FAILED_SUFFIX}").unlink(missing_ok=True)
+
+
+def _judge_all(params, parts: list[Partition], entries: dict[str, Path]) -> dict[str, tuple]:
+    """Every partition of ``parts`` judged, in ``validate.workers`` processes (1: in this process)."""
+    workers = min(params.validation.workers, len(parts))
+    if workers <= 1:
+        return {p.name: judge_partition(params, str(p.path), str(entries[p.name])) for p in parts}
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {p.name: pool.submit(judge_partition, params, str(p.path), str(entries[p.name]))
+                   for p in parts}
+        return {name: f.result() for name, f in futures.items()}
+
+
 def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> dict:
     """Validate each of ``parts`` (cached by content hash) and publish the summary (module doc).
 
@@ -94,8 +134,7 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
     """
     import great_expectations as gx
 
-    from components.data.formats import read_source
-    from components.data.validate import FAILED_SUFFIX, REPORT_FILE, _publish, validate_source
+    from components.data.validate import FAILED_SUFFIX, REPORT_FILE, _publish
 
     out_dir = Path(out_dir)
     cache = Path(params.validation.cache_dir)
@@ -104,33 +143,26 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
     entries: list[dict] = []
     failures: list[DataFormatError] = []
     bad: list[str] = []
+    todo: dict[str, Path] = {}
+    cached: dict[str, dict] = {}
     for p in parts:
         entry = cache / f"{p.sha256}.{key}"
-        record = p.record(cached=False, rows=None, success=False,
-                          report=f"data_docs/partitions/{p.name}/{REPORT_FILE}")
-        report_path = entry / REPORT_FILE
-        report = None
-        if report_path.is_file():
-            try:
-                report = json.loads(report_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                report = None
+        report = _cached_report(entry / REPORT_FILE)
         if report is not None and report.get("success"):
-            record["cached"] = True
+            cached[p.name] = report
         else:
-            try:
-                table = read_source(params.data.format, p.path, params=params)
-                report = validate_source(table, params.validation, entry)
-            except ValidationFailed as e:
-                failures += e.failures
+            todo[p.name] = entry
+    judged = _judge_all(params, [p for p in parts if p.name in todo], todo)
+    for p in parts:
+        record = p.record(cached=p.name in cached, rows=None, success=False,
+                          report=f"data_docs/partitions/{p.name}/{REPORT_FILE}")
+        if p.name in cached:
+            report = cached[p.name]
+        else:
+            report, errors = judged[p.name]
+            if errors:
+                failures += [DataFormatError(**e) for e in errors]
                 bad.append(p.name)
-                report = None
-            except DataFormatError as e:
-                failures.append(e)
-                bad.append(p.name)
-                report = None
-            finally:
-                Path(f"{entry}{FAILED_SUFFIX}").unlink(missing_ok=True)
         if report is not None:
             record.update(rows=report.get("rows"), success=True, checks=report.get("checks", []),
                           sampled=(report.get("gx") or {}).get("sampled", False))

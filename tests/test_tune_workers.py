@@ -47,8 +47,9 @@ def _ctrflow(*args: str) -> list[str]:
 
 
 def test_two_worker_processes_share_one_postgres_study_then_the_stage_keeps_its_best(
-        postgres_url, tmp_path, monkeypatch):
+        postgres_url, tmp_path, monkeypatch, prefect_server):
     from components.stages import distill_stage, generate_stage, preprocess_stage, train_stage
+    from flows.tune_worker import tune_worker_flow
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(ENV, postgres_url)
@@ -96,6 +97,13 @@ def test_two_worker_processes_share_one_postgres_study_then_the_stage_keeps_its_
     # one teacher-logit cache, built once, no half-written copy beside it
     assert [d.name for d in Path(params.distill.logit_cache_dir).iterdir()] != []
     assert not [d for d in Path(params.distill.logit_cache_dir).iterdir() if d.name.startswith(".")]
+
+    # one more worker, as the Prefect deployment runs it (real flow, ephemeral server): the study is
+    # full, so it runs nothing
+    details = tune_worker_flow(student="dagfm", params_path="params.yaml")
+    assert details["studies"]["dagfm"]["ran"] == []
+    assert details["studies"]["dagfm"]["n_complete"] + details["studies"]["dagfm"]["n_pruned"] == N_TRIALS
+    assert details["studies"]["dagfm"]["study"] == summary.study_name
 
     # the normal stage: no new trial, the study's best trial promoted
     result = distill_stage(load_params("params.yaml"))

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -60,11 +61,13 @@ def test_two_worker_processes_share_one_postgres_study_then_the_stage_keeps_its_
     train_stage(params)
 
     env = _env(postgres_url)
+    t0 = time.monotonic()
     logs = [(tmp_path / f"worker{i}.log").open("w") for i in (0, 1)]
     workers = [subprocess.Popen(_ctrflow("distill", "--worker", "--student", "dagfm"), cwd=tmp_path,
                                 env=env, stdout=log, stderr=subprocess.STDOUT) for log in logs]
     for proc in workers:
         proc.wait(timeout=240)
+    print(f"\ntwo workers, {N_TRIALS} trials: {time.monotonic() - t0:.1f} s")  # informational (-s)
     outputs = [(tmp_path / f"worker{i}.log").read_text() for i in (0, 1)]
     assert [p.returncode for p in workers] == [0, 0], "\n----\n".join(o[-3000:] for o in outputs)
     assert all("tuning worker done" in o for o in outputs)

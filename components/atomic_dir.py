@@ -41,25 +41,6 @@ def is_leftover(name: str) -> bool:
     return bool(_LEFTOVER.match(name))
 
 
-_PID_SUFFIX = re.compile(r"-([0-9]+)$")
-
-
-def _live_writer(name: str) -> bool:
-    """True when ``name`` ends in ``-<pid>`` of another process still running on this host: a
-    writer that takes no run lock (a tuning worker, components/tune/worker.py) is still writing it."""
-    import psutil
-
-    m = _PID_SUFFIX.search(name)
-    if m is None or int(m.group(1)) == os.getpid():
-        return False
-    try:
-        return psutil.Process(int(m.group(1))).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True  # exists, but not ours to inspect: leave it
-
-
 # components/train/checkpoint.STATE_META (not imported here: this module must stay torch-free)
 RESUME_STATE = "resume.json"
 
@@ -76,16 +57,12 @@ def sweep_leftovers(roots, *, log=None) -> list[Path]:
 
     For each root (a stage's output file or directory): its siblings with a leftover name that start
     with ``.<root name>`` and, for a directory, every leftover entry anywhere inside it. Call it only
-    while holding the run lock (components/runlock.py): then no live writer owns any of them, except
-    tuning workers, which take no lock: an entry named ``…-<pid>`` of another process still running
-    on this host is kept. A DVC output directory holding such an entry would otherwise be hashed and
-    committed with it.
+    while holding the run lock (components/runlock.py): then no live writer owns any of them. A DVC
+    output directory holding such an entry would otherwise be hashed and committed with it.
     """
     removed: list[Path] = []
 
     def drop(path: Path) -> None:
-        if _live_writer(path.name):
-            return
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

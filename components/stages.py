@@ -46,9 +46,15 @@ def sweep_leftovers(params: Params, stages: list[str] | None = None, log=None) -
     """Delete what a killed run left half-written in and beside the outputs of ``stages`` (default all):
     temporary files and directories that were never renamed into place. Hold the run lock."""
     from components.atomic_dir import sweep_leftovers as sweep
+    from components.tune.worker import workers_present
 
     paths = output_paths(params)
     roots = [r for name in (stages or list(paths)) for r in paths[name]]
+    if workers_present(params.run.lock_file):  # tuning workers take no run lock: leave their files alone
+        busy = {params.tune.trials_dir, params.distill.logit_cache_dir}
+        if log is not None and busy & set(roots):
+            log(f"tuning workers are running on this checkout: not sweeping {sorted(busy & set(roots))}")
+        roots = [r for r in roots if r not in busy]
     return sweep(roots, log=log)
 
 
@@ -314,7 +320,7 @@ def tune_worker_stage(params: Params, studies: list[str] | None = None) -> Stage
     numbers this worker ran).
     """
     from components.distill.students import join_student_study, tuned_students
-    from components.tune.worker import require_shared_storage, worker_index
+    from components.tune.worker import require_shared_storage, worker_index, worker_presence
 
     require_shared_storage(params.tune)
     names = list(studies) if studies else tuned_students(params)
@@ -323,16 +329,17 @@ def tune_worker_stage(params: Params, studies: list[str] | None = None) -> Stage
                          "entry (name `teacher` for the train.tune study)")
     worker = worker_index()
     out: dict[str, dict] = {}
-    for name in names:
-        if name == TEACHER_STUDY:
-            from components.train.tuning import join_teacher_study
+    with worker_presence(params.run.lock_file):  # a stage run's leftover sweep then spares our files
+        for name in names:
+            if name == TEACHER_STUDY:
+                from components.train.tuning import join_teacher_study
 
-            if params.train.tune.n_trials < 1:
-                raise ValueError("the teacher has no study to join: train.tune.n_trials is 0")
-            out[name] = join_teacher_study(params.train, params.tune, params.preprocess.out_dir,
-                                           worker=worker)
-        else:
-            out[name] = join_student_study(params, name, worker=worker)
+                if params.train.tune.n_trials < 1:
+                    raise ValueError("the teacher has no study to join: train.tune.n_trials is 0")
+                out[name] = join_teacher_study(params.train, params.tune, params.preprocess.out_dir,
+                                               worker=worker)
+            else:
+                out[name] = join_student_study(params, name, worker=worker)
     lines = [f"{name}: study {s['study']} holds {s['n_complete'] + s['n_pruned']}/{s['n_trials']} "
              f"finished trials ({s['n_complete']} complete, {s['n_pruned']} pruned"
              + (f", {s['n_running']} still running elsewhere" if s["n_running"] else "")

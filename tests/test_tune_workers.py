@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from components.atomic_dir import sweep_leftovers
 from components.config import load_params
 from components.tune.study import SURPLUS_ATTR, WORKER_ATTR
 from tests.conftest import REPO_ROOT, SMALL_RUN, VENV_BIN, write_params
@@ -151,24 +149,25 @@ def test_a_worker_names_the_tuned_students_when_given_another(postgres_url, tmp_
         tune_worker_stage(load_params("params.yaml"), ["fsdnet"])
 
 
-def test_the_sweep_keeps_the_temp_files_of_a_live_worker(tmp_path):
-    """A stage run (holding the run lock) sweeps leftovers; a tuning worker takes no lock, so its
-    in-progress `-<pid>` entries must survive while it runs, and go once it is gone."""
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
-        root = tmp_path / "trials" / "study"
-        root.mkdir(parents=True)
-        live = root / f".3.partial-{sleeper.pid}"
-        live.mkdir()
-        dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                                  capture_output=True, text=True).stdout.strip()
-        dead = root / f".2.partial-{dead_pid}"
-        dead.mkdir()
-        mine = root / f".1.tmp-{os.getpid()}"
-        mine.write_text("x")
-        removed = sweep_leftovers([tmp_path / "trials"])
-        assert sorted(removed) == sorted([dead, mine]) and live.is_dir()
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-    assert sweep_leftovers([tmp_path / "trials"]) == [live] and not live.exists()
+def test_a_stage_sweep_spares_the_trials_and_logit_cache_while_a_worker_runs(tmp_path, monkeypatch):
+    """A stage run (holding the run lock) sweeps leftovers; a tuning worker takes no lock, so while
+    one runs on the checkout its in-progress trial and cache staging must survive, and go after."""
+    from components.stages import sweep_leftovers
+    from components.tune.worker import worker_presence, workers_present
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, **TINY)
+    params = load_params("params.yaml")
+    staging = Path(params.tune.trials_dir) / "ctrflow-dagfm-0123456789" / ".3.partial-4242"
+    cache_tmp = Path(params.distill.logit_cache_dir) / f".{'a' * 32}.tmp-4242"
+    metrics_tmp = Path(params.distill.out_dir) / "dagfm" / ".metrics.json.tmp-4242"
+    for d in (staging, cache_tmp, metrics_tmp.parent):
+        d.mkdir(parents=True)
+    metrics_tmp.write_text("half")
+    assert not workers_present(params.run.lock_file)
+    with worker_presence(params.run.lock_file):
+        assert workers_present(params.run.lock_file)
+        assert sweep_leftovers(params, ["distill"]) == [metrics_tmp]  # the stage's own out: swept
+        assert staging.is_dir() and cache_tmp.is_dir()
+    assert not workers_present(params.run.lock_file)
+    assert sorted(sweep_leftovers(params, ["distill"])) == sorted([staging, cache_tmp])

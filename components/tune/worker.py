@@ -13,13 +13,22 @@ then finds the trials finished and keeps the best one. What makes a worker safe 
 - :func:`worker_index`: the sampler seed's worker index (:func:`components.tune.study.run_study`),
   distinct per process so workers started at the same moment on the same study never draw the same
   random start-up samples. Index 0 stays the stage run's own.
+- :func:`worker_presence`: a worker holds a shared ``flock`` on ``tune-workers.lock`` beside the run
+  lock for its lifetime (it takes no run lock); a stage run's leftover sweep asks
+  :func:`workers_present` and leaves ``tune.trials_dir`` and the logit cache alone while one runs on
+  this checkout, so it never deletes a live trial's staging directory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import sqlalchemy
 
@@ -52,3 +61,37 @@ def worker_index() -> int:
 
     ident = f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time()}"
     return 1 + int.from_bytes(hashlib.sha256(ident.encode()).digest()[:4], "big") % (2**31 - 1)
+
+
+def presence_file(run_lock_file: str | Path) -> Path:
+    """``tune-workers.lock`` beside the run lock (params.yaml ``run.lock_file``)."""
+    return Path(run_lock_file).with_name("tune-workers.lock")
+
+
+@contextlib.contextmanager
+def worker_presence(run_lock_file: str | Path) -> Iterator[None]:
+    """Hold a shared flock on :func:`presence_file` for the block (released however the process ends)."""
+    path = presence_file(run_lock_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with contextlib.suppress(OSError):  # no flock on this filesystem: nothing to announce
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def workers_present(run_lock_file: str | Path) -> bool:
+    """True while a tuning worker on this checkout holds its shared lock on :func:`presence_file`."""
+    path = presence_file(run_lock_file)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    finally:
+        os.close(fd)  # also releases the probe's lock
+    return False

@@ -146,11 +146,23 @@ def _run_stage(fn, *args, **kwargs):
     exit 1 (3 when another run holds the lock). A failed write (disk full, file size limit,
     read-only or unwritable output directory) ends with one line naming the path and the cause,
     exit 1. ``args[0]`` is the Params."""
+    return _call_stage(fn, args, kwargs, locked=True)
+
+
+def _run_worker(fn, *args, **kwargs):
+    """:func:`_run_stage` without the run lock and the leftover sweep: for tuning workers, of which
+    any number run at once on one checkout (they write only their own trials' directories and the
+    shared logit cache, both safe under concurrency: components/tune/worker.py)."""
+    return _call_stage(fn, args, kwargs, locked=False)
+
+
+def _call_stage(fn, args, kwargs, *, locked: bool):
     from components.runlock import RunLockBusy
 
     try:
-        with _run_lock(args[0]):
-            _sweep(fn, args[0])
+        with _run_lock(args[0]) if locked else contextlib.nullcontext():
+            if locked:
+                _sweep(fn, args[0])
             result = fn(*args, **kwargs)
     except RunLockBusy as e:
         click.echo(f"error: {e}", err=True)
@@ -259,8 +271,11 @@ def preprocess(ctx, skip_gate):
 @click.option("--model", help="Any name from `ctrflow models` [default: train.model].")
 @click.option("--fresh", is_flag=True, help="Ignore a resume state (a killed run's, kept in the staged "
               ".<train.out_dir>.partial, or the last finished run's) and start over.")
+@click.option("--worker", is_flag=True, help="Only run trials of the teacher's study (train.tune) until it "
+              "holds train.tune.n_trials finished trials, on a shared PostgreSQL tune.storage; keep no "
+              "teacher, write no metrics (docs/scale.md, 'Distributed tuning workers').")
 @click.pass_context
-def train(ctx, model, fresh):
+def train(ctx, model, fresh, worker):
     """Train a zoo model (the teacher) on the preprocessed splits.
 
     Writes the checkpoint (safetensors + JSON) to train.out_dir, metrics to train.metrics and the
@@ -269,14 +284,27 @@ def train(ctx, model, fresh):
     reset it) trains that many teachers and keeps the best one. For data-parallel training over several processes or machines use torchrun:
     `torchrun --nproc_per_node N -m components.train.distributed --params params.yaml`.
     """
+    params = _load(ctx)
+    if worker:
+        from components.stages import TEACHER_STUDY, tune_worker_stage
+
+        if model:
+            params = params.model_copy(update={"train": params.train.model_copy(update={"model": model})})
+        _run_worker(tune_worker_stage, params, [TEACHER_STUDY])
+        return
     from components.stages import train_stage
 
-    _run_stage(train_stage, _load(ctx), model, resume=not fresh)
+    _run_stage(train_stage, params, model, resume=not fresh)
 
 
 @main.command()
+@click.option("--worker", is_flag=True, help="Only run trials of the students' studies until each holds "
+              "tune.n_trials finished trials, on a shared PostgreSQL tune.storage; promote no checkpoint, "
+              "write no metrics (docs/scale.md, 'Distributed tuning workers').")
+@click.option("--student", "students", multiple=True, metavar="NAME",
+              help="With --worker: the study to join (repeatable) [default: every tuned student].")
 @click.pass_context
-def distill(ctx):
+def distill(ctx, worker, students):
     """Distil the trained teacher into the students (DAGFM, KD-DAGFM+, FSDNet), tuned by Optuna.
 
     Students with a tune.search_space entry get a resumable Optuna study (tune.n_trials trials in
@@ -284,7 +312,19 @@ def distill(ctx):
     default, PostgreSQL for several workers); the best trial's checkpoints land in
     distill.out_dir/<student>. Baselines (distill.baselines) are the same students without
     distillation. Writes distill.metrics.
+
+    With --worker: a tuning worker (start one per machine, all on one PostgreSQL study database):
+    it joins the studies and runs trials until each holds tune.n_trials finished trials, then exits
+    without writing the stage's outputs; `ctrflow distill` afterwards (or beside the workers) runs
+    no trial twice and keeps the best ones. Takes no run lock. SQLite storage is refused.
     """
+    if students and not worker:
+        raise click.UsageError("--student needs --worker (the stage itself distils every student)")
+    if worker:
+        from components.stages import tune_worker_stage
+
+        _run_worker(tune_worker_stage, _load(ctx), list(students) or None)
+        return
     from components.stages import distill_stage
 
     _run_stage(distill_stage, _load(ctx))

@@ -46,9 +46,15 @@ def sweep_leftovers(params: Params, stages: list[str] | None = None, log=None) -
     """Delete what a killed run left half-written in and beside the outputs of ``stages`` (default all):
     temporary files and directories that were never renamed into place. Hold the run lock."""
     from components.atomic_dir import sweep_leftovers as sweep
+    from components.tune.worker import workers_present
 
     paths = output_paths(params)
     roots = [r for name in (stages or list(paths)) for r in paths[name]]
+    if workers_present(params.run.lock_file):  # tuning workers take no run lock: leave their files alone
+        busy = {params.tune.trials_dir, params.distill.logit_cache_dir}
+        if log is not None and busy & set(roots):
+            log(f"tuning workers are running on this checkout: not sweeping {sorted(busy & set(roots))}")
+        roots = [r for r in roots if r not in busy]
     return sweep(roots, log=log)
 
 
@@ -295,6 +301,54 @@ def distill_summary_stage(params: Params, summaries: list[dict]) -> StageResult:
              for s in summaries if s.get("test")]
     summary = f"distilled {len(summaries)} student run(s) → {params.distill.out_dir}, {path}: " + "; ".join(lines)
     return StageResult((params.distill.out_dir, str(path)), summary, {"students": summaries})
+
+
+TEACHER_STUDY = "teacher"
+"""The name :func:`tune_worker_stage` takes for the teacher's study (``train.tune``)."""
+
+
+def tune_worker_stage(params: Params, studies: list[str] | None = None) -> StageResult:
+    """A tuning worker (``ctrflow distill --worker``, ``ctrflow train --worker``, the Prefect
+    deployment ``tune-worker``): join each named study — a tuned student of ``distill.students``, or
+    ``teacher`` for ``train.tune`` — and run its trials until it holds its ``n_trials`` finished
+    trials in total; write none of the stage's outputs (the normal train / distill stage afterwards,
+    or running beside the workers, finds the trials finished and keeps the best one).
+
+    ``studies`` defaults to every tuned student. Raises
+    :class:`components.tune.worker.SharedStorageError` on an SQLite ``tune.storage``
+    (components/tune/worker.py says why). Takes no run lock: any number of workers may run at once,
+    on one checkout or many. ``details``: one entry per study (counts, best trial, ``ran``: the trial
+    numbers this worker ran).
+    """
+    from components.distill.students import join_student_study, tuned_students
+    from components.tune.worker import require_shared_storage, worker_index, worker_presence
+
+    require_shared_storage(params.tune)
+    names = list(studies) if studies else tuned_students(params)
+    if not names:
+        raise ValueError("no study to join: no student of distill.students has a tune.search_space "
+                         "entry (name `teacher` for the train.tune study)")
+    worker = worker_index()
+    out: dict[str, dict] = {}
+    with worker_presence(params.run.lock_file):  # a stage run's leftover sweep then spares our files
+        for name in names:
+            if name == TEACHER_STUDY:
+                from components.train.tuning import join_teacher_study
+
+                if params.train.tune.n_trials < 1:
+                    raise ValueError("the teacher has no study to join: train.tune.n_trials is 0")
+                out[name] = join_teacher_study(params.train, params.tune, params.preprocess.out_dir,
+                                               worker=worker)
+            else:
+                out[name] = join_student_study(params, name, worker=worker)
+    lines = [f"{name}: study {s['study']} holds {s['n_complete'] + s['n_pruned']}/{s['n_trials']} "
+             f"finished trials ({s['n_complete']} complete, {s['n_pruned']} pruned"
+             + (f", {s['n_running']} still running elsewhere" if s["n_running"] else "")
+             + f"); this worker ran {s['ran'] or 'none'}; best so far trial {s['best_trial']}"
+             for name, s in out.items()]
+    summary = ("tuning worker done (no stage outputs written; run the stage to keep the best trials): "
+               + "; ".join(lines))
+    return StageResult(tuple(s["trials_dir"] for s in out.values()), summary, {"studies": out})
 
 
 def evaluate_stage(params: Params) -> StageResult:

@@ -176,6 +176,35 @@ def test_prefect_yaml_deploys_the_nightly_cron_deployment(nightly):
         r["expected_start_time"] for r in scheduled]
 
 
+def _tune_worker_spec() -> dict:
+    [spec] = [d for d in yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())["deployments"]
+              if d["name"] == "tune-worker"]
+    return spec
+
+
+def test_prefect_yaml_tune_worker_deployment_runs_n_at_once_on_the_tune_queue():
+    """No server needed: the entry's flow loads from its entrypoint, takes its parameters, and
+    nothing limits how many runs of it go at once (docs/scale.md "Distributed tuning workers")."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    spec = _tune_worker_spec()
+    flow = load_flow_from_entrypoint(str(REPO_ROOT / spec["entrypoint"]))
+    assert flow.name == "ctrflow-tune-worker"
+    assert set(spec["parameters"]) <= set(flow.parameters.properties) == {"student", "params_path", "overrides"}
+    assert spec["parameters"] == {"student": None, "params_path": "params.yaml"}
+    assert spec["concurrency_limit"] is None and "schedules" not in spec
+    assert spec["work_pool"] == {"name": POOL, "work_queue_name": "tune", "job_variables": {}}
+
+
+def test_the_tune_worker_deployment_is_deployed_without_a_concurrency_limit(nightly):
+    d = nightly.http.get("/deployments/name/ctrflow-tune-worker/tune-worker").raise_for_status().json()
+    assert d["entrypoint"] == "flows/tune_worker.py:tune_worker_flow"
+    assert d["work_pool_name"] == POOL and d["work_queue_name"] == "tune"
+    assert d["global_concurrency_limit"] is None and d["schedules"] == []
+    assert d["parameters"] == {"student": None, "params_path": "params.yaml"}
+    assert {"ctrflow", "tuning"} <= set(d["tags"])
+
+
 def test_the_triggered_run_completes_with_every_stage_and_its_artifacts(nightly):
     run = nightly.flow_run
     assert run["state_type"] == "COMPLETED", f"{run['state']}\n{_tail(nightly.worker_log)}"

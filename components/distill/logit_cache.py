@@ -8,7 +8,9 @@ The key is SHA-256 of "<teacher weights SHA-256>:<feature-map hash>" (the weight
 the teacher's ``model.json``), so retraining the teacher or re-preprocessing the data gives a new
 key and thus new logits; a directory whose ``meta.json`` does not match its key, misses a split, or
 whose files fail their row count or hash is rebuilt. A build writes into a temporary directory that
-is renamed into place, so a crash never leaves a half-written cache that looks valid.
+is renamed into place, so a crash never leaves a half-written cache that looks valid. Builds are
+serialised by an exclusive ``flock`` on the cache directory (threads and processes, e.g. several tuning
+workers on one checkout starting at the same moment): the first computes, the others then reuse it.
 
 Logits come from :func:`components.train.loop.predict` in eval mode, in file order (unshuffled,
 unsharded loader). On CUDA ``predict`` runs under bf16 autocast, so cached logits then carry bf16
@@ -22,6 +24,8 @@ sharding and streaming.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -154,12 +158,33 @@ def ensure_teacher_logits(
     teacher_meta = read_model_metadata(teacher_dir)
     rows = {s: _split_rows(processed, fmap, s) for s in wanted}
     final = Path(cache_dir) / key[:32]
-    with _BUILD_LOCK:  # students distilled in parallel threads build it once (processes: see below)
+    # students distilled in parallel threads, and tuning workers in parallel processes on one checkout
+    # (components/tune/worker.py), build it once: the others wait, then reuse it
+    with _BUILD_LOCK, _directory_lock(Path(cache_dir)):
         return _ensure(teacher_dir, processed, fmap, wanted, key, teacher_meta, rows, final,
                        batch_size=batch_size, device=device, in_memory=in_memory, log=log)
 
 
 _BUILD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``directory`` itself (no lock file inside a DVC output) for the
+    block. Where the filesystem has no flock (some network mounts) the block runs unlocked: a build
+    is still renamed into place whole, and a valid cache another process put there first is kept."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _ensure(teacher_dir, processed: Path, fmap: FeatureMap, wanted: list[str], key: str, teacher_meta: dict,
@@ -198,6 +223,9 @@ def _ensure(teacher_dir, processed: Path, fmap: FeatureMap, wanted: list[str], k
             "splits": entries,
         }
         (tmp / CACHE_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if _read_valid_meta(final, key, rows) is not None:
+            # another process (unlocked filesystem) finished first: keep its cache, readers may use it
+            return TeacherLogitCache(final, key, rows, True, teacher_meta["model"])
         try:
             replace_dir(tmp, final)
         except OSError:

@@ -92,14 +92,14 @@ def study_key(student: str, params: Params, teacher_dir: Path) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def tune_student(student: str, params: Params, teacher_dir: Path, processed_dir: Path,
-                 out_dir: Path, *, log=print) -> dict:
-    """Optuna study over the student's search space; the best trial's outputs land in out_dir/<student>."""
-    import json
+def _student_study(student: str, params: Params, teacher_dir: Path, processed_dir: Path, *,
+                   log=print, worker: int = 0, ran: list[int] | None = None):
+    """Run (or resume, or join) the student's Optuna study; returns (StudyResult, trials_dir).
 
+    ``worker`` is the sampler-seed index (:func:`components.tune.study.run_study`); the number of
+    every trial this call runs is appended to ``ran``."""
     import optuna
 
-    from components.tune.outputs import write_study_outputs
     from components.tune.pruning import pruning_callback
     from components.tune.space import fixed_values, suggest_params
     from components.tune.study import run_study
@@ -109,6 +109,8 @@ def tune_student(student: str, params: Params, teacher_dir: Path, processed_dir:
     trials_dir = Path(params.tune.trials_dir) / f"{params.tune.study_prefix}-{name}"
 
     def objective(trial: optuna.Trial) -> float:
+        if ran is not None:
+            ran.append(trial.number)
         values = suggest_params(trial, space, f"tune.search_space.{student}")
         settings = with_overrides(params.distill, student, values)
         log(f"[{student} trial {trial.number}] {values}")
@@ -118,20 +120,61 @@ def tune_student(student: str, params: Params, teacher_dir: Path, processed_dir:
 
     defaults = params.tune.defaults_for(student)
     log(f"[{student}] Optuna study {params.tune.study_prefix}-{name} in {masked_url(params.tune.storage)}")
-    result = run_study(name, objective, params.tune,
+    result = run_study(name, objective, params.tune, worker=worker,
                        defaults=fixed_values(space, defaults) if defaults else None)
+    return result, trials_dir
+
+
+def tune_student(student: str, params: Params, teacher_dir: Path, processed_dir: Path,
+                 out_dir: Path, *, log=print) -> dict:
+    """Optuna study over the student's search space; the best trial's outputs land in out_dir/<student>."""
+    import json
+
+    from components.tune.outputs import write_study_outputs
+
+    result, trials_dir = _student_study(student, params, teacher_dir, processed_dir, log=log)
     if result.best_number is None:
         raise RuntimeError(f"study {result.study_name}: no trial completed; see its trials table")
     best_dir = trials_dir / str(result.best_number)
     if not best_dir.exists():
         raise RuntimeError(f"study {result.study_name}: best trial {result.best_number} has no outputs "
-                           f"in {best_dir} (was it run on another machine? copy its directory here)")
+                           f"in {best_dir} (run on another machine? give every worker the same "
+                           f"tune.trials_dir, or copy that directory here: docs/scale.md)")
     _replace_dir(best_dir, out_dir / student)
     write_study_outputs(result, out_dir / student / "study", timings=False)  # a DVC out
     metrics = json.loads((out_dir / student / "metrics.json").read_text())
     tuned = {"best_trial": result.best_number, "best_valid_auc": result.best_value,
              "params": result.best_params, "complete": result.n_complete, "pruned": result.n_pruned}
     return _summary(student, metrics, tuned)
+
+
+def tuned_students(params: Params) -> list[str]:
+    """The students of ``distill.students`` that have a ``tune.search_space`` (those with a study)."""
+    return [s for s in params.distill.students if s in params.tune.search_space]
+
+
+def join_student_study(params: Params, student: str, *, worker: int, log=print) -> dict:
+    """A tuning worker's share of ``student``'s study: run trials until the study holds
+    ``tune.n_trials`` finished trials, then return, writing none of the stage's outputs (no
+    checkpoints promoted, no metrics). Returns the study's counts, best trial and this call's trials."""
+    teacher_dir = Path(params.train.out_dir)
+    processed_dir = Path(params.preprocess.out_dir)
+    if student not in tuned_students(params):
+        raise ValueError(f"{student!r} has no study to join: the tuned students (in distill.students "
+                         f"with a tune.search_space entry) are {tuned_students(params)}")
+    if not (teacher_dir / "model.json").exists():
+        raise FileNotFoundError(f"{teacher_dir}/model.json: no trained teacher; run `ctrflow train` "
+                                f"(or `dvc pull`) on this machine first")
+    if not (processed_dir / "feature_map.json").exists():
+        raise FileNotFoundError(f"{processed_dir}/feature_map.json: no preprocessed data; run "
+                                f"`ctrflow preprocess` (or `dvc pull`) on this machine first")
+    ran: list[int] = []
+    result, trials_dir = _student_study(student, params, teacher_dir, processed_dir, log=log,
+                                        worker=worker, ran=ran)
+    return {"study": result.study_name, "n_trials": params.tune.n_trials,
+            "n_complete": result.n_complete, "n_pruned": result.n_pruned, "n_failed": result.n_failed,
+            "n_running": result.n_running, "best_trial": result.best_number,
+            "best_value": result.best_value, "ran": sorted(ran), "trials_dir": str(trials_dir)}
 
 
 def distill_names(params: Params) -> list[str]:

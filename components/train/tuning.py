@@ -274,20 +274,15 @@ def _trial_rows(trials, notes: Mapping[int, str]) -> list[dict[str, Any]]:
     return rows
 
 
-def tune_teacher(params: TrainParams, tune: TuneParams, processed_dir: str | Path, *,
-                 log: Callable[[str], Any] = print) -> teacher_module.TeacherResult:
-    """Run or resume the teacher's study until it holds ``params.tune.n_trials`` finished trials,
-    then keep its best trial as the teacher of ``params`` (module doc).
-
-    ``tune`` is the top-level tune section (storage, trials_dir, study_prefix, heartbeat_interval,
-    grace_period; seed and pruner unless ``params.tune`` sets them). A trial whose training diverges
-    (FloatingPointError) fails alone; any other error fails the trial and propagates. Raises
-    :class:`SearchSpaceError` for a bad space before any trial, RuntimeError when no trial completed.
-    """
+def _teacher_study(params: TrainParams, tune: TuneParams, processed_dir: str | Path, *,
+                   log: Callable[[str], Any], worker: int = 0, ran: list[int] | None = None):
+    """Run (or resume, or join) the teacher's study (sampler-seed index ``worker``; the number of every
+    trial this call runs is appended to ``ran``). Returns (result, full_name, trials_dir, settings,
+    accepted, storage_shown)."""
     import optuna
 
     from components.data.feature_map import FeatureMap
-    from components.train.checkpoint import MODEL_META, feature_map_hash
+    from components.train.checkpoint import feature_map_hash
     from components.tune.pruning import fit_pruning_callback
     from components.tune.space import suggest_params
     from components.tune.study import run_study, study_name
@@ -307,6 +302,8 @@ def tune_teacher(params: TrainParams, tune: TuneParams, processed_dir: str | Pat
     storage_shown = masked_url(tune.storage)
 
     def objective(trial: optuna.Trial) -> float:
+        if ran is not None:
+            ran.append(trial.number)
         values = suggest_params(trial, space, SPACE_WHERE)
         tp = trial_params(params, values, trials_dir / str(trial.number), accepted)
         log(f"[teacher trial {trial.number}] {values}")
@@ -322,13 +319,48 @@ def tune_teacher(params: TrainParams, tune: TuneParams, processed_dir: str | Pat
 
     log(f"[teacher] Optuna study {full_name} in {storage_shown}: {settings.n_trials} trials in total "
         f"over {sorted(space)}")
-    result = run_study(name, objective, settings, defaults=defaults)
+    result = run_study(name, objective, settings, defaults=defaults, worker=worker)
+    return result, full_name, trials_dir, settings, accepted, storage_shown
+
+
+def join_teacher_study(params: TrainParams, tune: TuneParams, processed_dir: str | Path, *,
+                       worker: int, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """A tuning worker's share of the teacher's study: run trials until it holds
+    ``train.tune.n_trials`` finished trials, then return, keeping no teacher and writing no metrics.
+    Returns the study's counts, best trial and this call's trials."""
+    ran: list[int] = []
+    result, full_name, trials_dir, settings, _, _ = _teacher_study(params, tune, processed_dir, log=log,
+                                                                   worker=worker, ran=ran)
+    return {"study": full_name, "n_trials": settings.n_trials, "n_complete": result.n_complete,
+            "n_pruned": result.n_pruned, "n_failed": result.n_failed, "n_running": result.n_running,
+            "best_trial": result.best_number, "best_value": result.best_value, "ran": sorted(ran),
+            "trials_dir": str(trials_dir)}
+
+
+def tune_teacher(params: TrainParams, tune: TuneParams, processed_dir: str | Path, *,
+                 log: Callable[[str], Any] = print) -> teacher_module.TeacherResult:
+    """Run or resume the teacher's study until it holds ``params.tune.n_trials`` finished trials,
+    then keep its best trial as the teacher of ``params`` (module doc).
+
+    ``tune`` is the top-level tune section (storage, trials_dir, study_prefix, heartbeat_interval,
+    grace_period; seed and pruner unless ``params.tune`` sets them). A trial whose training diverges
+    (FloatingPointError) fails alone; any other error fails the trial and propagates. Raises
+    :class:`SearchSpaceError` for a bad space before any trial, RuntimeError when no trial completed.
+    """
+    import optuna
+
+    from components.train.checkpoint import MODEL_META
+
+    result, full_name, trials_dir, settings, accepted, storage_shown = _teacher_study(
+        params, tune, processed_dir, log=log)
+    processed = Path(processed_dir)
     if result.best_number is None:
         raise RuntimeError(f"study {full_name}: no trial completed; see its trials in {storage_shown}")
     best_dir = trials_dir / str(result.best_number)
     if not (best_dir / MODEL_META).exists():
         raise RuntimeError(f"study {full_name}: best trial {result.best_number} has no checkpoint in "
-                           f"{best_dir} (was it run on another machine? copy its directory here)")
+                           f"{best_dir} (run on another machine? give every worker the same tune.trials_dir, "
+                           f"or copy that directory here: docs/scale.md)")
     storage = make_storage(tune.storage, heartbeat_interval=tune.heartbeat_interval,
                            grace_period=tune.grace_period)
     trials = optuna.load_study(study_name=full_name, storage=storage).get_trials(deepcopy=False)

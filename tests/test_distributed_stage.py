@@ -4,12 +4,13 @@ ranks on the CPU), the one-process stage's outputs, a failing rank, kill + resum
 Equality with the one-process stage. ``train.batch_size`` is the global batch (each of the 2 ranks takes
 half of it a step), so both runs take the same number of steps of the same size with the same lr. They
 do not see the same rows in the same batches: each rank shuffles its own shard (rows i % 2 == rank), so
-the two trajectories differ like two shuffles of one run, and the tolerance is the seed-to-seed spread of
-such a run once trained: valid AUC within AUC_TOL = 0.005 and valid LogLoss within LOGLOSS_TOL = 0.01
-(measured on this data, 4 data seeds: |dAUC| <= 0.0011, |dLogLoss| <= 0.0033). With identical batches
-(no shuffle) tests/test_distributed.py shows DDP equal to one process within 1e-5 on the weights. A DDP run
-killed mid-epoch and resumed reaches exactly (bit for bit on CPU gloo, one thread per rank) the
-metrics of an uninterrupted DDP run.
+the two runs differ like two shuffles of one run, and the tolerance is that spread on this tiny data
+(4,000 train / 1,500 valid rows; the standard error of a 1,500-row AUC alone is ~0.01): valid AUC within
+AUC_TOL = 0.01 and valid LogLoss within LOGLOSS_TOL = 0.02. Measured over 4 data seeds (FM, 3 epochs):
+|dAUC| 0.0001 / 0.0002 / 0.0034 / 0.0065, |dLogLoss| 0.0029 / 0.0020 / 0.0027 / 0.0133. With identical
+batches (no shuffle) tests/test_distributed.py shows DDP equal to one process within 1e-5 on the
+weights. A DDP run killed mid-epoch and resumed reaches exactly (bit for bit on CPU gloo, the same
+threads per rank) the metrics and curve of an uninterrupted DDP run.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from tests.conftest import write_params
 from tests.test_train_loop import write_split_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-AUC_TOL = 0.005
-LOGLOSS_TOL = 0.01
+AUC_TOL = 0.01
+LOGLOSS_TOL = 0.02
 N_TRAIN = 4000  # 2,000 rows a rank: 16 steps of 2 x 128 rows an epoch
 
 
@@ -75,12 +76,18 @@ def _snapshot(*paths: Path) -> dict[str, bytes]:
     return out
 
 
-def test_two_ranks_write_the_one_process_outputs_within_tolerance(processed, tmp_path):
-    one = _stage(tmp_path, processed, _train(tmp_path, "one", 1))
-    # num_threads 0: each rank gets max(1, cores // nproc) threads
-    two = _stage(tmp_path, processed, _train(tmp_path, "two", 2, num_threads=0))
+@pytest.fixture(scope="module")
+def ddp_run(processed, tmp_path_factory) -> tuple[Path, dict]:
+    """One uninterrupted 2-rank stage run (root, its metrics); num_threads 0: each rank gets
+    max(1, cores // nproc) threads."""
+    root = tmp_path_factory.mktemp("ddp-ref")
+    return root, _stage(root, processed, _train(root, "two", 2, num_threads=0)).details
 
-    m1, m2 = one.details, two.details
+
+def test_two_ranks_write_the_one_process_outputs_within_tolerance(processed, ddp_run, tmp_path):
+    one = _stage(tmp_path, processed, _train(tmp_path, "one", 1))
+    ref, m2 = ddp_run
+    m1 = one.details
     assert abs(m2["valid"]["auc"] - m1["valid"]["auc"]) <= AUC_TOL
     assert abs(m2["valid"]["logloss"] - m1["valid"]["logloss"]) <= LOGLOSS_TOL
     assert m2["valid"]["auc"] > 0.8  # both learned the planted signal
@@ -91,16 +98,17 @@ def test_two_ranks_write_the_one_process_outputs_within_tolerance(processed, tmp
     assert m2["epochs"] == m1["epochs"] == 3
 
     # the same files: checkpoint dir (gate's LR included), metrics keys, curve rows; nothing else written
-    models, metrics = tmp_path / "models", tmp_path / "metrics"
-    assert _tree(models / "two") == _tree(models / "one")
-    assert "baseline_lr/model.safetensors" in _tree(models / "two")
-    assert sorted(p.name for p in models.iterdir()) == ["one", "two"]  # no .partial, no temporaries
-    assert sorted(p.name for p in metrics.iterdir()) == ["one.csv", "one.json", "two.csv", "two.json"]
-    j1, j2 = json.loads((metrics / "one.json").read_text()), json.loads((metrics / "two.json").read_text())
+    assert _tree(ref / "models" / "two") == _tree(tmp_path / "models" / "one")
+    assert "baseline_lr/model.safetensors" in _tree(ref / "models" / "two")
+    assert [p.name for p in (ref / "models").iterdir()] == ["two"]  # no .partial, no temporaries
+    assert sorted(p.name for p in (ref / "metrics").iterdir()) == ["two.csv", "two.json"]
+    j1 = json.loads((tmp_path / "metrics" / "one.json").read_text())
+    j2 = json.loads((ref / "metrics" / "two.json").read_text())
     assert set(j2) - set(j1) == {"distributed"} and set(j1) <= set(j2)
-    c1, c2 = (metrics / "one.csv").read_text().splitlines(), (metrics / "two.csv").read_text().splitlines()
+    c1 = (tmp_path / "metrics" / "one.csv").read_text().splitlines()
+    c2 = (ref / "metrics" / "two.csv").read_text().splitlines()
     assert c1[0] == c2[0] and len(c1) == len(c2) == 4
-    state = json.loads((models / "two" / "resume.json").read_text())["scalars"]
+    state = json.loads((ref / "models" / "two" / "resume.json").read_text())["scalars"]
     assert state["fingerprint"]["world_size"] == 2 and state["epoch"] == 3
 
 
@@ -147,12 +155,10 @@ def _is_running(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-def test_ddp_killed_mid_epoch_resumes_to_the_uninterrupted_metrics(processed, tmp_path):
-    # the uninterrupted DDP run
-    ref = _stage(tmp_path / "ref", processed, _train(tmp_path / "ref", "teacher", 2))
-
+def test_ddp_killed_mid_epoch_resumes_to_the_uninterrupted_metrics(processed, ddp_run, tmp_path):
+    ref, want = ddp_run  # the uninterrupted DDP run, same settings
     root = tmp_path / "run"
-    params_file = _params_file(root, processed, _train(root, "teacher", 2))
+    params_file = _params_file(root, processed, _train(root, "two", 2, num_threads=0))
     cmd = [sys.executable, "-m", "cli", "--params", str(params_file), "train"]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     marker = root / "paused"
@@ -177,20 +183,19 @@ def test_ddp_killed_mid_epoch_resumes_to_the_uninterrupted_metrics(processed, tm
         time.sleep(0.1)
     assert not _is_running(rank_pid), "a rank outlived the killed stage"
 
-    staged = root / "models" / ".teacher.partial"
+    staged = root / "models" / ".two.partial"
     state = json.loads((staged / "resume.json").read_text())["scalars"]
     assert state["epoch"] == 1 and state["fingerprint"]["world_size"] == 2
-    assert not (root / "models" / "teacher").exists() and not (root / "metrics").exists()
+    assert not (root / "models" / "two").exists() and not (root / "metrics").exists()
 
     rerun = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "after epoch 1" in rerun.stdout + rerun.stderr  # resumed, not restarted
-    got = json.loads((root / "metrics" / "teacher.json").read_text())
-    want = ref.details
+    got = json.loads((root / "metrics" / "two.json").read_text())
     for key in ("valid", "test", "best_epoch", "epochs", "baselines", "gate"):
         assert got[key] == want[key], key  # exact: the resumed epochs replay bit for bit on CPU gloo
-    resumed = json.loads((root / "models" / "teacher" / "resume.json").read_text())["scalars"]
-    reference = json.loads((tmp_path / "ref" / "models" / "teacher" / "resume.json").read_text())["scalars"]
+    resumed = json.loads((root / "models" / "two" / "resume.json").read_text())["scalars"]
+    reference = json.loads((ref / "models" / "two" / "resume.json").read_text())["scalars"]
     assert without_timings(resumed["history"]) == without_timings(reference["history"])
     assert not staged.exists()
 

@@ -218,3 +218,41 @@ def test_prefect_flow_trains_through_the_task_with_two_ranks(processed, tmp_path
     assert metrics["epochs"] == 2 and metrics["valid"]["auc"] > 0.8
     state = json.loads((tmp_path / "models" / "teacher" / "resume.json").read_text())["scalars"]
     assert state["fingerprint"]["world_size"] == 2 and state["epoch"] == 2
+
+
+def test_torchrun_command_for_one_and_several_machines():
+    from components.config import DistributedParams
+    from components.train.launch import torchrun_args
+
+    one = torchrun_args(DistributedParams(nproc=4), ["--params", "p.yaml"])
+    assert one == ["--standalone", "--nproc-per-node", "4", "--max-restarts", "0",
+                   "-m", "components.train.distributed", "--params", "p.yaml"]
+    many = torchrun_args(DistributedParams(nproc=8, nnodes=2, node_rank=1, rdzv_endpoint="node0:29400"), [])
+    assert "--standalone" not in many
+    assert many[many.index("--nnodes") + 1] == "2" and many[many.index("--node-rank") + 1] == "1"
+    assert many[many.index("--rdzv-backend") + 1] == "c10d"
+    assert many[many.index("--rdzv-endpoint") + 1] == "node0:29400"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"train.distributed": {"nnodes": 2}}, "train.distributed: .*needs rdzv_endpoint"),
+    ({"train.distributed": {"nnodes": 2, "node_rank": 2, "rdzv_endpoint": "h:1"}},
+     "train.distributed: .*node_rank 2 must be below nnodes 2"),
+    ({"train.distributed": {"nproc": 2}, "train.tune.n_trials": 3},
+     "train.tune.n_trials 3 > 0 cannot run with train.distributed"),
+    ({"train.distributed": {"nproc": 0}}, "train.distributed.nproc"),
+])
+def test_bad_distributed_settings_name_the_key(overrides, message):
+    from components.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_params(REPO_ROOT / "params.yaml", overrides)
+
+
+def test_the_ranks_get_the_effective_params(tmp_path):
+    from components.train.teacher_ddp import write_params_yaml
+
+    params = load_params(REPO_ROOT / "params.yaml", {"train.lr": 0.5, "data.window": {"from": "2024-01-01"},
+                                                     "train.distributed": {"nproc": 2}})
+    write_params_yaml(params, tmp_path / "p.yaml")
+    assert load_params(tmp_path / "p.yaml") == params

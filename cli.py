@@ -86,6 +86,8 @@ def _sweep(fn, params) -> None:
     from components.stages import output_paths, sweep_leftovers
 
     stage = {"train_stage": "train_teacher"}.get(fn.__name__, fn.__name__.removesuffix("_stage"))
+    if stage == "train_teacher" and params.train.distributed.node_rank > 0:
+        return  # a follower node of multi-node training: node 0 owns (and tidies) the shared outputs
     if stage in output_paths(params):  # a pipeline stage (not check-new, gc, registry commands)
         sweep_leftovers(params, [stage], log=lambda msg: click.echo(f"note: {msg}", err=True))
 
@@ -281,8 +283,8 @@ def train(ctx, model, fresh, worker):
     Writes the checkpoint (safetensors + JSON) to train.out_dir, metrics to train.metrics and the
     per-epoch curve to train.curve, all three only once training is complete (it runs in the sibling
     .<name>.partial). A killed run restarts from its last finished epoch and reaches the same result. With train.tune.n_trials > 0 an Optuna study (resumable; --fresh does not
-    reset it) trains that many teachers and keeps the best one. For data-parallel training over several processes or machines use torchrun:
-    `torchrun --nproc_per_node N -m components.train.distributed --params params.yaml`.
+    reset it) trains that many teachers and keeps the best one. With train.distributed (nproc x nnodes > 1) it
+    launches torchrun and trains data-parallel (DDP) with the same outputs, e.g. --set train.distributed.nproc=4.
     """
     params = _load(ctx)
     if worker:

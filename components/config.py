@@ -119,6 +119,30 @@ class GateParams(_Section):
     baseline_patience: int = Field(2, ge=1)
 
 
+class DistributedParams(_Section):
+    """``train.distributed``: data-parallel teacher training over ``nproc`` × ``nnodes`` processes,
+    launched by torchrun from the train_teacher stage (components/train/launch.py)."""
+
+    nproc: int = Field(1, ge=1)              # processes (ranks) on this machine
+    nnodes: int = Field(1, ge=1)             # machines; each runs the same stage with its node_rank
+    node_rank: int = Field(0, ge=0)          # this machine's index (0 writes the outputs)
+    rdzv_endpoint: str | None = None         # host:port of the c10d rendezvous (nnodes > 1)
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: nccl with CUDA, else gloo
+
+    @property
+    def world_size(self) -> int:
+        """Ranks in all: ``nproc × nnodes``."""
+        return self.nproc * self.nnodes
+
+    @model_validator(mode="after")
+    def _rendezvous(self) -> DistributedParams:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} must be below nnodes {self.nnodes}")
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"nnodes {self.nnodes} > 1 needs rdzv_endpoint (host:port of node 0)")
+        return self
+
+
 class TrainParams(_Section):
     model: str = "dcnv2"
     embedding_dim: int = Field(16, gt=0)
@@ -149,6 +173,17 @@ class TrainParams(_Section):
 
     _batch_size_ok = field_validator("batch_size")(classmethod(lambda cls, v: check_batch_size(v)))
     tune: TeacherTuneParams = TeacherTuneParams()  # n_trials > 0: an Optuna study picks the teacher
+    distributed: DistributedParams = DistributedParams()  # world size > 1: torchrun DDP (one teacher)
+
+    @model_validator(mode="after")
+    def _tune_is_single_process(self) -> TrainParams:
+        if self.tune.n_trials > 0 and self.distributed.world_size > 1:
+            raise ValueError(
+                f"train.tune.n_trials {self.tune.n_trials} > 0 cannot run with train.distributed "
+                f"(nproc {self.distributed.nproc} x nnodes {self.distributed.nnodes} ranks): the teacher's "
+                f"Optuna trials train in one process; set train.distributed.nproc and nnodes to 1 to tune, "
+                f"then train the chosen settings distributed with train.tune.n_trials: 0")
+        return self
 
 
 class InferenceParams(_Section):

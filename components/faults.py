@@ -42,7 +42,7 @@ def pause_point(name: str) -> None:
         return
     marker = os.environ.get(MARKER_ENV)
     if marker:
-        tmp = Path(marker).with_name(Path(marker).name + ".tmp")
+        tmp = Path(marker).with_name(f"{Path(marker).name}.tmp-{os.getpid()}")  # several ranks may pause at once
         tmp.write_text(f"{name}@{_hits} pid {os.getpid()}\n")
         tmp.replace(marker)
     while True:  # until SIGKILL

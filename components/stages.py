@@ -243,12 +243,24 @@ def train_stage(params: Params, model: str | None = None, resume: bool = True) -
     With ``train.tune.n_trials`` > 0 an Optuna study over ``train.tune.search_space`` picks it
     instead (:func:`components.train.tuning.tune_teacher`: resumed from its storage, its best
     trial's checkpoint kept); ``resume`` applies to a single run only (each trial starts afresh).
+    With ``train.distributed`` nproc × nnodes > 1 it launches torchrun and trains data-parallel
+    (:func:`components.train.teacher_ddp.train_teacher_distributed`: the same outputs); on a node
+    other than node 0 it only runs that node's ranks.
     """
     tp = params.train if model is None else params.train.model_copy(update={"model": model})
+    dp = tp.distributed
     if tp.tune.n_trials > 0:
         from components.train.tuning import tune_teacher
 
         res = tune_teacher(tp, params.tune, params.preprocess.out_dir)
+    elif dp.world_size > 1:
+        from components.train.teacher_ddp import train_teacher_distributed
+
+        res = train_teacher_distributed(params, tp, resume=resume)
+        if res is None:
+            return StageResult((), f"node {dp.node_rank} of {dp.nnodes}: its {dp.nproc} rank(s) of "
+                                   f"{tp.model} finished; node 0 wrote {tp.out_dir} and {tp.metrics}",
+                               {"node_rank": dp.node_rank, "warnings": []})
     else:
         from components.train.teacher import train_teacher
 

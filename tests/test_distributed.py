@@ -31,7 +31,7 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
     fmap = write_split_data(proc_dir, n_train=3073, n_valid=1001)
     train = dict(
         model="lr",
-        batch_size=128,
+        batch_size=256,  # the global batch: 128 rows per rank and step
         lr=0.02,
         max_epochs=3,
         patience=3,
@@ -73,7 +73,7 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
     assert state["scalars"]["fingerprint"]["world_size"] == 2
     ddp_history = state["scalars"]["history"]
 
-    # the single-process reference: the first 3,072 train rows, batch 2 x 128, same seed and init
+    # the single-process reference: the first 3,072 train rows, the same global batch 256, seed and init
     ref_dir = tmp_path / "reference"
     ref_dir.mkdir()
     pq.write_table(

@@ -2,16 +2,24 @@
 
     torchrun --standalone --nproc_per_node 2 -m components.train.distributed --params params.yaml
 
-- Backend NCCL when CUDA is available (rank r uses ``cuda:LOCAL_RANK``), gloo on CPU.
-- Each rank reads its own shard of the Parquet row groups (``BatchLoader(shard=(rank, world))``)
-  for both splits. Gradients are averaged by DDP, so ``world × train.batch_size`` is the effective
-  global batch. Ranks whose shards hold different numbers of batches all run the smallest count
-  (the surplus batches of an epoch are skipped, so no rank waits on a missing all-reduce).
+The pipeline's train_teacher stage runs this for you when ``train.distributed`` asks for more than
+one rank (:mod:`.launch`, :mod:`.teacher_ddp`); by hand it trains into ``train.out_dir`` directly.
+
+- Backend ``train.distributed.backend``: auto → NCCL when training on CUDA (rank r uses
+  ``cuda:LOCAL_RANK``), gloo on CPU.
+- Each rank reads its own shard of the rows (``BatchLoader(shard=(rank, world))``) for both splits.
+  ``train.batch_size`` is the GLOBAL batch: every rank takes ``batch_size / world`` rows a step
+  (:func:`rank_batch_size`; it must divide evenly) and DDP averages the gradients, so a step sees as
+  many rows as a one-process step and lr / steps per epoch stay those of the one-process run. Ranks
+  whose shards hold different numbers of batches all run the smallest count (the surplus batches of
+  an epoch are skipped, so no rank waits on a missing all-reduce).
 - Validation: every rank scores its shard, the logits and labels are all-gathered, and every rank
   computes the same AUC / LogLoss on the full validation set, hence takes the same LR and
   early-stopping decisions.
 - Only rank 0 writes checkpoints and logs; the resume state holds rank 0's weights and optimizer
   state, which DDP keeps identical on every rank. Restarting the same command resumes.
+- Each rank dies with its torchrun agent (``PR_SET_PDEATHSIG``): a killed stage leaves no rank
+  running on (and writing into) the staged directory the rerun continues.
 
 The loop itself is :func:`components.train.loop.fit`; this module supplies the process group
 (:class:`TorchCollective`) and the wiring from params.yaml.
@@ -20,8 +28,11 @@ The loop itself is :func:`components.train.loop.fit`; this module supplies the p
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +158,44 @@ def fit_ddp(
     )
 
 
+def rank_batch_size(global_batch: int, world_size: int) -> int:
+    """Rows per rank and step for a global batch of ``global_batch`` rows over ``world_size`` ranks."""
+    per_rank, rest = divmod(global_batch, world_size)
+    if rest or per_rank < 1:
+        raise ValueError(
+            f"train.batch_size (global batch {global_batch}) must be a multiple of the {world_size} ranks "
+            f"of train.distributed (nproc x nnodes): each rank takes batch_size / ranks rows a step; set "
+            f"train.batch_size to a multiple of {world_size}")
+    return per_rank
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """``train.distributed.backend``: ``auto`` → nccl when ``train.device`` resolves to CUDA, else gloo."""
+    if backend != "auto":
+        return backend
+    from .loop import resolve_device
+
+    return "nccl" if resolve_device(device).type == "cuda" else "gloo"
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere); exit at once when
+    the parent is already gone. Keeps a killed launcher from leaving orphaned ranks behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent or parent == 1:
+        os._exit(1)
+
+
 def train_from_params(
     params: Params,
     collective: TorchCollective,
@@ -181,7 +230,7 @@ def train_from_params(
 
     from components.train.teacher import train_batch_size
 
-    batch_size = train_batch_size(tp, fmap)
+    batch_size = rank_batch_size(train_batch_size(tp, fmap), collective.world_size)
     train = BatchLoader(
         split_path("train"),
         fmap,
@@ -228,6 +277,31 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
+def result_record(result: FitResult, collective: TorchCollective, backend: str, seconds: float) -> dict:
+    """What rank 0 reports to the launching stage (``--report-dir``/result.json): the FitResult
+    (history with its timings) and how it ran."""
+    return {
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "best_valid_auc": result.best_valid_auc,
+        "best_valid_logloss": result.best_valid_logloss,
+        "best_eval": result.best_eval,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "history": result.history,
+        "world_size": collective.world_size,
+        "local_world_size": collective.local_world_size,
+        "backend": backend,
+        "threads": torch.get_num_threads(),
+        "seconds": seconds,
+    }
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point (run under torchrun): train from params.yaml, print rank 0's summary."""
     ap = argparse.ArgumentParser(
@@ -253,25 +327,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-shuffle", action="store_true", help="keep each shard's row order (debugging)"
     )
+    ap.add_argument(
+        "--report-dir",
+        default=None,
+        help="an existing directory (the launching stage's, outside every output): rank 0 writes "
+        "result.json there, a failing rank r its error to rank-<r>.error",
+    )
     args = ap.parse_args(argv)
-    params = load_params(args.params, _parse_set(args.set))
-    coll = init_distributed("gloo" if params.train.device == "cpu" else None)
+    die_with_parent()
+    report = Path(args.report_dir) if args.report_dir else None
+    rank = int(os.environ.get("RANK", "0"))
     try:
-        result = train_from_params(
-            params,
-            coll,
-            processed_dir=args.processed_dir,
-            out_dir=args.out_dir,
-            resume=not args.no_resume,
-            shuffle=not args.no_shuffle,
-        )
-        if coll.is_writer:
-            print(
-                f"best epoch {result.best_epoch} of {result.epochs_run}: valid AUC {result.best_valid_auc:.6f} "
-                f"→ {result.checkpoint_path}"
+        params = load_params(args.params, _parse_set(args.set))
+        backend = resolve_backend(params.train.distributed.backend, params.train.device)
+        coll = init_distributed(backend)
+        try:
+            started = time.perf_counter()
+            result = train_from_params(
+                params,
+                coll,
+                processed_dir=args.processed_dir,
+                out_dir=args.out_dir,
+                resume=not args.no_resume,
+                shuffle=not args.no_shuffle,
             )
-    finally:
-        dist.destroy_process_group()
+            if coll.is_writer:
+                if report is not None:
+                    _write_json(
+                        report / "result.json",
+                        result_record(result, coll, backend, time.perf_counter() - started),
+                    )
+                print(
+                    f"best epoch {result.best_epoch} of {result.epochs_run}: valid AUC "
+                    f"{result.best_valid_auc:.6f} → {result.checkpoint_path}",
+                    flush=True,
+                )
+        finally:
+            dist.destroy_process_group()
+    except BaseException as e:
+        if report is not None and not isinstance(e, KeyboardInterrupt):
+            (report / f"rank-{rank}.error").write_text(
+                f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}"
+            )
+        raise
     return 0
 
 

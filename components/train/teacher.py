@@ -205,6 +205,84 @@ def _output_texts(metrics: dict, curve_csv: str, params: TrainParams) -> dict[Pa
             Path(params.curve): curve_csv}
 
 
+def prepare_staged(params: TrainParams, model, hparams: dict, *, resume: bool, log=print,
+                   world_size: int = 1) -> Path:
+    """Decide what the run in :func:`staged_dir` continues and return that directory (not yet created).
+
+    With ``resume`` a staged resume state written by the same configuration (``world_size`` ranks
+    included) is continued; else the staged directory is emptied and, when ``train.out_dir`` holds a
+    finished run's matching state (e.g. ``max_epochs`` raised since), linked into it to continue that.
+    A state from another configuration or data is noted in ``log`` and training starts afresh.
+    """
+    from components.train.checkpoint import has_train_state
+    from components.train.loop import resume_state_matches
+
+    out = Path(params.out_dir)
+    staged = staged_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if resume and resume_state_matches(staged, params, model, hparams, world_size) is False:
+        log(f"{staged}: resume state is from another configuration or data; training afresh")
+        resume_from_staged = False
+    else:
+        resume_from_staged = resume and has_train_state(staged)
+    if not resume_from_staged:
+        shutil.rmtree(staged, ignore_errors=True)
+        if resume and resume_state_matches(out, params, model, hparams, world_size):
+            # a finished run's state (e.g. max_epochs raised since): continue it in the staged copy
+            _link_tree(out, staged)
+        elif resume and has_train_state(out):
+            log(f"{out}: resume state is from another configuration or data; training afresh")
+    return staged
+
+
+def discard_incomplete(staged: Path, resume: bool) -> None:
+    """After a failed run: keep ``staged`` only when it holds a complete resume state that the next
+    run (with ``resume``) continues, e.g. after a kill or once space is back; anything less goes."""
+    from components.train.checkpoint import has_train_state
+
+    if not (resume and staged.is_dir() and has_train_state(staged)):
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def finish_teacher(params: TrainParams, processed: Path, fmap: FeatureMap, model, dev, result,
+                   wall: float, *, with_gate: bool = True, log=print,
+                   extra: dict | None = None) -> TeacherResult:
+    """Score the trained ``model`` (best weights, checkpoint in the staged directory), run the gate
+    there, and install the staged directory as ``train.out_dir`` with the metrics (``extra`` merged
+    in) and the curve of ``result`` (a :class:`~components.train.loop.FitResult`)."""
+    from components.train.checkpoint import count_parameters
+    from components.train.loop import resolve_precision
+
+    out = Path(params.out_dir)
+    staged = staged_dir(out)
+    stage_params = params.model_copy(update={"out_dir": str(staged)})
+    hparams = {"embedding_dim": params.embedding_dim, **params.model_params}
+    scores = score_splits(model, params, processed, fmap, dev)
+    gated = baseline_gate(stage_params, processed, fmap, dev, scores["valid"], log) if with_gate else {}
+    sps = [h["samples_per_s"] for h in result.history if h.get("samples_per_s")]
+    metrics = {
+        "model": params.model,
+        "hparams": hparams,
+        "valid": scores.get("valid"),
+        "test": scores.get("test"),
+        "best_epoch": result.best_epoch,
+        "epochs": result.epochs_run,
+        "train_samples_per_s": round(sum(sps) / len(sps), 1) if sps else None,
+        "train_seconds": round(wall, 2),
+        "device": str(dev),
+        "precision": "bf16" if resolve_precision(dev, params.precision) is not None else "fp32",
+        "parameters": count_parameters(model),
+        "best_eval": result.best_eval,
+        "eval_every": params.eval_every,
+        "batch_size": train_batch_size(params, fmap),
+        **gated,
+        **(extra or {}),
+    }
+    metrics_path, curve_path = _install(staged, out, _output_texts(metrics, _curve_csv(result.history),
+                                                                   params))
+    return TeacherResult(metrics, out, metrics_path, curve_path)
+
+
 def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: bool = True,
                   log=print, on_epoch_end: Callable[[dict], Any] | None = None,
                   with_gate: bool = True) -> TeacherResult:
@@ -213,44 +291,24 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
     ``on_epoch_end(record)`` is passed to :func:`components.train.loop.fit` (e.g. an Optuna
     pruning callback; an exception it raises stops training and propagates). ``with_gate`` False
     skips the baseline gate (no ``baselines`` / ``gate`` in the metrics): the teacher's Optuna
-    trials, whose kept best gets the gate in :func:`keep_teacher`.
+    trials, whose kept best gets the gate in :func:`keep_teacher`. One process; the data-parallel
+    run of ``train.distributed`` is :func:`components.train.teacher_ddp.train_teacher_distributed`.
     """
     from components.models import build_model
-    from components.train.checkpoint import count_parameters, has_train_state
-    from components.train.loop import (
-        fit,
-        resolve_device,
-        resolve_precision,
-        resume_state_matches,
-        seed_everything,
-    )
+    from components.train.loop import fit, resolve_device, seed_everything
 
     processed = Path(processed_dir)
     fmap = FeatureMap.load(processed / "feature_map.json")
     dev = resolve_device(params.device)
     device = str(dev)
-    out = Path(params.out_dir)
-    staged = staged_dir(out)
-    stage_params = params.model_copy(update={"out_dir": str(staged)})
 
     train = _split_loader(params, processed, fmap, "train", True, device)
     valid = _split_loader(params, processed, fmap, "valid", False, device)
     seed_everything(params.seed)
     hparams = {"embedding_dim": params.embedding_dim, **params.model_params}
     model = build_model(params.model, fmap, **hparams)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if resume and resume_state_matches(staged, params, model, hparams) is False:
-        log(f"{staged}: resume state is from another configuration or data; training afresh")
-        resume_from_staged = False
-    else:
-        resume_from_staged = resume and has_train_state(staged)
-    if not resume_from_staged:
-        shutil.rmtree(staged, ignore_errors=True)
-        if resume and resume_state_matches(out, params, model, hparams):
-            # a finished run's state (e.g. max_epochs raised since): continue it in the staged copy
-            _link_tree(out, staged)
-        elif resume and has_train_state(out):
-            log(f"{out}: resume state is from another configuration or data; training afresh")
+    staged = prepare_staged(params, model, hparams, resume=resume, log=log)
+    stage_params = params.model_copy(update={"out_dir": str(staged)})
     try:
         staged.mkdir(exist_ok=True)
         started = time.perf_counter()
@@ -258,36 +316,11 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
                      on_epoch_end=on_epoch_end)
         wall = time.perf_counter() - started
         del train, valid  # free the in-memory splits before the gate's LR loads its own
-
-        scores = score_splits(model, params, processed, fmap, dev)
-        gated = baseline_gate(stage_params, processed, fmap, dev, scores["valid"], log) if with_gate else {}
-        sps = [h["samples_per_s"] for h in result.history if h.get("samples_per_s")]
-        metrics = {
-            "model": params.model,
-            "hparams": hparams,
-            "valid": scores.get("valid"),
-            "test": scores.get("test"),
-            "best_epoch": result.best_epoch,
-            "epochs": result.epochs_run,
-            "train_samples_per_s": round(sum(sps) / len(sps), 1) if sps else None,
-            "train_seconds": round(wall, 2),
-            "device": device,
-            "precision": "bf16" if resolve_precision(dev, params.precision) is not None else "fp32",
-            "parameters": count_parameters(model),
-            "best_eval": result.best_eval,
-            "eval_every": params.eval_every,
-            "batch_size": train_batch_size(params, fmap),
-            **gated,
-        }
-        metrics_path, curve_path = _install(staged, out, _output_texts(metrics, _curve_csv(result.history),
-                                                                       params))
+        return finish_teacher(params, processed, fmap, model, dev, result, wall, with_gate=with_gate,
+                              log=log)
     except BaseException:
-        # Keep a complete resume state for the next run (resume after a kill, or once space is back);
-        # anything less is of no use and goes.
-        if not (resume and staged.is_dir() and has_train_state(staged)):
-            shutil.rmtree(staged, ignore_errors=True)
+        discard_incomplete(staged, resume)
         raise
-    return TeacherResult(metrics, out, metrics_path, curve_path)
 
 
 def keep_teacher(source: TrainParams, params: TrainParams, processed_dir: str | Path, *,

@@ -258,7 +258,7 @@ def slice_worker(repo: Path, slice_rows: int, repeats: int) -> dict:
 
     os.chdir(repo)
     params = load_params(repo / "params.yaml")
-    src = Path(params.preprocess.out_dir)
+    src = repo / params.preprocess.out_dir
     sliced = repo / "data" / "scale-slice"
     if sliced.exists():
         shutil.rmtree(sliced)
@@ -281,16 +281,12 @@ def slice_worker(repo: Path, slice_rows: int, repeats: int) -> dict:
     speeds: dict[str, list[float]] = {"in_memory": [], "streaming": []}
     for _ in range(repeats):
         for mode in ("in_memory", "streaming"):
-            p = params.model_copy(deep=True)
-            p.preprocess.out_dir = str(sliced)
-            p.train.in_memory = mode == "in_memory"
-            p.train.max_epochs = 1
-            p.train.out_dir = str(repo / "models" / f"scale-slice-{mode}")
-            p.train.metrics = str(repo / "metrics" / f"scale-slice-{mode}.json")
-            p.train.curve = str(repo / "metrics" / f"scale-slice-{mode}.csv")
-            p.train.gate.on_fail = "warn"
-            p.train.gate.baseline_max_epochs = 1
-            train_teacher(p, resume=False)
+            p = load_params(repo / "params.yaml", {
+                "preprocess.out_dir": str(sliced), "train.in_memory": mode == "in_memory",
+                "train.max_epochs": 1, "train.out_dir": str(repo / "models" / f"scale-slice-{mode}"),
+                "train.metrics": str(repo / "metrics" / f"scale-slice-{mode}.json"),
+                "train.curve": str(repo / "metrics" / f"scale-slice-{mode}.csv")})
+            train_teacher(p.train, sliced, resume=False, with_gate=False, log=lambda *a, **k: None)
             m = json.loads(Path(p.train.metrics).read_text())
             speeds[mode].append(float(m["train_samples_per_s"]))
     best = {k: max(v) for k, v in speeds.items()}

@@ -13,8 +13,9 @@ vocabulary sizes and ``params.batch_rows``, never by the row count (toolchain.md
    ~17 % less CPU over the whole run and integer keys for the group-bys and lookups; a value that
    is not 8 hex digits raises ``DataFormatError(rule="hex8")`` with its line and column;
 2. **fit** (streaming): vocabularies (and dense statistics) from the train rows of that file,
-   one streaming ``group_by`` per field (:mod:`components.data.vocab`); label check and split
-   sizes from the same file;
+   one streaming ``group_by`` per field (:mod:`components.data.vocab`), then the embedding-table
+   remedies when set (``hash_buckets``, ``embedding_budget_mb``: :mod:`components.data.remedies`);
+   label check and split sizes from the same file;
 3. **encode** (batched): slices of ``batch_rows`` rows of the staged file (``scan_ipc(...)
    .slice(offset, batch_rows).collect()``) → eager :func:`~components.data.vocab.encode_frame`
    (``replace_strict``, or a hash join for large vocabularies) → split by ``partition_by`` → one pyarrow

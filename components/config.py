@@ -71,6 +71,14 @@ class ValidateParams(_Section):
     workers: int = Field(1, ge=1)  # partitioned input: partitions validated at once, one process each
 
 
+class HashBucketsParams(_Section):
+    """``preprocess.hash_buckets``: fields whose train vocabulary (after min_count) holds more than
+    ``min_vocab`` values are hashed into ``buckets`` buckets (components/data/hashing.py)."""
+
+    min_vocab: int = Field(gt=0)
+    buckets: int = Field(gt=0, le=2**31 - 3)  # ids are Int32: buckets + 2 must fit
+
+
 class PreprocessParams(_Section):
     out_dir: str = "data/processed"
     preset: Literal["none", "dagfm", "bars_x4_001"] = "none"
@@ -84,6 +92,17 @@ class PreprocessParams(_Section):
     rating_threshold: int = Field(4, ge=1, le=5)
     drop_neutral_rating: bool = True
     batch_rows: int = Field(500_000, gt=0)
+    hash_buckets: HashBucketsParams | None = None  # null: every field keeps its vocabulary
+    embedding_budget_mb: float | None = Field(None, gt=0)  # null: no budget (min_count as given)
+    # the embedding_dim the budget counts; load_params fills it from train.embedding_dim when null
+    budget_embedding_dim: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _budget_has_dim(self) -> PreprocessParams:
+        if self.embedding_budget_mb is not None and self.budget_embedding_dim is None:
+            raise ValueError("embedding_budget_mb needs budget_embedding_dim (load_params takes it from "
+                             "train.embedding_dim; give it when building PreprocessParams directly)")
+        return self
 
     @field_validator("split_ratios")
     @classmethod
@@ -268,6 +287,18 @@ class Params(_Section):
     run: RunParams = RunParams()
     promote: PromoteParams = PromoteParams()  # champion/challenger promotion (components/registry/)
     retention: RetentionParams = RetentionParams()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_dim_from_train(cls, raw):
+        """preprocess.budget_embedding_dim null → train.embedding_dim (the teacher the budget is for)."""
+        if isinstance(raw, dict) and isinstance(raw.get("preprocess"), dict):
+            pre = raw["preprocess"]
+            if pre.get("embedding_budget_mb") is not None and pre.get("budget_embedding_dim") is None:
+                train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+                dim = train.get("embedding_dim", TrainParams.model_fields["embedding_dim"].default)
+                raw = {**raw, "preprocess": {**pre, "budget_embedding_dim": dim}}
+        return raw
 
     @model_validator(mode="after")
     def _synthetic_format_matches(self) -> Params:

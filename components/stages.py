@@ -191,6 +191,7 @@ def preprocess_stage(params: Params, require_gate: bool = True) -> StageResult:
     older ones and holds out the newest (:mod:`components.data.preprocess`); feature_map.json then
     records ``partitions`` (name, sha256, rows, role) and ``window``.
     """
+    from components.data.embedding_memory import table_memory
     from components.data.preprocess import preprocess
 
     table = read_raw(params)
@@ -201,10 +202,22 @@ def preprocess_stage(params: Params, require_gate: bool = True) -> StageResult:
     rows = {k: v.get("rows") for k, v in fmap.splits.items()}
     source = (f"{len(fmap.partitions)} partition(s) {fmap.partitions[0]['name']} … {fmap.partitions[-1]['name']}"
               if fmap.partitions else str(table.main_file))
+    memory = table_memory(fmap, params.train.embedding_dim)
     summary = (f"preprocessed {source} → {out}: {fmap.num_fields} fields, "
-               f"{sum(fmap.vocab_sizes):,} ids, rows {rows}")
+               f"{sum(fmap.vocab_sizes):,} ids, rows {rows}; {memory.summary()}")
+    emb = fmap.embedding or {}
+    if "hash_buckets" in emb:
+        hb = emb["hash_buckets"]
+        summary += (f"; hashed into {hb['buckets']:,} buckets (vocabulary > {hb['min_vocab']:,}): "
+                    f"{', '.join(hb['fields']) or 'no field'}")
+    if "budget" in emb:
+        b = emb["budget"]
+        summary += (f"; budget {b['budget_mb']} MB at dim {b['embedding_dim']}: min_count {b['min_count']} → "
+                    f"{b['table_mb']:.2f} MB (was {b['table_mb_before']:.2f} MB)")
     return StageResult((str(out),), summary, {"splits": fmap.splits, "num_fields": fmap.num_fields,
-                                              "partitions": fmap.partitions})
+                                              "partitions": fmap.partitions,
+                                              "embedding_memory": memory.as_dict(),
+                                              "embedding": fmap.embedding})
 
 
 def new_data_stage(params: Params) -> StageResult:

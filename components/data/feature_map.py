@@ -53,6 +53,11 @@ class FeatureMap:
     # and data.window ({"last": N} / {"from", "to"}; None = all partitions)
     partitions: list | None = None
     window: dict | None = None
+    # the embedding remedies (components/data/remedies.py), absent from the JSON when both are off:
+    # {"hash_buckets": {"min_vocab", "buckets", "fields"}, "budget": {"budget_mb", "embedding_dim",
+    # "min_count" (the chosen global threshold), "ids", "table_mb", "training_mb", "ids_before", ...}}.
+    # A hashed field's stats hold "hash_buckets" and "hash" (components/data/hashing.py)
+    embedding: dict | None = None
 
     @property
     def categorical_fields(self) -> list[FieldInfo]:
@@ -74,6 +79,8 @@ class FeatureMap:
         d = asdict(self)
         if self.partitions is None:  # single-file input: the JSON stays as it was
             del d["partitions"], d["window"]
+        if self.embedding is None:  # no embedding remedy: the JSON stays as it was
+            del d["embedding"]
         d["num_fields"] = self.num_fields
         d["total_vocab"] = sum(self.vocab_sizes)
         return json.dumps(d, indent=2, sort_keys=True)
@@ -91,7 +98,7 @@ class FeatureMap:
             raise ValueError(f"feature_map version {d.get('version')} is not {FEATURE_MAP_VERSION}")
         fields = tuple(FieldInfo(**f) for f in d["fields"])
         keep = {k: d[k] for k in ("format", "label", "splits", "source_hash", "params", "version")}
-        keep |= {k: d[k] for k in ("partitions", "window") if k in d}
+        keep |= {k: d[k] for k in ("partitions", "window", "embedding") if k in d}
         return cls(fields=fields, **keep)
 
     @classmethod

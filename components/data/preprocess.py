@@ -13,8 +13,9 @@ vocabulary sizes and ``params.batch_rows``, never by the row count (toolchain.md
    ~17 % less CPU over the whole run and integer keys for the group-bys and lookups; a value that
    is not 8 hex digits raises ``DataFormatError(rule="hex8")`` with its line and column;
 2. **fit** (streaming): vocabularies (and dense statistics) from the train rows of that file,
-   one streaming ``group_by`` per field (:mod:`components.data.vocab`); label check and split
-   sizes from the same file;
+   one streaming ``group_by`` per field (:mod:`components.data.vocab`), then the embedding-table
+   remedies when set (``hash_buckets``, ``embedding_budget_mb``: :mod:`components.data.remedies`);
+   label check and split sizes from the same file;
 3. **encode** (batched): slices of ``batch_rows`` rows of the staged file (``scan_ipc(...)
    .slice(offset, batch_rows).collect()``) → eager :func:`~components.data.vocab.encode_frame`
    (``replace_strict``, or a hash join for large vocabularies) → split by ``partition_by`` → one pyarrow
@@ -56,7 +57,9 @@ from components.config import PreprocessParams
 from components.data.errors import DataFormatError
 from components.data.feature_map import FeatureMap, FieldInfo
 from components.data.formats.base import LABEL, LINE_COLUMN, SourceTable
+from components.data.hashing import HashedField
 from components.data.partitioned import PARTITION_COLUMN
+from components.data.remedies import apply_remedies
 from components.data.split import (
     SPLIT_COLUMN,
     SPLIT_NAMES,
@@ -140,6 +143,12 @@ def params_record(params: PreprocessParams) -> dict:
     records, hence the cache keys, of the other splits stay as they were before it existed).
     """
     skip = _NOT_RECORDED | ({"holdout_partitions"} if params.split != "partition" else set())
+    # the embedding remedies only when on: with both off the record (hence the cache key and the
+    # feature map's bytes) is what it was before they existed
+    if params.hash_buckets is None:
+        skip |= {"hash_buckets"}
+    if params.embedding_budget_mb is None:
+        skip |= {"embedding_budget_mb", "budget_embedding_dim"}
     return params.model_dump(mode="json", exclude=skip)
 
 
@@ -434,6 +443,7 @@ def preprocess(table: SourceTable, params: PreprocessParams, out_dir: str | Path
         fmap = FeatureMap(
             format=fmap.format, label=fmap.label, fields=fmap.fields, splits=fmap.splits,
             source_hash=digest, params=fmap.params, partitions=fmap.partitions, window=fmap.window,
+            embedding=fmap.embedding,
         )
         fmap.save(tmp / FEATURE_MAP_FILE)
         pause_point("preprocess.write")  # tests: a kill with the splits written to the temp dir
@@ -461,6 +471,7 @@ def _run(table: SourceTable, params: PreprocessParams, tmp: Path) -> FeatureMap:
         if f.kind == "categorical" or not dense
     }
     vocabs = fit_vocabularies(train, min_counts, hex8=hex8_fields(table))
+    vocabs, embedding = apply_remedies(vocabs, table, params, _scan_stage(stage).collect_schema())
     dense_stats = {
         n: DenseStats(n, _round_sig(s.mean), _round_sig(s.std), s.train_missing_rows)
         for n, s in (fit_dense_stats(train, table.numeric) if dense else {}).items()
@@ -473,7 +484,8 @@ def _run(table: SourceTable, params: PreprocessParams, tmp: Path) -> FeatureMap:
     shutil.rmtree(scratch)
     return FeatureMap(format=table.format, label=LABEL, fields=tuple(fields), splits=splits,
                       source_hash="", params=params_record(params), partitions=partitions,
-                      window=table.meta.get("window") if partitions is not None else None)
+                      window=table.meta.get("window") if partitions is not None else None,
+                      embedding=embedding)
 
 
 def _check_staged(table: SourceTable, params: PreprocessParams, stage: Path) -> pl.Expr:
@@ -562,14 +574,15 @@ def _field_encoders(
 ) -> tuple[list[FieldInfo], list[Vocabulary | DenseStats], pa.Schema]:
     """Per field (source order): its FieldInfo, its encoder and the output schema."""
     fields: list[FieldInfo] = []
-    encoders: list[Vocabulary | DenseStats] = []
+    encoders: list[Vocabulary | HashedField | DenseStats] = []
     arrow_fields: list[pa.Field] = []
     for f in table.fields:
         if f.name in vocabs:
             v = vocabs[f.name]
             v.save(vocab_dir)
+            stats = dict(v.stats) if isinstance(v, HashedField) else {**v.stats, "min_count": v.min_count}
             fields.append(FieldInfo(name=f.name, type="categorical", source_kind=f.kind, vocab_size=v.size,
-                                    stats={**v.stats, "min_count": v.min_count}))
+                                    stats=stats))
             arrow_fields.append(pa.field(f.name, pa.int32()))
         else:
             v = dense_stats[f.name]

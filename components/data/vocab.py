@@ -141,6 +141,20 @@ class Vocabulary:
             .alias(self.field)
         ).to_series()
 
+    def with_min_count(self, min_count: int) -> Vocabulary:
+        """This vocabulary cut at a higher ``min_count``: the kept values counted at least that many
+        times (a prefix of the table, so their ids do not change), stats updated."""
+        if min_count < self.min_count:
+            raise ValueError(f"{self.field}: cannot lower min_count {self.min_count} to {min_count} without a refit")
+        if min_count == self.min_count:
+            return self
+        table = self.table.filter(pl.col("count") >= min_count)
+        dropped = int(self.table["count"].sum()) - int(table["count"].sum())
+        stats = {**self.stats, "kept": table.height}
+        if "train_oov_rows" in stats:
+            stats["train_oov_rows"] += dropped
+        return Vocabulary(field=self.field, table=table, min_count=min_count, stats=stats, hex8=self.hex8)
+
     def save(self, directory: Path) -> Path:
         """Write ``directory/<field>.parquet`` (deterministic bytes for the same vocabulary)."""
         path = directory / f"{self.field}.parquet"

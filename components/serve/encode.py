@@ -16,7 +16,9 @@ functions, so a raw line encodes to exactly the ids and floats its preprocessed 
   hex strings, so upper/lower case match as in training; a value that is not 8 hex digits raises
   ``DataFormatError(rule="hex8")`` naming file, line and column, before any row is returned;
 - :meth:`~components.data.vocab.Vocabulary.encode_expr`: a kept value → its id, a value never kept
-  in train → ``OOV_ID`` (0), a missing value → ``MISSING_ID`` (1).
+  in train → ``OOV_ID`` (0), a missing value → ``MISSING_ID`` (1);
+- a field hashed in preprocessing (``stats.hash_buckets`` in the feature map): the same stable
+  hash of the same staged value (:mod:`components.data.hashing`), missing → ``MISSING_ID``.
 
 Streaming: the transformed rows are first sunk to a scratch Parquet file in ``work_dir`` with
 Polars' streaming engine, then read back in slices of ``batch_rows`` rows and encoded eagerly (the
@@ -37,6 +39,7 @@ import polars as pl
 from components.data.errors import DataFormatError
 from components.data.feature_map import FeatureMap
 from components.data.formats.base import LINE_COLUMN, SourceTable
+from components.data.hashing import HashedField
 from components.data.preprocess import FEATURE_MAP_FILE, HEX8_FORMATS, hex8_fields, load_feature_map
 from components.data.vocab import (
     VOCAB_DIR,
@@ -75,12 +78,13 @@ class RawEncoder:
     """The saved encoding of one processed directory (see the module docstring).
 
     ``vocabularies`` holds every categorical (incl. bucketised numeric) field; the hex8 ones hold
-    UInt32 values. ``dense_stats`` holds every dense field.
+    UInt32 values; a field hashed by ``preprocess.hash_buckets`` holds a
+    :class:`~components.data.hashing.HashedField` (same hash of the same staged value). ``dense_stats`` holds every dense field.
     """
 
     feature_map: FeatureMap
     numeric: str | None
-    vocabularies: dict[str, Vocabulary]
+    vocabularies: dict[str, Vocabulary | HashedField]
     dense_stats: dict[str, DenseStats]
     source: Path
 
@@ -176,12 +180,19 @@ def load_encoder(directory: str | Path) -> RawEncoder:
     if numeric is None and any(f.source_kind == "numeric" for f in fmap.fields):
         raise ValueError(f"{fmap_path}: params.numeric is not recorded; cannot transform numeric fields")
     hex8 = fmap.format in HEX8_FORMATS
-    vocabs: dict[str, Vocabulary] = {}
+    vocabs: dict[str, Vocabulary | HashedField] = {}
     dense: dict[str, DenseStats] = {}
     for f in fmap.fields:
         if f.type == "dense":
             s = f.stats
             dense[f.name] = DenseStats(f.name, float(s["mean"]), float(s["std"]), int(s.get("train_missing_rows", 0)))
+            continue
+        if "hash_buckets" in f.stats:  # a hashed field: no vocabulary file (components/data/hashing.py)
+            hashed = HashedField(f.name, int(f.stats["hash_buckets"]), f.stats["hash"], dict(f.stats))
+            if hashed.size != f.vocab_size:
+                raise ValueError(f"{fmap_path}: field {f.name!r} has {f.vocab_size} ids but "
+                                 f"{hashed.buckets} hash buckets (+2)")
+            vocabs[f.name] = hashed
             continue
         path = directory / VOCAB_DIR / f"{f.name}.parquet"
         if not path.is_file():

@@ -48,6 +48,7 @@ from torch import nn
 from components.atomic_dir import replace_dir
 from components.config import InferenceParams, Params
 from components.data.feature_map import FeatureMap
+from components.data.hashing import HashedField
 from components.data.loader import BatchLoader
 from components.data.preprocess import FEATURE_MAP_FILE, load_feature_map
 from components.data.vocab import VOCAB_DIR
@@ -220,7 +221,9 @@ def export_model(
             shutil.copyfile(model_dir / name, tmp / name)
         shutil.copyfile(source / FEATURE_MAP_FILE, tmp / FEATURE_MAP_FILE)
         (tmp / VOCAB_DIR).mkdir()
-        for name in encoder.vocabularies:
+        for name, vocab in encoder.vocabularies.items():
+            if isinstance(vocab, HashedField):  # hashed: no vocabulary file, the feature map says how
+                continue
             shutil.copyfile(source / VOCAB_DIR / f"{name}.parquet", tmp / VOCAB_DIR / f"{name}.parquet")
         fm_hash = feature_map_hash(fmap)
         export_onnx(graph_model, fmap, tmp / ONNX_FILE, opset=opset)

@@ -17,7 +17,8 @@ free disk: the log, the processed Parquet, and DVC's cache as hard links):
    teacher trains one epoch (its gate LR one epoch too), distillation is capped (the DAGFM student
    only, one distillation and one finetuning epoch, one trial, no baseline twin). DVC's cache links
    files instead of copying them (``cache.type hardlink,symlink``).
-2. ``dvc repro --single-item <stage>`` for each stage of ``dvc.yaml`` in order, each in a
+2. ``dvc repro --single-item <stage>`` for each stage of ``dvc.yaml`` in order, then ``ctrflow predict``
+   of the promoted model on the newest raw day file (``--batch-rows`` 65,536), each in a
    measuring child (``--measure``) that reports the stage's wall time, the peak RSS of its largest
    process (``RUSAGE_CHILDREN``), the bytes its processes wrote (``/proc`` I/O accounting of every
    descendant, sampled) and the size of its outputs; rows/s is over the rows the stage reads.
@@ -59,7 +60,8 @@ if str(REPO) not in sys.path:
 KAGGLE_ROWS = 45_840_617
 RESULTS = REPO / "benchmarks" / "results"
 STAGES = ("generate", "validate", "preprocess", "train_teacher", "distill", "evaluate", "profile",
-          "report", "promote")
+          "report", "promote", "predict")
+PREDICT_BATCH_ROWS = 65_536
 
 
 # ---- the workspace -----------------------------------------------------------------------------
@@ -188,10 +190,20 @@ def du_mb(paths: list[Path]) -> int:
     return round(total / 2**20)
 
 
-def run_stage(repo: Path, stage: str) -> dict:
-    """``dvc repro --single-item stage`` in a measuring child process (its own RUSAGE_CHILDREN)."""
+def stage_command(repo: Path, stage: str, partitions: int) -> list[str]:
+    """``dvc repro --single-item stage``; ``predict`` (not a DVC stage): ``ctrflow predict`` of the
+    production model on the newest raw day file, streamed in blocks of PREDICT_BATCH_ROWS rows."""
+    if stage == "predict":
+        day = repo / "data" / "raw" / "kaggle" / f"day_{partitions - 1}"
+        return ["ctrflow", "predict", "--model", "production", "--batch-rows", str(PREDICT_BATCH_ROWS),
+                "--out", str(repo / "data" / "scale-predictions.txt"), str(day)]
+    return ["dvc", "repro", "--single-item", stage]
+
+
+def run_stage(repo: Path, stage: str, partitions: int) -> dict:
+    """One stage (:func:`stage_command`) in a measuring child process (its own RUSAGE_CHILDREN)."""
     cmd = [sys.executable, __file__, "--measure", "--cwd", str(repo), "--",
-           "dvc", "repro", "--single-item", stage]
+           *stage_command(repo, stage, partitions)]
     out = subprocess.run(cmd, env=_env(repo), capture_output=True, text=True)
     sys.stderr.write(out.stderr[-4000:])
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
@@ -201,6 +213,8 @@ def run_stage(repo: Path, stage: str) -> dict:
 
 
 def stage_up_to_date(repo: Path, stage: str) -> bool:
+    if stage == "predict":
+        return (repo / "data" / "scale-predictions.txt").exists()
     out = subprocess.run(["dvc", "status", stage], cwd=repo, env=_env(repo), capture_output=True,
                          text=True)
     return out.returncode == 0 and "changed" not in out.stdout and "modified" not in out.stdout \
@@ -212,13 +226,14 @@ def stage_up_to_date(repo: Path, stage: str) -> bool:
 
 def stage_rows(repo: Path, params: dict) -> dict[str, int]:
     """Rows each stage reads (from the outputs of the run)."""
+    per_partition = int(params["generate"]["rows"])
     fmap = json.loads((repo / params["preprocess"]["out_dir"] / "feature_map.json").read_text())
     splits = {k: int(v.get("rows", 0)) for k, v in fmap["splits"].items()}
     total = sum(splits.values())
     return {"generate": total, "validate": total, "preprocess": total,
             "train_teacher": splits.get("train", 0), "distill": splits.get("train", 0),
             "evaluate": splits.get(params["evaluate"]["split"], 0), "profile": 0, "report": 0,
-            "promote": splits.get("test", 0)}
+            "promote": splits.get("test", 0), "predict": per_partition}
 
 
 def embedding_memory(repo: Path, params: dict) -> dict:
@@ -393,13 +408,13 @@ def main() -> None:
     outs = {"generate": ["data/raw/kaggle"], "validate": ["data/validation"], "preprocess": ["data/processed"],
             "train_teacher": ["models/teacher"], "distill": ["models/students", "data/teacher_logits"],
             "evaluate": ["metrics/evaluation.json"], "profile": ["metrics/profile.json"], "report": ["reports"],
-            "promote": ["models/registry"]}
+            "promote": ["models/registry"], "predict": ["data/scale-predictions.txt"]}
     for stage in [s for s in args.stages.split(",") if s]:
         if stage in result["stages"] and stage_up_to_date(repo, stage):
             print(f"[scale] {stage}: up to date, keeping its measurement", flush=True)
             continue
         print(f"[scale] {stage} …", flush=True)
-        m = run_stage(repo, stage)
+        m = run_stage(repo, stage, args.partitions)
         if m["rc"] != 0:
             result["stages"][stage] = {**m, "failed": True}
             state.write_text(json.dumps(result, indent=2))

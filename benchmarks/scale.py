@@ -13,7 +13,10 @@ free disk: the log, the processed Parquet, and DVC's cache as hard links):
    ``params.yaml`` is changed for the run — every change is printed and recorded: the ``generate``
    stage writes ``--partitions`` drifting day files of Criteo rows at the Kaggle train set's own
    cardinalities (``generate.cardinality: kaggle``, up to 10.1M values in C3), ``data.input`` reads
-   that directory, training and distillation stream Parquet row groups (``in_memory: false``), the
+   that directory, its day partitions are validated two at a time (``validate.workers: 2``), each by GX on a
+   seeded sample of 300k rows (``validate.gx_max_rows`` is per partition: 2.1M rows over the 7 days,
+   about the 2M default of one file; the aggregate checks stay exhaustive),
+   training and distillation stream Parquet row groups (``in_memory: false``), the
    teacher trains one epoch (its gate LR one epoch too), distillation is capped (the DAGFM student
    only, one distillation and one finetuning epoch, one trial, no baseline twin). DVC's cache links
    files instead of copying them (``cache.type hardlink,symlink``).
@@ -76,6 +79,8 @@ def scale_overrides(rows: int, partitions: int, slice_rows: int) -> dict[str, ob
         "generate.rows": per_part,
         "generate.out": "data/raw/kaggle",
         "data.input": "data/raw/kaggle",
+        "validate.workers": 2,
+        "validate.gx_max_rows": 300_000,
         "train.in_memory": False,
         "train.max_epochs": 1,
         "train.gate.baseline_max_epochs": 1,

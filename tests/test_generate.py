@@ -343,3 +343,15 @@ def test_kaggle_cardinality_gives_the_largest_fields_their_kaggle_sizes(tmp_path
     assert "cardinality" not in json.loads(a.oracle_path.read_text())
     with pytest.raises(ValueError, match="criteo only"):
         build_world("avazu", 1000, 3, cardinality="kaggle")
+
+
+def test_integer_counts_stay_within_int32():
+    """The far tail of a lognormal count (I5: mu 6.71, sd 2.9) is capped at Criteo's 32-bit range,
+    which the validation gate enforces; values below the cap are unchanged."""
+    from components.data.synthetic.base import INT32_MAX, lognormal_counts
+
+    z = np.array([0.0, 1.0, 10.0, 21.0, 21.5, 22.0, 25.0, 30.0])
+    counts = lognormal_counts(z)
+    assert counts.max() == INT32_MAX and counts.dtype == np.int64
+    assert counts[:4].tolist() == np.floor(np.expm1(z[:4])).astype(np.int64).tolist()
+    assert counts[5:].tolist() == [INT32_MAX] * 3

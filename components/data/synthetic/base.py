@@ -83,6 +83,12 @@ def count_bucket(values: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
     return bucket
 
 
+INT32_MAX = 2**31 - 1
+
+
 def lognormal_counts(z: np.ndarray) -> np.ndarray:
-    """Non-negative integer counts ``floor(exp(z) - 1)`` for ``z >= 0`` (0 below), int64."""
-    return np.floor(np.expm1(np.clip(z, 0.0, 25.0))).astype(np.int64)
+    """Non-negative integer counts ``floor(exp(z) - 1)`` for ``z >= 0`` (0 below), int64, at most
+    INT32_MAX: Criteo's integer columns are 32-bit, and the validation gate rejects larger values
+    (the far tail of I5, about one row in 6M, went past it in a Kaggle-size log)."""
+    counts = np.floor(np.expm1(np.clip(z, 0.0, 25.0)))
+    return np.minimum(counts, INT32_MAX).astype(np.int64)

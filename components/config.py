@@ -7,6 +7,7 @@ ignored) and every error names the dotted key at fault, e.g. ``preprocess.split_
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -69,6 +70,22 @@ class ValidateParams(_Section):
     cache_dir: str = "data/validation-cache"  # partitioned input: passed partitions, by content hash
 
 
+class ParallelParams(_Section):
+    """``preprocess.parallel``: where the per-partition steps of a partitioned input run
+    (components/data/partwise.py). The outputs are the same bytes with every runner."""
+
+    runner: Literal["none", "process", "dask"] = "none"
+    workers: int = Field(0, ge=0)  # process pool / local Dask cluster size; 0 = the machine's cores
+    dask_address: str | None = None  # runner dask: a running scheduler; None: a local cluster
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler_address(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z][a-z0-9+]*://\S+", v):
+            raise ValueError(f"must be a Dask scheduler address such as tcp://host:8786, got {v!r}")
+        return v
+
+
 class PreprocessParams(_Section):
     out_dir: str = "data/processed"
     preset: Literal["none", "dagfm", "bars_x4_001"] = "none"
@@ -82,6 +99,7 @@ class PreprocessParams(_Section):
     rating_threshold: int = Field(4, ge=1, le=5)
     drop_neutral_rating: bool = True
     batch_rows: int = Field(500_000, gt=0)
+    parallel: ParallelParams = ParallelParams()  # how the steps run, not what they compute
 
     @field_validator("split_ratios")
     @classmethod

@@ -194,3 +194,22 @@ def test_parallel_params_are_checked(tmp_path):
                      ({"workers": -1}, "preprocess.parallel.workers")):
         with pytest.raises(ConfigError, match=re.escape(key)):
             load_params(write_params(tmp_path, preprocess={"parallel": bad}))
+
+
+def test_the_pipeline_fans_out_only_for_partitions_with_a_runner(tmp_path, inputs, monkeypatch):
+    import flows.pipeline as fp
+    from flows.preprocess import task_runner
+
+    calls = []
+    monkeypatch.setattr(fp, "run_preprocess", lambda params, path, overrides: calls.append(path) or "fanned out")
+    parted = load_params(_params_file(tmp_path / "a", inputs, "criteo-partition", runner="process", workers=3))
+    assert fp._preprocess(parted, "p.yaml", {}) == "fanned out" and calls == ["p.yaml"]
+    assert not fp.stages.preprocess_fans_out(load_params(_params_file(tmp_path / "b", inputs, "criteo-partition")))
+    single = load_params(write_params(tmp_path / "b", preprocess={"parallel": {"runner": "dask"}}))
+    assert not fp.stages.preprocess_fans_out(single)  # one file: nothing to fan out over
+    runner = task_runner(parted.preprocess.parallel)
+    assert type(runner).__name__ == "ProcessPoolTaskRunner" and runner._max_workers == 3
+    remote = task_runner(single.preprocess.parallel.model_copy(update={"dask_address": "tcp://10.0.0.5:8786"}))
+    assert type(remote).__name__ == "DaskTaskRunner" and remote.address == "tcp://10.0.0.5:8786"
+    local = task_runner(single.preprocess.parallel.model_copy(update={"workers": 2}))
+    assert local.address is None and local.cluster_kwargs["n_workers"] == 2

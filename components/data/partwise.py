@@ -163,13 +163,17 @@ def prepare(out_dir: str | Path, params: PreprocessParams, fmt: str, units: Sequ
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     if work.exists():
         shutil.rmtree(work)
-    (work / SCRATCH).mkdir(parents=True)
     job = {
         "version": JOB_VERSION, "out_dir": str(out_dir), "params": params.model_dump(mode="json"),
         "format": fmt, "units": [asdict(u) for u in units], "partitioned": partitioned, "window": window,
         "inputs": [str(p) for p in inputs], "source": source,
     }
-    _write_json(work / SCRATCH / JOB_FILE, job)
+    try:
+        (work / SCRATCH).mkdir(parents=True)
+        _write_json(work / SCRATCH / JOB_FILE, job)
+    except BaseException:
+        abort(work)
+        raise
     return work
 
 

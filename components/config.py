@@ -7,6 +7,7 @@ ignored) and every error names the dotted key at fault, e.g. ``preprocess.split_
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -79,6 +80,22 @@ class HashBucketsParams(_Section):
     buckets: int = Field(gt=0, le=2**31 - 3)  # ids are Int32: buckets + 2 must fit
 
 
+class ParallelParams(_Section):
+    """``preprocess.parallel``: where the per-partition steps of a partitioned input run
+    (components/data/partwise.py). The outputs are the same bytes with every runner."""
+
+    runner: Literal["none", "process", "dask"] = "none"
+    workers: int = Field(0, ge=0)  # process pool / local Dask cluster size; 0 = the machine's cores
+    dask_address: str | None = None  # runner dask: a running scheduler; None: a local cluster
+
+    @field_validator("dask_address")
+    @classmethod
+    def _scheduler_address(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[a-z][a-z0-9+]*://\S+", v):
+            raise ValueError(f"must be a Dask scheduler address such as tcp://host:8786, got {v!r}")
+        return v
+
+
 class PreprocessParams(_Section):
     out_dir: str = "data/processed"
     preset: Literal["none", "dagfm", "bars_x4_001"] = "none"
@@ -103,6 +120,7 @@ class PreprocessParams(_Section):
             raise ValueError("embedding_budget_mb needs budget_embedding_dim (load_params takes it from "
                              "train.embedding_dim; give it when building PreprocessParams directly)")
         return self
+    parallel: ParallelParams = ParallelParams()  # how the steps run, not what they compute
 
     @field_validator("split_ratios")
     @classmethod

@@ -162,8 +162,9 @@ def validate_stage(params: Params, fmt: str | None = None, path: str | Path | No
     return StageResult((str(out),), summary, report)
 
 
-def _require_passed_gate(params: Params, table) -> None:
-    """Preprocess runs only behind a passed gate for the same input files."""
+def _require_passed_gate(params: Params, files, parts=None) -> None:
+    """Preprocess runs only behind a passed gate for the same input files (``parts``: the
+    partitions of a partitioned input, each with the bytes the gate saw)."""
     report_path = Path(params.validation.out_dir) / "validation.json"
     if not report_path.exists():
         raise FileNotFoundError(
@@ -172,13 +173,13 @@ def _require_passed_gate(params: Params, table) -> None:
     report = json.loads(report_path.read_text())
     if not report.get("success", False):
         raise RuntimeError(f"{report_path}: the last validation failed; fix the input and re-validate")
-    if table.meta.get("partitions"):
+    if parts:
         from components.data.partitioned import require_validated
 
-        require_validated(report, table.meta["partitions"], report_path)
+        require_validated(report, parts, report_path)
         return
     validated = [str(Path(f).resolve()) for f in report.get("files", [])]
-    current = [str(Path(f).resolve()) for f in table.files]
+    current = [str(Path(f).resolve()) for f in files]
     if validated and validated[0] != current[0]:
         raise RuntimeError(f"{report_path} validated {validated[0]}, not the current input "
                            f"{current[0]}; run `ctrflow validate` first")
@@ -189,20 +190,37 @@ def preprocess_stage(params: Params, require_gate: bool = True) -> StageResult:
 
     A partitioned input reads the window's partitions; ``preprocess.split: partition`` trains on the
     older ones and holds out the newest (:mod:`components.data.preprocess`); feature_map.json then
-    records ``partitions`` (name, sha256, rows, role) and ``window``.
+    records ``partitions`` (name, sha256, rows, role) and ``window``. Its partitions are counted and
+    encoded one by one here, or in parallel by ``preprocess.parallel`` (a process pool or a Dask
+    cluster, :mod:`components.executors`): the same bytes either way.
     """
-    from components.data.embedding_memory import table_memory
-    from components.data.preprocess import preprocess
+    from components.data.preprocess import preprocess, preprocess_partitions
+    from components.executors import parallel_executor
 
-    table = read_raw(params)
-    if require_gate:
-        _require_passed_gate(params, table)
     out = Path(params.preprocess.out_dir)
-    fmap = preprocess(table, params.preprocess, out)
+    parts = input_partitions(params)
+    if parts is None:
+        table = read_raw(params)
+        if require_gate:
+            _require_passed_gate(params, table.files)
+        return preprocess_result(preprocess(table, params.preprocess, out), out, params.train.embedding_dim,
+                                 str(table.main_file))
+    if require_gate:
+        _require_passed_gate(params, [p.path for p in parts], parts)
+    with parallel_executor(params.preprocess.parallel) as executor:
+        fmap = preprocess_partitions(params, parts, out, executor=executor)
+    return preprocess_result(fmap, out, params.train.embedding_dim)
+
+
+def preprocess_result(fmap, out: Path, embedding_dim: int, source: str | None = None) -> StageResult:
+    """The preprocess stage's result (one summary line, with the teacher's embedding-table memory at
+    ``embedding_dim``) from the feature map it wrote."""
+    from components.data.embedding_memory import table_memory
+
     rows = {k: v.get("rows") for k, v in fmap.splits.items()}
-    source = (f"{len(fmap.partitions)} partition(s) {fmap.partitions[0]['name']} … {fmap.partitions[-1]['name']}"
-              if fmap.partitions else str(table.main_file))
-    memory = table_memory(fmap, params.train.embedding_dim)
+    if fmap.partitions:
+        source = f"{len(fmap.partitions)} partition(s) {fmap.partitions[0]['name']} … {fmap.partitions[-1]['name']}"
+    memory = table_memory(fmap, embedding_dim)
     summary = (f"preprocessed {source} → {out}: {fmap.num_fields} fields, "
                f"{sum(fmap.vocab_sizes):,} ids, rows {rows}; {memory.summary()}")
     emb = fmap.embedding or {}
@@ -218,6 +236,86 @@ def preprocess_stage(params: Params, require_gate: bool = True) -> StageResult:
                                               "partitions": fmap.partitions,
                                               "embedding_memory": memory.as_dict(),
                                               "embedding": fmap.embedding})
+
+
+# The preprocess stage as steps, for the Prefect flow's fan-out over partitions (flows/preprocess.py):
+# prepare → count (per partition) [→ cut → count again: time split] → merge → encode (per partition)
+# → finish, with digest (the input hash) beside them. Each step but prepare takes the work directory
+# that prepare returns, so it runs in any process that sees it (components/data/partwise.py).
+
+
+def preprocess_fans_out(params: Params) -> bool:
+    """Does the flow's preprocess step fan out over partitions? (a partitioned input and
+    ``preprocess.parallel.runner`` other than ``none``)"""
+    return params.preprocess.parallel.runner != "none" and input_partitions(params) is not None
+
+
+def preprocess_prepare_stage(params: Params, require_gate: bool = True) -> StageResult:
+    """Check the gate and create the job's work directory; ``details``: ``work``, ``units`` (the
+    partition names) and ``split``."""
+    from components.data.preprocess import prepare_partitions
+
+    parts = input_partitions(params)
+    if parts is None:
+        raise ValueError(f"data.input {params.data.input} is one file: nothing to fan out over")
+    if require_gate:
+        _require_passed_gate(params, [p.path for p in parts], parts)
+    work = prepare_partitions(params, parts, params.preprocess.out_dir)
+    summary = f"preprocessing {len(parts)} partition(s) {parts[0].name} … {parts[-1].name} in {work}"
+    return StageResult((str(work),), summary, {"work": str(work), "units": [p.name for p in parts],
+                                               "split": params.preprocess.split})
+
+
+def preprocess_count_stage(work: str, k: int) -> dict:
+    """Stage partition k and count its train rows' values (:func:`components.data.partwise.count_partition`)."""
+    from components.data.partwise import count_partition
+
+    return count_partition(work, k)
+
+
+def preprocess_cut_stage(work: str) -> dict:
+    """The split plan from every partition's rows (time split: before its counting pass)."""
+    from components.data.partwise import plan_splits
+
+    return plan_splits(work)
+
+
+def preprocess_merge_stage(work: str) -> dict:
+    """The partitions' counts merged into the vocabularies and dense statistics."""
+    from components.data.partwise import merge_counts
+
+    return merge_counts(work)
+
+
+def preprocess_encode_stage(work: str, k: int) -> dict:
+    """Encode partition k into its part files."""
+    from components.data.partwise import encode_partition
+
+    return encode_partition(work, k)
+
+
+def preprocess_digest_stage(work: str) -> str:
+    """sha256 of the input files' bytes (for the feature map's source_hash)."""
+    from components.data.partwise import digest_inputs
+
+    return digest_inputs(work)
+
+
+def preprocess_finish_stage(work: str, files_digest: str | None = None,
+                            embedding_dim: int = 16) -> StageResult:
+    """Assemble the splits, write feature_map.json and publish ``preprocess.out_dir`` atomically
+    (``embedding_dim``: train.embedding_dim, for the table memory in the summary)."""
+    from components.data.partwise import finish, load_job
+
+    out = load_job(work).out_dir
+    return preprocess_result(finish(work, files_digest), out, embedding_dim)
+
+
+def preprocess_abort_stage(work: str) -> None:
+    """Remove a failed job's work directory (``preprocess.out_dir`` was never touched)."""
+    from components.data.partwise import abort
+
+    abort(work)
 
 
 def new_data_stage(params: Params) -> StageResult:

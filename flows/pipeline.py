@@ -1,6 +1,8 @@
 """The retraining flow: [nothing new? end early] → generate (synthetic default only) → validate →
-preprocess → train_teacher → distill (one task per student) → evaluate → profile → report → promote
-(champion / challenger) → Prefect artifacts → retention (gc) → record the run's partitions.
+preprocess (a task per partition and step on a process pool or Dask cluster when
+``preprocess.parallel`` asks: flows/preprocess.py) → train_teacher → distill (one task per student) →
+evaluate → profile → report → promote (champion / challenger) → Prefect artifacts → retention (gc) →
+record the run's partitions.
 
 Recording and skipping (components/dvc_state.py): when the run is params.yaml's own (a DVC repo, the
 default params file, no overrides), each stage is committed to dvc.lock right after it completes and,
@@ -37,6 +39,7 @@ from components.runlock import run_lock
 from components.transient import StageFailed, is_transient
 from flows.artifacts import progress_artifact, publish_run_summary
 from flows.naming import run_name, tag_run
+from flows.preprocess import run_preprocess
 from flows.versioning import dvc_push_task
 
 
@@ -194,6 +197,14 @@ def _distill(params, params_path: str, overrides: dict) -> str:
     return distill_summary_task(params_path, overrides, summaries)
 
 
+def _preprocess(params, params_path: str, overrides: dict) -> str:
+    """The preprocess stage: one task, or a subflow with a task per partition and step when the input
+    is partitioned and ``preprocess.parallel.runner`` is process or dask (flows/preprocess.py)."""
+    if stages.preprocess_fans_out(params):
+        return run_preprocess(params, params_path, overrides)
+    return preprocess_task.with_options(**_options(params, "preprocess"))(params_path, overrides)
+
+
 def _run(params, params_path: str, overrides: dict, dvc_commit: bool, force: bool = False,
          dvc_push: bool = False) -> list[str]:
     from components import dvc_state
@@ -203,7 +214,7 @@ def _run(params, params_path: str, overrides: dict, dvc_commit: bool, force: boo
     if check["skip"]:
         return [check["summary"]]
     plan = [("generate", generate_task)] if params.uses_synthetic else []
-    plan += [("validate", validate_task), ("preprocess", preprocess_task), ("train_teacher", train_task),
+    plan += [("validate", validate_task), ("preprocess", None), ("train_teacher", train_task),
              ("distill", None), ("evaluate", evaluate_task), ("profile", profile_task),
              ("report", report_task), ("promote", promote_task)]
     # dvc.lock describes params.yaml's run only: a run with overrides or another params file neither
@@ -224,8 +235,8 @@ def _run(params, params_path: str, overrides: dict, dvc_commit: bool, force: boo
             logger.info(line)
             summaries.append(line)
             continue
-        if stage_task is None:
-            summaries.append(_distill(params, params_path, overrides))
+        if stage_task is None:  # a stage of several tasks
+            summaries.append({"preprocess": _preprocess, "distill": _distill}[name](params, params_path, overrides))
         else:
             summaries.append(stage_task.with_options(**_options(params, name))(params_path, overrides))
         if record:  # at once, so a kill in a later stage keeps this one

@@ -40,6 +40,10 @@ class DataFormatError(CtrflowDataError):
             where += f", column {column}"
         super().__init__(f"{where}: rule '{rule}' broken: {detail}")
 
+    def __reduce__(self):
+        # picklable with its fields (raised in a process-pool or Dask worker, re-raised by the caller)
+        return type(self), (self.file, self.rule, self.detail, self.line, self.column)
+
     def to_dict(self) -> dict:
         return {
             "file": self.file,
@@ -59,3 +63,6 @@ class ValidationFailed(CtrflowDataError):
         lines = "\n".join(f"  - {f}" for f in failures[:20])
         more = f"\n  … and {len(failures) - 20} more" if len(failures) > 20 else ""
         super().__init__(f"validation of {self.file} failed ({len(failures)} rule(s) broken):\n{lines}{more}")
+
+    def __reduce__(self):
+        return type(self), (self.file, self.failures)

@@ -34,6 +34,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -219,23 +220,31 @@ def require_validated(report: dict, parts: list[Partition], report_path: Path) -
                            f"window (new or rewritten); run `ctrflow validate` first")
 
 
-def read_partitions(params, parts: list[Partition], require_label: bool = True) -> SourceTable:
-    """The window's partitions as one lazy SourceTable (module docstring)."""
+def open_partition(params, part: Partition, require_label: bool = True,
+                   work_dir: Path | None = None) -> SourceTable:
+    """One partition through the format's reader, its lazy frame with ``LINE_COLUMN`` (UInt64: the
+    line in the partition's file). The one way every path opens a partition, in this process or in a
+    preprocessing worker (components/data/partwise.py), so all of them read the same rows."""
     from components.data.formats import read_source
 
+    t = read_source(params.data.format, part.path, params=params, require_label=require_label,
+                    work_dir=work_dir)
+    lf = t.lazy
+    if LINE_COLUMN not in lf.collect_schema():
+        lf = lf.with_row_index(LINE_COLUMN, offset=1 + t.header_lines)
+    return replace(t, lazy=lf.with_columns(pl.col(LINE_COLUMN).cast(pl.UInt64)))
+
+
+def read_partitions(params, parts: list[Partition], require_label: bool = True) -> SourceTable:
+    """The window's partitions as one lazy SourceTable (module docstring); ``meta["partition_tables"]``
+    holds each partition's own table (:func:`open_partition`), in order."""
     if not parts:
         raise ValueError("no partitions to read")
-    frames = []
-    first: SourceTable | None = None
-    for i, p in enumerate(parts):
-        t = read_source(params.data.format, p.path, params=params, require_label=require_label)
-        lf = t.lazy
-        if LINE_COLUMN not in lf.collect_schema():
-            lf = lf.with_row_index(LINE_COLUMN, offset=1 + t.header_lines)
-        frames.append(lf.with_columns(pl.col(LINE_COLUMN).cast(pl.UInt64),
-                                      pl.lit(i, dtype=pl.UInt32).alias(PARTITION_COLUMN)))
-        first = first or t
-    lazy = pl.concat(frames, how="vertical_relaxed")
-    meta = {**first.meta, "partitions": list(parts), "window": window_record(params.data.window)}
+    tables = [open_partition(params, p, require_label=require_label) for p in parts]
+    lazy = pl.concat([t.lazy.with_columns(pl.lit(i, dtype=pl.UInt32).alias(PARTITION_COLUMN))
+                      for i, t in enumerate(tables)], how="vertical_relaxed")
+    first = tables[0]
+    meta = {**first.meta, "partitions": list(parts), "window": window_record(params.data.window),
+            "partition_tables": tuple(tables)}
     return SourceTable(first.format, tuple(p.path for p in parts), lazy, first.fields, first.extra,
                        first.time_column, first.header_lines, meta)

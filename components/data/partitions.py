@@ -215,9 +215,9 @@ def file_sha256(path: str | Path) -> str:
 
 
 def params_fingerprint(params) -> str:
-    """sha256 of every parameter except the ``run`` section (how to run, not what): a run with
-    other settings on the same partitions is "something new"."""
-    d = params.model_dump(mode="json", by_alias=True, exclude={"run"})
+    """sha256 of every parameter except the ``run`` section and ``preprocess.parallel`` (how to run,
+    not what): a run with other settings on the same partitions is "something new"."""
+    d = params.model_dump(mode="json", by_alias=True, exclude={"run": True, "preprocess": {"parallel"}})
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 

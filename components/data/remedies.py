@@ -24,24 +24,23 @@ import polars as pl
 
 from components.config import PreprocessParams
 from components.data.embedding_memory import TRAINING_FACTOR, budget_min_count, table_mb
-from components.data.formats.base import SourceTable
 from components.data.hashing import HashedField, hash_kind
 from components.data.vocab import Vocabulary
 
 
 def apply_remedies(
-    vocabs: dict[str, Vocabulary], table: SourceTable, params: PreprocessParams, staged: pl.Schema
+    vocabs: dict[str, Vocabulary], categorical: set[str], params: PreprocessParams, staged: pl.Schema
 ) -> tuple[dict[str, Vocabulary | HashedField], dict | None]:
     """``vocabs`` after hashing and the budget (module docstring) and the feature map's ``embedding``
-    record (None when both are off). ``staged``: the staged file's schema (the hash follows a
-    field's staged type)."""
+    record (None when both are off). ``categorical``: the raw categorical fields (the only ones
+    hashing may take); ``staged``: the staged file's schema (the hash follows a field's staged type)."""
     hb, budget = params.hash_buckets, params.embedding_budget_mb
     if hb is None and budget is None:
         return vocabs, None
     out: dict[str, Vocabulary | HashedField] = dict(vocabs)
     record: dict = {}
     if hb is not None:
-        raw_categorical = set(table.categorical)
+        raw_categorical = set(categorical)
         hashed = [n for n, v in vocabs.items() if n in raw_categorical and v.stats["kept"] > hb.min_vocab]
         for n in hashed:
             v = vocabs[n]

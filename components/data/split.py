@@ -102,12 +102,15 @@ def time_cutoffs(lazy: pl.LazyFrame, time_column: str, ratios: Sequence[float]) 
     time. Raises ``ValueError`` if the column has no rows or holds nulls (the caller names the line).
     """
     _cutoffs(ratios)
-    counts = (
-        lazy.group_by(time_column)
-        .agg(pl.len().alias("n"))
-        .sort(time_column)
-        .collect(engine="streaming")
-    )
+    counts = lazy.group_by(time_column).agg(pl.len().alias("n")).collect(engine="streaming")
+    return time_cutoffs_from_counts(counts, time_column, ratios)
+
+
+def time_cutoffs_from_counts(counts: pl.DataFrame, time_column: str, ratios: Sequence[float]) -> TimeCutoffs:
+    """:func:`time_cutoffs` from the rows per distinct time (columns ``time_column`` and ``n``, any
+    order; a time may appear more than once, e.g. one count per partition: they are summed)."""
+    _cutoffs(ratios)
+    counts = counts.group_by(time_column).agg(pl.col("n").cast(pl.Int64).sum()).sort(time_column)
     if counts.height == 0:
         raise ValueError("time split of an empty table")
     if counts[time_column].null_count():

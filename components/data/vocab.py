@@ -165,8 +165,10 @@ class Vocabulary:
         return path
 
 
-def _vocab_from_counts(name: str, counts: pl.DataFrame, min_count: int, hex8: bool = False) -> Vocabulary:
-    """Turn one field's train value counts (columns ``name``, ``count``) into a Vocabulary."""
+def vocab_from_counts(name: str, counts: pl.DataFrame, min_count: int, hex8: bool = False) -> Vocabulary:
+    """Turn one field's train value counts (columns ``name``, ``count``; one row per distinct value,
+    null included) into a Vocabulary. The result does not depend on the order of the rows, so counts
+    merged from partitions give the vocabulary of one pass over all rows."""
     counts = counts.rename({name: "value"}).with_columns(pl.col("count").cast(pl.Int64))
     missing_rows = int(counts.filter(pl.col("value").is_null())["count"].sum())
     present = counts.filter(pl.col("value").is_not_null())
@@ -197,11 +199,16 @@ def fit_vocabularies(
     One streaming ``group_by`` per field, sequentially (see the module docstring for why not
     ``collect_all``); peak memory follows the number of distinct values, not the number of rows.
     """
-    out = {}
-    for name, min_count in min_counts.items():
-        counts = train.group_by(name).agg(pl.len().alias("count")).collect(engine="streaming")
-        out[name] = _vocab_from_counts(name, counts, min_count, hex8=name in hex8)
-    return out
+    counts = count_values(train, list(min_counts))
+    return {name: vocab_from_counts(name, counts[name], min_count, hex8=name in hex8)
+            for name, min_count in min_counts.items()}
+
+
+def count_values(train: pl.LazyFrame, fields: list[str]) -> dict[str, pl.DataFrame]:
+    """Per field, its distinct values in ``train`` and how often each occurs (columns ``<field>``,
+    ``count`` Int64; null is one of the values): one streaming ``group_by`` per field, in turn."""
+    return {name: train.group_by(name).agg(pl.len().cast(pl.Int64).alias("count")).collect(engine="streaming")
+            for name in fields}
 
 
 @dataclass(frozen=True)
@@ -242,6 +249,41 @@ def fit_dense_stats(train: pl.LazyFrame, fields: list[str]) -> dict[str, DenseSt
             train_missing_rows=int(row[f"{f}:nulls"]),
         )
     return out
+
+
+def dense_partials(train: pl.LazyFrame, fields: list[str]) -> dict[str, dict]:
+    """Per dense field, what :func:`merge_dense_partials` needs from one part of the train rows:
+    ``n`` (non-null values), ``mean``, ``std`` and ``var`` (ddof = 0; None without values), ``nulls``."""
+    if not fields:
+        return {}
+    aggs = []
+    for f in fields:
+        c = pl.col(f).cast(pl.Float64)
+        aggs += [c.count().alias(f"{f}:n"), c.mean().alias(f"{f}:mean"), c.std(ddof=0).alias(f"{f}:std"),
+                 c.var(ddof=0).alias(f"{f}:var"), c.null_count().alias(f"{f}:nulls")]
+    row = train.select(aggs).collect(engine="streaming").row(0, named=True)
+    return {f: {key: row[f"{f}:{key}"] for key in ("n", "mean", "std", "var", "nulls")} for f in fields}
+
+
+def merge_dense_partials(name: str, parts: list[dict]) -> DenseStats:
+    """One field's :class:`DenseStats` from the :func:`dense_partials` of each part, in order (the
+    pairwise update of Chan et al.: the mean of the parts' means weighted by their counts, the summed
+    squared deviations ``n·var + n·(mean_part − mean)²``). One part with values: its own mean and std
+    unchanged (what :func:`fit_dense_stats` gives for the same rows). Same fallbacks: mean 0 without
+    values, std 1 when 0 or undefined. Not rounded (the caller rounds)."""
+    nulls = sum(int(p["nulls"]) for p in parts)
+    live = [p for p in parts if p["n"]]
+    if not live:
+        mean, std = None, None
+    elif len(live) == 1:
+        mean, std = live[0]["mean"], live[0]["std"]
+    else:
+        n = sum(p["n"] for p in live)
+        mean = sum(p["n"] * p["mean"] for p in live) / n
+        m2 = sum(p["n"] * p["var"] + p["n"] * (p["mean"] - mean) ** 2 for p in live)
+        std = (m2 / n) ** 0.5
+    return DenseStats(field=name, mean=0.0 if mean is None else float(mean),
+                      std=1.0 if (std is None or not std > 0) else float(std), train_missing_rows=nulls)
 
 
 def encode_frame(frame: pl.DataFrame, encoders: list[Vocabulary | DenseStats]) -> pl.DataFrame:

@@ -70,6 +70,7 @@ from .checkpoint import (
     save_train_state,
 )
 from .metrics import evaluate_logits
+from .sparse_embeddings import clip_grad_norm, enable_sparse_embeddings, wants_sparse
 
 # TrainParams fields that shape the training trajectory: a resume state written under different
 # values is refused (max_epochs / patience may change: they only move the stopping point).
@@ -188,14 +189,28 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
-def build_optimizer(model: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, params: TrainParams, sparse: bool = False) -> torch.optim.Optimizer:
     """Adam over all trainable parameters, or AdamW with ``net_l2`` as decoupled decay on the network.
 
     With ``embedding_lr_scale`` ≠ 1 the embedding parameters form their own group whose LR is
     ``lr × embedding_lr_scale`` (kept through every decay: :func:`_set_lr` scales each group).
+    ``sparse``: the same groups in a :class:`~components.train.sparse_embeddings.LazyAdam` (the
+    embedding tables give sparse gradients: train.sparse_embeddings).
     """
     core = _unwrap(model)
     scale = float(getattr(params, "embedding_lr_scale", 1.0))
+    if sparse:
+        from components.train.sparse_embeddings import LazyAdam
+
+        emb_ids = {id(p) for p in core.embedding_parameters()}
+        trainable = [p for p in core.parameters() if p.requires_grad]
+        decay = params.net_l2 if params.optimizer == "adamw" else 0.0
+        groups = [g for g in ({"params": [p for p in trainable if id(p) in emb_ids], "lr": params.lr * scale,
+                               "lr_scale": scale, "weight_decay": 0.0},
+                              {"params": [p for p in trainable if id(p) not in emb_ids], "lr": params.lr,
+                               "lr_scale": 1.0, "weight_decay": decay})
+                  if g["params"]]  # fmt: skip
+        return LazyAdam(groups, lr=params.lr, decoupled=params.optimizer == "adamw")
     if params.optimizer == "adam" and scale == 1.0:
         return torch.optim.Adam([p for p in core.parameters() if p.requires_grad], lr=params.lr)
     emb_ids = {id(p) for p in core.embedding_parameters()}
@@ -370,7 +385,7 @@ def _train_epoch(
             optimizer.zero_grad(set_to_none=True)
             (loss if penalty is None else loss + penalty).backward()
             if params.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, params.grad_clip)
+                clip_grad_norm(trainable, params.grad_clip)
             optimizer.step()
             size = batch.label.shape[0]
             pause_point("train_teacher.batch")  # tests: a kill mid-epoch (`@n`: the n-th batch)
@@ -502,7 +517,12 @@ def fit(
 
     core = _unwrap(model)
     model.to(dev)
-    optimizer = build_optimizer(core, params)
+    total_ids = sum(core.feature_map.vocab_sizes) if hasattr(core, "feature_map") else 0
+    sparse = wants_sparse(params, total_ids, distributed=coll.world_size > 1)
+    enable_sparse_embeddings(core, sparse)
+    if sparse:
+        say(f"sparse embedding gradients + lazy Adam ({total_ids:,} ids ≥ train.sparse_min_ids)")
+    optimizer = build_optimizer(core, params, sparse=sparse)
     model_name = getattr(core, "model_name", params.model)
     hp = json_safe(
         dict(hparams)

@@ -199,10 +199,12 @@ def du_mb(paths: list[Path]) -> int:
 
 def stage_command(repo: Path, stage: str, partitions: int) -> list[str]:
     """``dvc repro --single-item stage``; ``predict`` (not a DVC stage): ``ctrflow predict`` of the
-    production model on the newest raw day file, streamed in blocks of PREDICT_BATCH_ROWS rows."""
+    production model (the teacher when nothing was promoted) on the newest raw day file, streamed in
+    blocks of PREDICT_BATCH_ROWS rows."""
     if stage == "predict":
         day = repo / "data" / "raw" / "kaggle" / f"day_{partitions - 1}"
-        return ["ctrflow", "predict", "--model", "production", "--batch-rows", str(PREDICT_BATCH_ROWS),
+        model = "production" if (repo / "models" / "registry" / "production").exists() else "models/teacher"
+        return ["ctrflow", "predict", "--model", model, "--batch-rows", str(PREDICT_BATCH_ROWS),
                 "--out", str(repo / "data" / "scale-predictions.txt"), str(day)]
     return ["dvc", "repro", "--single-item", stage]
 

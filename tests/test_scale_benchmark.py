@@ -60,7 +60,9 @@ def test_judge_targets_on_hand_made_numbers():
 def test_stage_commands_and_report(tmp_path):
     assert stage_command(tmp_path, "preprocess", 7) == ["dvc", "repro", "--single-item", "preprocess"]
     predict = stage_command(tmp_path, "predict", 7)
-    assert predict[:4] == ["ctrflow", "predict", "--model", "production"]
+    assert predict[:4] == ["ctrflow", "predict", "--model", "models/teacher"]  # nothing promoted
+    (tmp_path / "models" / "registry" / "production").mkdir(parents=True)
+    assert stage_command(tmp_path, "predict", 7)[3] == "production"
     assert predict[-1] == str(Path(tmp_path) / "data" / "raw" / "kaggle" / "day_6")
     assert str(PREDICT_BATCH_ROWS) in predict
     result = {"rows": 1000, "partitions": 2, "overrides": {"train.max_epochs": 1}, "when": "now",

@@ -32,8 +32,8 @@ free disk: the log, the processed Parquet, and DVC's cache as hard links):
    ``false``, and in memory with dense Adam (``train.sparse_embeddings: off``; the default ``auto``
    trains these tables with sparse gradients + lazy Adam), alternated in one process, best of
    ``--repeats``: samples/s of each.
-4. The memory of the default teacher's embedding tables (feature_map.json's vocabulary sizes ×
-   embedding_dim × 4 bytes, and ×3 with Adam's two moments).
+4. The memory of the default teacher's embedding tables (components/data/embedding_memory.py:
+   vocabulary sizes × embedding_dim × 4 bytes, and ×4 while training with Adam).
 
 Results: ``benchmarks/results/scale.json`` and ``scale.md`` (the table, the targets judged, and the
 extrapolation to a GPU and to Criteo-1TB from the measured rates; see also docs/scale.md).
@@ -246,17 +246,16 @@ def stage_rows(repo: Path, params: dict) -> dict[str, int]:
 
 
 def embedding_memory(repo: Path, params: dict) -> dict:
-    """The teacher's embedding tables: per field and total MB (fp32), and ×3 with Adam's moments."""
+    """The teacher's embedding tables (components/data/embedding_memory.py): total MB (fp32), MB while
+    training with Adam (weights, gradient, two moments) and the largest fields."""
+    from components.data.embedding_memory import table_memory
     from components.data.preprocess import load_feature_map
 
-    fmap = load_feature_map(repo / params["preprocess"]["out_dir"])
     dim = int(params["train"].get("embedding_dim") or 16)
-    sizes = {f.name: f.vocab_size for f in fmap.categorical_fields}
-    total = sum(sizes.values())
-    largest = sorted(sizes.items(), key=lambda kv: -kv[1])[:6]
-    return {"embedding_dim": dim, "ids": total, "table_mb": round(total * dim * 4 / 2**20, 1),
-            "with_adam_mb": round(3 * total * dim * 4 / 2**20, 1),
-            "largest_fields": [{"field": f, "ids": n, "mb": round(n * dim * 4 / 2**20, 1)} for f, n in largest]}
+    m = table_memory(load_feature_map(repo / params["preprocess"]["out_dir"]), dim)
+    return {"embedding_dim": dim, "ids": m.total_ids, "table_mb": round(m.total_mb, 1),
+            "training_mb": round(m.training_mb, 1),
+            "largest_fields": [{"field": f, "ids": n, "mb": round(mb, 1)} for f, n, mb in m.largest(6)]}
 
 
 # ---- streaming vs in-memory on a slice ---------------------------------------------------------
@@ -350,7 +349,8 @@ def render(result: dict) -> str:
     emb = result.get("embedding")
     if emb:
         lines += [f"Default teacher's embedding tables (dim {emb['embedding_dim']}): {emb['ids']:,} ids, "
-                  f"{emb['table_mb']:,} MB fp32, {emb['with_adam_mb']:,} MB with Adam's two moments. Largest: "
+                  f"{emb['table_mb']:,} MB fp32, {emb['training_mb']:,} MB while training with Adam (weights, gradient, "
+                  "two moments). Largest: "
                   + ", ".join(f"{f['field']} {f['ids']:,} ids ({f['mb']} MB)" for f in emb["largest_fields"]) + ".", ""]
     sl = result.get("slice")
     if sl:

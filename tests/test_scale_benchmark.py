@@ -44,8 +44,21 @@ def test_measure_reports_peak_rss_and_bytes_written(tmp_path):
     m = measure([sys.executable, "-c", code], tmp_path, {})
     assert m["rc"] == 0
     assert m["peak_rss_mb"] >= 300                      # the 300 MB buffer, touched page by page
-    assert 60 <= m["written_mb"] <= 200                 # the 64 MB file (a sampled lower bound)
+    assert m["written_mb"] <= 200
+    if _fs_type(tmp_path) not in ("tmpfs", "ramfs"):    # memory file systems account no write_bytes
+        assert m["written_mb"] >= 60                    # the 64 MB file (a sampled lower bound)
     assert m["wall_s"] >= 1.5
+
+
+def _fs_type(path: Path) -> str:
+    """The type of the file system holding ``path`` (the longest mount point above it)."""
+    best, kind = "", ""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        mount, fstype = fields[4], fields[fields.index("-") + 1]
+        if str(path.resolve()).startswith(mount) and len(mount) > len(best):
+            best, kind = mount, fstype
+    return kind
 
 
 def test_judge_targets_on_hand_made_numbers():

@@ -18,7 +18,9 @@ free disk: the log, the processed Parquet, and DVC's cache as hard links):
    about the 2M default of one file; the aggregate checks stay exhaustive),
    training and distillation stream Parquet row groups (``in_memory: false``), the
    teacher trains one epoch (its gate LR one epoch too), distillation is capped (the DAGFM student
-   only, one distillation and one finetuning epoch, one trial, no baseline twin). DVC's cache links
+   only, one distillation and one finetuning epoch over at most 4,194,304 training rows —
+   ``distill.max_train_rows``: 64 row groups spread over the whole train split — one trial, no
+   baseline twin; the teacher's logits are still computed for every training row). DVC's cache links
    files instead of copying them (``cache.type hardlink,symlink``).
 2. ``dvc repro --single-item <stage>`` for each stage of ``dvc.yaml`` in order, then ``ctrflow predict``
    of the promoted model on the newest raw day file (``--batch-rows`` 65,536), each in a
@@ -67,6 +69,7 @@ RESULTS = REPO / "benchmarks" / "results"
 STAGES = ("generate", "validate", "preprocess", "train_teacher", "distill", "evaluate", "profile",
           "report", "promote", "predict")
 PREDICT_BATCH_ROWS = 65_536
+DISTILL_ROWS = 4_194_304  # distill.max_train_rows: 64 row groups of 65,536 rows spread over the train split
 
 
 # ---- the workspace -----------------------------------------------------------------------------
@@ -91,6 +94,7 @@ def scale_overrides(rows: int, partitions: int, slice_rows: int) -> dict[str, ob
         "distill.baselines": [],
         "distill.dagfm.distill_max_epochs": 1,
         "distill.dagfm.finetune_max_epochs": 1,
+        "distill.max_train_rows": DISTILL_ROWS,
         "tune.n_trials": 1,
     }
 

@@ -489,3 +489,18 @@ def test_finetune_must_improve_keeps_the_distilled_student(world, tmp_path, must
         assert metrics["final"]["test"]["auc"] == pytest.approx(dist["test"]["auc"], abs=1e-12)
     else:
         assert ft["best_valid_auc"] == raw_best and metrics["final"]["valid"]["auc"] < dist["valid"]["auc"]
+
+
+def test_max_train_rows_caps_every_student_epoch_not_the_teacher_logits(world, tmp_path):
+    processed, fmap, teacher_dir = world
+    settings = _settings(tmp_path).model_copy(update={"max_train_rows": 512})
+    metrics = run_kd_dagfm(teacher_dir, processed, settings, tmp_path / "kd", "dagfm", log=quiet)
+    # train.parquet: 2000 rows in row groups of 256 -> groups 0 and 4 (512 rows), every epoch of both phases
+    for name in ("distill", "finetune"):
+        assert [h["train_samples"] for h in metrics["phases"][name]["history"]] == [512, 512]
+    cache = json.loads(next((tmp_path / "cache").glob("*/meta.json")).read_text())
+    assert cache["splits"]["train"]["rows"] == ROWS["train"]  # one teacher pass over every training row
+    uncapped = run_kd_dagfm(teacher_dir, processed, _settings(tmp_path), tmp_path / "kd2", "dagfm", log=quiet)
+    assert [h["train_samples"] for h in uncapped["phases"]["distill"]["history"]] == [ROWS["train"]] * 2
+    fsd = run_fsdnet(processed, settings, tmp_path / "fsd", log=quiet)
+    assert {h["train_samples"] for h in fsd["phases"]["self_distill"]["history"]} == {512}

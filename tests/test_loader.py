@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from components.data.feature_map import FeatureMap, FieldInfo
-from components.data.loader import Batch, BatchLoader
+from components.data.loader import Batch, BatchLoader, spread_row_groups
 
 N = 1000
 ROW_GROUP = 64
@@ -155,3 +155,35 @@ def test_loads_preprocess_output(tmp_path):
     assert sum(len(b.label) for b in batches) == fmap.splits["train"]["rows"]
     assert batches[0].categorical.shape[1] == 1 and batches[0].dense.shape[1] == 1
     assert set(torch.cat([b.categorical for b in batches]).flatten().tolist()) <= {2, 3, 4, 5, 6}
+
+
+def test_spread_row_groups_picks_evenly_spaced_groups_that_fit():
+    sizes = [64] * 15 + [40]  # the fixture's layout: 15 full groups and a short last one
+    assert spread_row_groups(sizes, 10_000) == list(range(16))  # the file fits: every group
+    assert spread_row_groups(sizes, 256) == [0, 4, 8, 12]  # 4 groups of 64 = 256 rows, one per quarter
+    assert spread_row_groups(sizes, 300) == [0, 4, 8, 12]  # a 5th full group would pass 300
+    assert spread_row_groups(sizes, 10) == [0]  # at least one group
+    assert spread_row_groups([], 5) == []
+    with pytest.raises(ValueError, match="max_rows must be positive"):
+        spread_row_groups(sizes, 0)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_max_rows_visits_the_same_spread_groups_with_file_row_numbers(split, in_memory):
+    path, fmap = split
+    loader = BatchLoader(path, fmap, 50, in_memory=in_memory, seed=5, max_rows=256)
+    want = {r for g in (0, 4, 8, 12) for r in range(g * ROW_GROUP, (g + 1) * ROW_GROUP)}
+    assert loader.num_rows == 256 and len(loader) == 6
+    for _ in range(2):  # every epoch: the same rows, each once, reshuffled
+        pairs = list(loader.iter_with_rows())
+        ids = torch.cat([b.categorical[:, 0] for b, _ in pairs])
+        file_rows = torch.cat([r for _, r in pairs])
+        assert sorted(ids.tolist()) == sorted(want)
+        assert torch.equal(file_rows, ids.long())  # c0 is the row number: side data stays aligned
+        label = torch.cat([b.label for b, _ in pairs])
+        assert torch.equal(label, (ids % 2).float())
+    # sharded under the cap: disjoint, together the capped rows
+    world = 3
+    seen = [set(sum(rows_of(BatchLoader(path, fmap, 50, in_memory=in_memory, shard=(r, world), max_rows=256)), []))
+            for r in range(world)]
+    assert sum(len(s) for s in seen) == 256 and set().union(*seen) == want

@@ -22,6 +22,10 @@ Sharding for data-parallel training, ``shard=(rank, world_size)``: in memory, ra
 groups ``g`` with ``g % world_size == r``. Shards are disjoint and together cover every row once;
 they may yield different numbers of batches, so DDP callers should agree on a step count.
 
+A cap, ``max_rows=N`` (the students' ``distill.max_train_rows``): the loader then owns only row
+groups spread evenly over the whole file (:func:`spread_row_groups`), in memory and streaming
+alike, before sharding. Row numbers stay the file's, so per-row side data still lines up.
+
 On a CUDA ``device`` batches are copied through pinned memory with ``non_blocking=True``.
 
 :meth:`BatchLoader.iter_with_rows` yields the same batches (it is what ``iter()`` runs) together
@@ -97,6 +101,28 @@ def _tensors(
     return cat, dense, label
 
 
+def spread_row_groups(sizes: list[int], max_rows: int) -> list[int]:
+    """Indices of row groups spread evenly over a file with row-group ``sizes``: group
+    ``floor(i·n/k)`` for ``i < k``, with ``k`` as large as fits ``max_rows`` rows (the largest such ``k``
+    when the groups are of equal size, as the preprocessing writes them; at least one group; every
+    group when the file fits)."""
+    n, total = len(sizes), sum(sizes)
+    if max_rows < 1:
+        raise ValueError(f"max_rows must be positive, got {max_rows}")
+    if n == 0 or total <= max_rows:
+        return list(range(n))
+
+    def picks(k: int) -> list[int]:
+        return [i * n // k for i in range(k)]
+
+    k = min(n, max(1, max_rows * n // total))
+    while k > 1 and sum(sizes[g] for g in picks(k)) > max_rows:
+        k -= 1
+    while k < n and sum(sizes[g] for g in picks(k + 1)) <= max_rows:
+        k += 1
+    return picks(k)
+
+
 def _table_tensors(table: pa.Table, cols: _Columns) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return _tensors(table.column, table.num_rows, cols)
 
@@ -117,6 +143,7 @@ class BatchLoader:
         shard: tuple[int, int] = (0, 1),
         device: str | torch.device = "cpu",
         shuffle_buffer: int = 2,
+        max_rows: int | None = None,
     ) -> None:
         rank, world = shard
         if world < 1 or not 0 <= rank < world:
@@ -143,19 +170,26 @@ class BatchLoader:
         if missing:
             raise ValueError(f"{self.path}: columns {missing} of the feature map are not in the file")
         meta = self._file.metadata
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        self._group_start = [0, *np.cumsum(sizes, dtype=np.int64).tolist()]
+        owned = list(range(len(sizes))) if max_rows is None else spread_row_groups(sizes, max_rows)
+        self.max_rows = max_rows
+        self._row_map: torch.Tensor | None = None  # file row of each in-memory row, when capped
         if in_memory:
             # one column at a time: peak memory = the [N, F] tensors + one decoded column
-            total = meta.num_rows
+            if len(owned) == len(sizes):
+                read = lambda name: self._file.read(columns=[name]).column(0)  # noqa: E731
+                total = meta.num_rows
+            else:
+                read = lambda name: self._file.read_row_groups(owned, columns=[name]).column(0)  # noqa: E731
+                total = sum(sizes[g] for g in owned)
+                file_rows = np.concatenate([np.arange(self._group_start[g], self._group_start[g + 1]) for g in owned])
+                self._row_map = torch.from_numpy(file_rows[rank::world])
             self.num_rows = len(range(rank, total, world))
-            self._data = _tensors(
-                lambda name: self._file.read(columns=[name]).column(0),
-                self.num_rows, self._cols, slice(rank, None, world),
-            )
+            self._data = _tensors(read, self.num_rows, self._cols, slice(rank, None, world))
         else:
-            self._groups = [g for g in range(meta.num_row_groups) if g % world == rank]
-            self.num_rows = sum(meta.row_group(g).num_rows for g in self._groups)
-            sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-            self._group_start = [0, *np.cumsum(sizes, dtype=np.int64).tolist()]
+            self._groups = [g for i, g in enumerate(owned) if i % world == rank]
+            self.num_rows = sum(sizes[g] for g in self._groups)
 
     @property
     def epoch(self) -> int:
@@ -188,7 +222,10 @@ class BatchLoader:
             yield (b if self.device.type == "cpu" else b.to(self.device)), rows
 
     def _file_rows(self, local: torch.Tensor) -> torch.Tensor:
-        """Row numbers in the file of this shard's in-memory rows ``local`` (row i is file row rank + i·world)."""
+        """Row numbers in the file of this shard's in-memory rows ``local`` (row i is file row rank + i·world,
+        or, under a ``max_rows`` cap, the i-th row the shard owns)."""
+        if self._row_map is not None:
+            return self._row_map[local]
         return local * self.world_size + self.rank if self.world_size > 1 else local
 
     def _iter_memory(self, gen: torch.Generator) -> Iterator[tuple[Batch, torch.Tensor]]:

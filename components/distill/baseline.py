@@ -23,8 +23,8 @@ from components.distill.workspace import (
     has_rows,
     load_feature_map,
     score_split,
-    split_loader,
     staged_output,
+    student_loader,
     write_json,
 )
 from components.models import build_model
@@ -64,8 +64,7 @@ def run_student_baseline(
         lr, max_epochs = block.lr, block.max_epochs
 
     def loader(split: str, shuffle: bool, batch_size: int):
-        return split_loader(processed, fmap, split, batch_size, shuffle=shuffle, seed=settings.seed,
-                            in_memory=settings.in_memory, device=dev)
+        return student_loader(processed, fmap, split, batch_size, shuffle=shuffle, settings=settings, device=dev)
 
     seed_everything(settings.seed)
     model = build_model(name, fmap, **hparams)

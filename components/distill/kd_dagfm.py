@@ -44,6 +44,7 @@ from components.distill.workspace import (
     split_labels,
     split_loader,
     staged_output,
+    student_loader,
     write_json,
 )
 from components.models import build_model
@@ -186,8 +187,7 @@ def run_kd_dagfm(
         log(f"{student}: teacher embeddings rescaled ×{factor:.4g} to RMS {block.teacher_embedding_rms}")
 
     def loader(split: str, shuffle: bool, batch_size: int):
-        return split_loader(processed, fmap, split, batch_size, shuffle=shuffle, seed=settings.seed,
-                            in_memory=settings.in_memory, device=dev)
+        return student_loader(processed, fmap, split, batch_size, shuffle=shuffle, settings=settings, device=dev)
 
     valid = loader("valid", False, settings.eval_batch_size)
     metrics: dict = {

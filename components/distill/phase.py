@@ -157,6 +157,7 @@ def fit_phase(
             "epoch": epoch,
             "lr": used_lr,
             **{f"train_{k}": v for k, v in losses.items()},
+            "train_samples": samples,
             "valid_auc": valid["auc"],
             "valid_logloss": valid["logloss"],
             "samples_per_s": samples / max(secs, 1e-9),

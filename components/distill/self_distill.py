@@ -31,8 +31,8 @@ from components.distill.workspace import (
     has_rows,
     load_feature_map,
     score_split,
-    split_loader,
     staged_output,
+    student_loader,
     write_json,
 )
 from components.models import build_model
@@ -98,8 +98,7 @@ def run_fsdnet(
         )  # fmt: skip
 
     def loader(split: str, shuffle: bool, batch_size: int):
-        return split_loader(processed, fmap, split, batch_size, shuffle=shuffle, seed=settings.seed,
-                            in_memory=settings.in_memory, device=dev)
+        return student_loader(processed, fmap, split, batch_size, shuffle=shuffle, settings=settings, device=dev)
 
     seed_everything(settings.seed)
     model = build_model("fsdnet", fmap, **hparams)

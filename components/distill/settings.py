@@ -145,6 +145,7 @@ class DistillParams(_Section):
     num_threads: int = Field(0, ge=0)
     seed: int = 2022
     in_memory: bool = True
+    max_train_rows: int | None = Field(None, gt=0)
     dagfm: DAGFMSettings = DAGFMSettings()
     kd_dagfm_plus: KDDAGFMPlusSettings = KDDAGFMPlusSettings()
     fsdnet: FSDNetSettings = FSDNetSettings()

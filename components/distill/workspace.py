@@ -51,10 +51,13 @@ def split_loader(
     seed: int = 0,
     in_memory: bool = True,
     device: str | torch.device = "cpu",
+    max_rows: int | None = None,
 ) -> BatchLoader:
     """A :class:`BatchLoader` over ``split`` of the processed directory (ValueError if absent).
 
-    ``batch_size`` ``"auto"`` scales with the training split's rows (components/train/recipe.py)."""
+    ``batch_size`` ``"auto"`` scales with the training split's rows (components/train/recipe.py);
+    ``max_rows`` caps the rows the loader visits (row groups spread over the file, see
+    :func:`~components.data.loader.spread_row_groups`)."""
     if split not in feature_map.splits:
         raise ValueError(
             f"{Path(processed_dir) / 'feature_map.json'}: no {split!r} split "
@@ -66,8 +69,20 @@ def split_loader(
     train_rows = int(feature_map.splits.get("train", {}).get("rows", 0) or 0)
     return BatchLoader(
         path, feature_map, resolve_batch_size(batch_size, train_rows), shuffle=shuffle, seed=seed,
-        in_memory=in_memory, device=device,
+        in_memory=in_memory, device=device, max_rows=max_rows,
     )  # fmt: skip
+
+
+def student_loader(
+    processed_dir: str | Path, feature_map: FeatureMap, split: str, batch_size: int | str, *,
+    shuffle: bool, settings, device: str | torch.device = "cpu",
+) -> BatchLoader:
+    """:func:`split_loader` as every student procedure opens a split: ``settings`` (the ``distill``
+    section) gives the seed and ``in_memory``, and the train split is capped at
+    ``settings.max_train_rows`` (null: every row)."""
+    cap = settings.max_train_rows if split == "train" else None
+    return split_loader(processed_dir, feature_map, split, batch_size, shuffle=shuffle, seed=settings.seed,
+                        in_memory=settings.in_memory, device=device, max_rows=cap)
 
 
 def split_labels(processed_dir: str | Path, feature_map: FeatureMap, split: str) -> np.ndarray:

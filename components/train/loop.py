@@ -616,6 +616,7 @@ def fit(
                 "epochs_done": progress,
                 "lr": used_lr,
                 "train_loss": seg_loss,
+                "train_samples": seg_samples,
                 "valid_auc": valid["auc"],
                 "valid_logloss": valid["logloss"],
                 "samples_per_s": seg_samples / max(seg_secs, 1e-9),

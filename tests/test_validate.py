@@ -270,11 +270,12 @@ def test_gx_exception_info_is_read_flat_or_per_metric():
 
 
 def test_row_chunks_have_exact_sizes_in_order():
-    lf = pl.LazyFrame({"a": range(25)})
-    chunks = list(_row_chunks(lf, 7))
+    df = pl.DataFrame({"a": range(25)})
+    frames = [df.slice(0, 3), df.slice(3, 10), df.slice(13, 0), df.slice(13, 12)]  # uneven batches
+    chunks = list(_row_chunks(frames, 7, df.schema))
     assert [c.height for c in chunks] == [7, 7, 7, 4]
     assert pl.concat(chunks)["a"].to_list() == list(range(25))
-    empty = list(_row_chunks(lf.filter(pl.col("a") < 0), 7))
+    empty = list(_row_chunks([], 7, df.schema))
     assert [c.height for c in empty] == [0] and empty[0].columns == ["a"]
 
 
@@ -350,3 +351,54 @@ def test_real_avazu_and_movielens_samples_pass_through_the_readers(shared_data, 
     assert report["gx"]["sampled"] is False and report["gx"]["rows_checked"] == report["rows"]
     if rows is not None:
         assert report["rows"] == rows          # 10,000 lines minus the header
+
+
+@pytest.mark.parametrize("max_rows", [30, 2_000_000])  # sampled / every row
+def test_one_parse_gives_the_two_pass_report(tmp_path, monkeypatch, max_rows):
+    """The gate parses a raw file once (aggregates and GX rows from the same batches) and reports
+    exactly what the aggregates-then-sample form reports."""
+    from components.data import validate as V
+    from components.data.formats import read_source
+    from components.data.generate import generate
+
+    raw = tmp_path / "day.txt"
+    generate("criteo", 120, 7, raw)
+    lines = raw.read_text().splitlines(keepends=True)
+    bad = {n: (15, "xyz") for n in range(3, 121, 6)} | {40: (0, "2"), 77: (3, "-9")}
+    for n, (col, value) in bad.items():
+        cells = lines[n - 1].rstrip("\n").split("\t")
+        cells[col] = value
+        lines[n - 1] = "\t".join(cells) + "\n"
+    raw.write_text("".join(lines))
+    params = ValidateParams(min_rows=10, gx_max_rows=max_rows, gx_chunk_rows=7)
+
+    def report(name: str) -> dict:
+        with pytest.raises(ValidationFailed):
+            validate_source(read_source("criteo", raw), params, tmp_path / name)
+        return json.loads((tmp_path / f"{name}.failed.json").read_text())
+
+    parses = []
+    real = pl.LazyFrame.collect_batches
+    monkeypatch.setattr(pl.LazyFrame, "collect_batches", lambda self, *a, **k: parses.append(1) or real(self, *a, **k))
+    one = report("one")
+    assert len(parses) == 1  # one streaming parse; the row count is Polars' line count
+    monkeypatch.setattr(V, "_one_pass", lambda *a, **k: None)  # as when the counts disagree
+    two = report("two")
+    assert len(parses) == 2  # the fallback's row query (its aggregates are a separate collect)
+    assert one["rows"] == two["rows"] == 120 and one["gx"] == two["gx"]
+    assert one["gx"]["rows_checked"] == min(120, max_rows) and one["gx"]["chunks"] == -(-min(120, max_rows) // 7)
+    assert one["checks"] == two["checks"] and one["failures"] == two["failures"]
+    rules = {f["rule"] for f in one["failures"]}
+    assert "hex8" in rules and (max_rows < 120 or {"label_in_set", "int_range"} <= rules)
+
+
+def test_one_pass_declines_when_the_parse_disagrees_with_the_count(tmp_path):
+    from components.data.validate import _one_pass
+
+    df = criteo_frame(40)
+    table = criteo_table(df)
+    lf = table.lazy
+    assert _one_pass(lf, table, PARAMS, lf.collect_schema(), counted=41) is None
+    aggregates, sampled, _run, _merge, checked = _one_pass(lf, table, PARAMS, lf.collect_schema(), counted=40)
+    assert (int(aggregates["row_count"][0]), sampled, checked) == (40, False, 40)
+    assert aggregates.columns[:4] == ["row_count", "label_null_count", "label_first_null_line", "label_mean"]

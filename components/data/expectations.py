@@ -9,7 +9,8 @@ short name (``rule``) that error messages and ``validation.json`` use:
    categorical fields String, Avazu ``hour`` String, MovieLens rating/timestamp integer, the time
    column integer, temporal or String). GX's type-list expectations misbehave on pandas/Arrow
    dtypes (toolchain.md §4), so dtypes are checked here and never in GX.
-2. **Table aggregates** (:func:`aggregate_exprs`, one streaming Polars query over *all* rows, then
+2. **Table aggregates** (:func:`aggregate_exprs` over *all* rows — or their batch partials,
+   :func:`partial_aggregate_exprs`, in the gate's single parse — then
    judged in GX: :func:`table_expectations` on a one-row frame, :func:`null_fraction_expectations`
    on a one-row-per-column frame):
    ``min_rows`` (rows >= ``min_rows``), ``label_not_null`` (no null label; the first null's line is
@@ -201,6 +202,45 @@ def aggregate_exprs(table: SourceTable) -> list[pl.Expr]:
         label.cast(pl.Float64).mean().alias(LABEL_MEAN),
         *(pl.col(c).null_count().cast(pl.Int64).alias(NULL_COUNT_PREFIX + c) for c in value_columns(table)),
     ]
+
+
+_LABEL_SUM = "__label_sum"
+
+
+def partial_aggregate_exprs(table: SourceTable) -> list[pl.Expr]:
+    """Per-batch partials of :func:`aggregate_exprs` that add up over batches (the label's sum
+    instead of its mean); :func:`combine_partial_aggregates` turns the partial frames of every
+    batch into the same one-row frame that :func:`aggregate_exprs` computes in one query."""
+    label = pl.col(LABEL)
+    return [
+        pl.len().cast(pl.Int64).alias(ROW_COUNT),
+        label.null_count().cast(pl.Int64).alias(LABEL_NULL_COUNT),
+        pl.col(LINE_COLUMN).filter(label.is_null()).min().cast(pl.Int64).alias(LABEL_FIRST_NULL_LINE),
+        label.cast(pl.Float64).sum().alias(_LABEL_SUM),
+        *(pl.col(c).null_count().cast(pl.Int64).alias(NULL_COUNT_PREFIX + c) for c in value_columns(table)),
+    ]
+
+
+def combine_partial_aggregates(partials: list[pl.DataFrame], table: SourceTable) -> pl.DataFrame:
+    """The :func:`aggregate_exprs` frame (same columns, order and dtypes) from the one-row frames of
+    :func:`partial_aggregate_exprs` over consecutive batches (counts and the label sum added, the
+    first null-label line the minimum; no batches: the frame of an empty table)."""
+    nulls = [NULL_COUNT_PREFIX + c for c in value_columns(table)]
+    if not partials:
+        counts = {ROW_COUNT: 0, LABEL_NULL_COUNT: 0, **dict.fromkeys(nulls, 0)}
+        first, label_sum = None, 0.0
+    else:
+        both = pl.concat(partials)
+        counts = {c: int(both[c].sum()) for c in (ROW_COUNT, LABEL_NULL_COUNT, *nulls)}
+        first, label_sum = both[LABEL_FIRST_NULL_LINE].min(), float(both[_LABEL_SUM].sum())
+    labelled = counts[ROW_COUNT] - counts[LABEL_NULL_COUNT]
+    return pl.DataFrame(
+        {ROW_COUNT: [counts[ROW_COUNT]], LABEL_NULL_COUNT: [counts[LABEL_NULL_COUNT]],
+         LABEL_FIRST_NULL_LINE: [first], LABEL_MEAN: [label_sum / labelled if labelled else None],
+         **{c: [counts[c]] for c in nulls}},
+        schema={ROW_COUNT: pl.Int64, LABEL_NULL_COUNT: pl.Int64, LABEL_FIRST_NULL_LINE: pl.Int64,
+                LABEL_MEAN: pl.Float64, **dict.fromkeys(nulls, pl.Int64)},
+    )  # fmt: skip
 
 
 def table_frame(aggregates: pl.DataFrame) -> pl.DataFrame:

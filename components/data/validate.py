@@ -1,11 +1,12 @@
 """The validation gate: a SourceTable is judged by Great Expectations before anything uses it.
 
-:func:`validate_source` runs the rules of :mod:`components.data.expectations` in three passes:
+:func:`validate_source` runs the rules of :mod:`components.data.expectations` at three levels, in
+**one parse** of the rows (below):
 
 1. **structure**: column set, format field names and dtypes, from the Polars schema. Exhaustive (a
    schema is the same for every row). A failure here stops the gate before any data is read.
-2. **table aggregates**: one streaming Polars query over *all* rows computes the row count, the
-   label's null count / first null line / mean and every column's null count; GX then judges a
+2. **table aggregates**: over *all* rows, the row count, the label's null count / first null line /
+   mean and every column's null count; GX then judges a
    one-row frame of those (``min_rows``, ``label_not_null``, ``both_classes``) and a
    one-row-per-column frame of null fractions (``max_null_fraction``; one expectation whose
    unexpected rows name the columns, so the suite stays small). These checks are always
@@ -20,6 +21,15 @@
    a uniform sample of exactly ``gx_max_rows`` rows drawn with ``params.seed`` (**sampled**; the
    report says so per check and overall). The per-chunk results are merged per expectation
    (counts summed, examples and first bad line from the first chunk that failed).
+
+One parse (:func:`_one_pass`): Polars first counts the rows (a line count, no field is parsed), the
+sample positions are drawn from that count, and then ONE streaming ``collect_batches`` over the
+table feeds both levels — each batch adds its partial aggregates
+(:func:`~components.data.expectations.partial_aggregate_exprs`) and hands its sampled rows to the
+row suite. At Kaggle size that halves the gate's parsing (it used to parse every file twice: the
+aggregates, then the sample). Should the parse yield another number of rows than the count (a
+reader whose lines and rows differ), the gate falls back to :func:`_two_passes` (aggregates, then
+the sample drawn from their exact count). Both give the same report (tests/test_validate.py).
 
 One ephemeral GX context (``gx.get_context(mode="ephemeral")``: a pandas datasource, and per
 suite a dataframe asset, a whole-dataframe batch definition and a ``ValidationDefinition``) is
@@ -51,7 +61,7 @@ import math
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -78,9 +88,11 @@ from components.data.expectations import (  # noqa: E402
     NULLS_COLUMN,
     ROW_COUNT,
     aggregate_exprs,
+    combine_partial_aggregates,
     expected_columns,
     null_fraction_expectations,
     null_fraction_frame,
+    partial_aggregate_exprs,
     row_expectations,
     structure_failures,
     table_expectations,
@@ -113,22 +125,26 @@ def _with_line(table: SourceTable) -> tuple[pl.LazyFrame, str]:
     return lf.with_row_index(LINE_COLUMN, offset=1 + table.header_lines), "row_position"
 
 
+def _sample_positions(rows: int, size: int, seed: int) -> np.ndarray:
+    """Row positions (0-based, ascending) of a uniform sample of exactly ``size`` of ``rows`` rows (seeded)."""
+    return np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))
+
+
 def _sampled(lf: pl.LazyFrame, rows: int, size: int, seed: int) -> pl.LazyFrame:
     """A uniform sample of exactly ``size`` of the ``rows`` rows, in file order (seeded)."""
-    picked = np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))
-    index = pl.Series(_SAMPLE_INDEX, picked, dtype=pl.UInt64)
+    index = pl.Series(_SAMPLE_INDEX, _sample_positions(rows, size, seed), dtype=pl.UInt64)
     return (lf.with_row_index(_SAMPLE_INDEX)
             .filter(pl.col(_SAMPLE_INDEX).cast(pl.UInt64).is_in(index))
             .drop(_SAMPLE_INDEX))
 
 
-def _row_chunks(lf: pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:
-    """Stream ``lf`` as Polars frames of exactly ``size`` rows (the last shorter; one empty frame
-    if there are no rows), in row order."""
+def _row_chunks(frames: Iterable[pl.DataFrame], size: int, schema: pl.Schema) -> Iterator[pl.DataFrame]:
+    """Re-cut consecutive ``frames`` into frames of exactly ``size`` rows (the last shorter; one
+    empty frame of ``schema`` if there are no rows), in row order."""
     buffer: list[pl.DataFrame] = []
     buffered = 0
     emitted = False
-    for batch in lf.collect_batches(chunk_size=size, maintain_order=True):
+    for batch in frames:
         buffer.append(batch)
         buffered += batch.height
         while buffered >= size:
@@ -138,7 +154,7 @@ def _row_chunks(lf: pl.LazyFrame, size: int) -> Iterator[pl.DataFrame]:
             rest = frame.slice(size)
             buffer, buffered = ([rest] if rest.height else []), rest.height
     if buffered or not emitted:
-        yield pl.concat(buffer) if buffer else pl.DataFrame(schema=lf.collect_schema())
+        yield pl.concat(buffer) if buffer else pl.DataFrame(schema=schema)
 
 
 def _to_pandas(frame: pl.DataFrame):
@@ -485,6 +501,69 @@ def _fail(report: dict, failures: list[DataFormatError], table: SourceTable, out
 # the gate
 
 
+def _gx_run(table: SourceTable, params: ValidateParams, schema: pl.Schema) -> _GxRun:
+    return _GxRun(table.format, row_expectations(table, schema), table_expectations(params),
+                  null_fraction_expectations(params))
+
+
+def _run_rows(run: _GxRun, frames: Iterable[pl.DataFrame], params: ValidateParams,
+              schema: pl.Schema) -> tuple[_SuiteMerge, int]:
+    """The row suite on ``frames`` re-cut into pandas chunks of ``gx_chunk_rows``: (merged results, rows)."""
+    row_merge = _SuiteMerge()
+    checked = 0
+    for frame in _row_chunks(frames, params.gx_chunk_rows, schema):
+        checked += frame.height
+        pdf = _to_pandas(frame)
+        del frame
+        row_merge.add(run.rows.run(batch_parameters={"dataframe": pdf}, result_format=RESULT_FORMAT))
+        del pdf
+    return row_merge, checked
+
+
+def _one_pass(lf: pl.LazyFrame, table: SourceTable, params: ValidateParams, schema: pl.Schema,
+              counted: int) -> tuple | None:
+    """Aggregates and row suite in ONE streaming parse of the table: each batch adds its partial
+    aggregates and hands its sampled rows (the positions :func:`_sample_positions` draws for
+    ``counted`` rows; every row when ``counted <= gx_max_rows``) to the row suite. The same rows,
+    chunks and results as :func:`_two_passes`, at one parse instead of two. None when the parse
+    yields another number of rows than ``counted`` (the sample would be drawn from the wrong range)."""
+    sampled = counted > params.gx_max_rows
+    picked = _sample_positions(counted, params.gx_max_rows, params.seed) if sampled else None
+    partials: list[pl.DataFrame] = []
+
+    def frames() -> Iterator[pl.DataFrame]:
+        start = 0
+        for batch in lf.collect_batches(chunk_size=params.gx_chunk_rows, maintain_order=True):
+            partials.append(batch.select(partial_aggregate_exprs(table)))
+            if picked is None:
+                yield batch
+            else:
+                lo, hi = np.searchsorted(picked, [start, start + batch.height])
+                if hi > lo:
+                    yield batch[picked[lo:hi] - start]
+            start += batch.height
+
+    run = _gx_run(table, params, schema)
+    row_merge, checked = _run_rows(run, frames(), params, schema)
+    aggregates = combine_partial_aggregates(partials, table)
+    if int(aggregates[ROW_COUNT][0]) != counted:
+        return None
+    return aggregates, sampled, run, row_merge, checked
+
+
+def _two_passes(lf: pl.LazyFrame, table: SourceTable, params: ValidateParams, schema: pl.Schema) -> tuple:
+    """The aggregates in one streaming query, then the row suite on every row or a sample of them
+    (a second parse): the form :func:`_one_pass` falls back to."""
+    aggregates = lf.select(aggregate_exprs(table)).collect(engine="streaming")
+    rows = int(aggregates[ROW_COUNT][0])
+    sampled = rows > params.gx_max_rows
+    row_lf = _sampled(lf, rows, params.gx_max_rows, params.seed) if sampled else lf
+    run = _gx_run(table, params, schema)
+    row_merge, checked = _run_rows(run, row_lf.collect_batches(chunk_size=params.gx_chunk_rows, maintain_order=True),
+                                   params, schema)
+    return aggregates, sampled, run, row_merge, checked
+
+
 def validate_source(table: SourceTable, params: ValidateParams, out_dir: Path) -> dict:
     """Run the validation gate on ``table`` and return the report dict (see module docstring).
 
@@ -508,21 +587,12 @@ def validate_source(table: SourceTable, params: ValidateParams, out_dir: Path) -
     schema = lf.collect_schema()
 
     try:
-        aggregates = lf.select(aggregate_exprs(table)).collect(engine="streaming")
+        counted = int(lf.select(pl.len()).collect().item())  # Polars counts the lines: nothing is parsed
+        judged = _one_pass(lf, table, params, schema, counted)
+        if judged is None:  # the parse gave another row count than the line count: two passes
+            judged = _two_passes(lf, table, params, schema)
+        aggregates, sampled, run, row_merge, checked = judged
         rows = int(aggregates[ROW_COUNT][0])
-        sampled = rows > params.gx_max_rows
-        row_lf = _sampled(lf, rows, params.gx_max_rows, params.seed) if sampled else lf
-
-        run = _GxRun(table.format, row_expectations(table, schema), table_expectations(params),
-                     null_fraction_expectations(params))
-        row_merge = _SuiteMerge()
-        checked = 0
-        for frame in _row_chunks(row_lf, params.gx_chunk_rows):
-            checked += frame.height
-            pdf = _to_pandas(frame)
-            del frame
-            row_merge.add(run.rows.run(batch_parameters={"dataframe": pdf}, result_format=RESULT_FORMAT))
-            del pdf
     except pl.exceptions.PolarsError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataFormatError(file, "readable", f"Polars could not read the table: {first}") from e

@@ -197,7 +197,7 @@ class TrainParams(_Section):
     patience: int = Field(2, ge=1)
     lr_decay: float = Field(0.1, gt=0, le=1)
     restore_best_on_decay: bool = False
-    monitor: Literal["auc", "auc_minus_logloss"] = "auc"
+    monitor: Literal["auc", "auc_minus_logloss"] = "auc_minus_logloss"
     min_lr: float = Field(1e-6, ge=0)
     grad_clip: float = Field(10.0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -116,6 +116,8 @@ def test_evaluations_inside_an_epoch_keep_patience_and_decay_in_epochs(data, tmp
         bad = 0 if prev["improved"] else bad + 1
         expect = prev["lr"] * 0.1 if (not prev["improved"] and bad % 4 == 0) else prev["lr"]
         assert cur["lr"] == pytest.approx(max(expect, min(p.min_lr, prev["lr"])))
-    best = max(h, key=lambda r: r["valid_auc"])
+    # the best evaluation by the monitored value (default AUC - LogLoss)
+    assert p.monitor == "auc_minus_logloss"
+    best = max(h, key=lambda r: r["valid_auc"] - r["valid_logloss"])
     assert res.best_eval == best["eval"] and res.best_valid_auc == best["valid_auc"]
     assert not math.isnan(res.best_valid_logloss)

@@ -49,7 +49,7 @@ def test_restore_best_on_decay_continues_from_the_best_weights(data, tmp_path, m
     d, fmap = data
     # a net this large at this learning rate over-fits 3,000 rows within a few epochs: decays happen
     p = params(model="dnn", model_params={"hidden_units": [64, 64]}, lr=0.05, lr_decay=0.5, max_epochs=6,
-               patience=3, restore_best_on_decay=True)
+               patience=3, restore_best_on_decay=True, monitor="auc")
     restored = []
     import components.train.loop as loop
 

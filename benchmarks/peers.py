@@ -21,11 +21,12 @@ sides of a pair see the same machine load) it trains:
   used by both the linear and the deep part; ``DCN(cross_num=3, cross_parameterization="matrix")``
   (DCNv2, full rank, cross ∥ DNN) and ``DeepFM``, DNN 400-400-400 ReLU, no batch norm, no dropout,
   no L2 (peers.md's recipe), DeepCTR's own embedding init (N(0, 1e-4)); embedding dim, batch size,
-  Adam learning rate, epoch cap and early-stopping patience taken from ctrflow's train section;
+  Adam learning rate, epoch cap, early-stopping patience and monitored value (``train.monitor``:
+  valid AUC − LogLoss by default, or valid AUC) taken from ctrflow's train section;
   ``torch.set_num_threads(--threads)``, the model built with ``seed`` = the seed. The epoch loop
   calls ``model.fit(epochs=1, shuffle=True)`` (DeepCTR's own training step and DataLoader), scores
   the valid split with ``model.predict`` after each epoch, stops after ``patience`` epochs without a
-  valid-AUC gain and restores the best epoch's weights before the test split is scored.
+  gain of the monitored value and restores the best epoch's weights before the test split is scored.
 
 Metrics: test / valid AUC and LogLoss with ctrflow's metric functions (``evaluate_logits``) on both
 sides. **Training samples/s** = the mean over the epochs run of (training rows / seconds of that
@@ -104,7 +105,7 @@ PEER_RECIPE = {"dnn_hidden_units": [400, 400, 400], "dnn_activation": "relu", "d
                "init_std": 1e-4, "optimizer": "adam (constant lr)", "loss": "binary_crossentropy (DeepCTR: sum)",
                "linear_part": True}
 # ctrflow train keys the DeepCTR-Torch side takes over
-SHARED_KEYS = ("embedding_dim", "batch_size", "lr", "max_epochs", "patience")
+SHARED_KEYS = ("embedding_dim", "batch_size", "lr", "max_epochs", "patience", "monitor")
 # keys of ctrflow's train section that do not change a run's recipe
 NOT_RECIPE = ("model", "seed", "out_dir", "metrics", "curve")
 
@@ -386,7 +387,7 @@ def train_deepctr(prep: Prepared, model_name: str, seed: int, recipe: dict, sett
     model.compile(torch.optim.Adam(model.parameters(), lr=recipe["lr"]), "binary_crossentropy", metrics=[])
     rows = len(data["train"][1])
     bs = resolve_batch_size(bs, int(fmap["splits"]["train"]["rows"]))  # "auto": ctrflow's rule, same rows
-    best_auc, best_epoch, best_state, bad, curve = -math.inf, 0, None, 0, []
+    best_score, best_epoch, best_state, bad, curve = -math.inf, 0, None, 0, []
     with open(log_path, "w") as fh, contextlib.redirect_stdout(fh):
         epoch = 0
         while epoch < max_epochs and bad < patience:
@@ -395,9 +396,10 @@ def train_deepctr(prep: Prepared, model_name: str, seed: int, recipe: dict, sett
             hist = model.fit(data["train"][0], data["train"][1], batch_size=bs, epochs=1, verbose=0, shuffle=True)
             secs = time.perf_counter() - start
             valid = _scores(model, data["valid"][0], data["valid"][1], bs)
-            improved = valid["auc"] > best_auc
+            score = valid["auc"] - (valid["logloss"] if recipe["monitor"] == "auc_minus_logloss" else 0.0)
+            improved = score > best_score  # ctrflow's train.monitor, as its own loop selects
             if improved:
-                best_auc, best_epoch, bad = valid["auc"], epoch, 0
+                best_score, best_epoch, bad = score, epoch, 0
                 best_state = copy.deepcopy(model.state_dict())
             else:
                 bad += 1
@@ -621,8 +623,8 @@ def render_markdown(results: dict) -> str:
               "(via benchmarks/quality.py's `train_one`).", "",
               "### DeepCTR-Torch side", "",
               "- " + ", ".join(f"{k}={v}" for k, v in PEER_RECIPE.items()) + ".",
-              f"- From ctrflow's train section: {', '.join(SHARED_KEYS)} (early stopping on valid AUC, best epoch "
-              "restored); every categorical id column of the processed splits a SparseFeat (vocabulary size from "
+              f"- From ctrflow's train section: {', '.join(SHARED_KEYS)} (early stopping on the monitored value, best "
+              "epoch restored); every categorical id column of the processed splits a SparseFeat (vocabulary size from "
               "feature_map.json), every dense column a DenseFeat, in the linear and the deep part.",
               "- DCNv2 = `DCN(cross_parameterization='matrix', cross_num=3)` (cross ∥ DNN), DeepFM = `DeepFM(use_fm=True)`; "
               "no LR decay and no gradient clipping (DeepCTR-Torch has neither). DeepCTR-Torch 0.3.0's DCN does not "

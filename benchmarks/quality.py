@@ -527,12 +527,18 @@ OBSERVATIONS = [
     "embedding init std 1e-2/1e-3, bf16 vs fp32, batch 256, min count 1/2; BatchNorm (+dropout 0.2, L2 1e-5) "
     "costs 0.004–0.006. Dense numerics (`preprocess.numeric: dense`) gave DCNv2 its best valid AUC (0.7654) "
     "but LR falls to 0.7419 with them.",
-    "**movielens100k**: DeepFM and DCNv2 beat LR and FM in AUC and LogLoss in every seed (DeepFM 0.8615 / 0.3894 "
-    "vs LR 0.8334 / 0.4118); LR is still improving at its 20-epoch cap.",
-    "**frappe**: the deep models beat LR and FM in AUC (DeepFM 0.9386, DCNv2 0.9318 vs LR 0.9244) but not in "
-    "LogLoss (DeepFM 0.48, DCNv2 0.39 vs LR 0.37, FM 0.30): they end over-confident on this 52k-row train set; "
-    "BARS's Frappe configurations use strong embedding regularisation (0.05–0.1) and dropout, which the teacher "
-    "study (`train.tune`) can search.",
+    "**movielens100k**: DeepFM and DCNv2 beat LR and FM in AUC and LogLoss in every seed (DeepFM 0.8608 / 0.3817, "
+    "DCNv2 0.8583 / 0.3836 vs LR 0.8334 / 0.4118); LR is still improving at its 20-epoch cap.",
+    "**frappe**: the deep models beat LR in AUC and LogLoss in every seed (DeepFM 0.9284 / 0.3016, DCNv2 "
+    "0.9284 / 0.3013 vs LR 0.9244 / 0.3720). Selected by valid AUC alone (`train.monitor: auc`, the default "
+    "before 2026-12-06's second change) they scored 0.9386 / 0.9318 AUC but ended over-confident (LogLoss "
+    "0.48 / 0.39, worse than LR): the AUC kept creeping up for epochs after the LogLoss had turned.",
+    "**`train.monitor: auc_minus_logloss`** (FuxiCTR/BARS's `{AUC: 1, logloss: -1}`) is the default since "
+    "2026-12-06: an evaluation that gains AUC but loses more LogLoss is not kept. Against the AUC monitor, same "
+    "seeds: frappe −0.0034 (DCNv2) / −0.0102 (DeepFM) AUC for −0.09 / −0.18 LogLoss; movielens100k −0.0003 / "
+    "−0.0007 AUC, −0.008 LogLoss; criteo117k and avazu10k pick the same epochs (identical numbers). The "
+    "synthetic 2M rows below were run with the AUC monitor (on the embedded 100k log both monitors keep the "
+    "same teacher checkpoint).",
     "**avazu10k is too small to rank models**: 8,009 training rows, a test split of 1,017 rows, seed spread "
     "±0.01; LR 0.7247 vs DeepFM/DCNv2 0.718 on test, the other way round on valid.",
     "**synthetic (2M rows, 1 seed)**: the deep models beat LR by far (DeepFM 0.8308 vs LR 0.6867, oracle 0.8914) "

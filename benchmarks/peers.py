@@ -606,7 +606,7 @@ def render_markdown(results: dict) -> str:
         "- **Training samples/s** (both libraries): mean over the epochs run of training rows / seconds of "
         "that epoch's training pass, validation excluded (ctrflow: `train_samples_per_s` of its `fit`; "
         "DeepCTR-Torch: the `model.fit(epochs=1)` call, its DataLoader included).",
-        "- Test AUC / LogLoss of the best-validation-AUC epoch's weights, with ctrflow's metric functions on both "
+        "- Test AUC / LogLoss of the weights of the best epoch by ctrflow's `train.monitor` (valid AUC − LogLoss by default; AUC before 2026-12-06 15:44), with ctrflow's metric functions on both "
         "sides; mean ± sample std (ddof 1) over the seeds; seeds change initialisation and batch order, not the split.",
         "",
         "### ctrflow side: params.yaml's train section (the default recipe) as used",

@@ -226,8 +226,11 @@ def run_stage(repo: Path, stage: str, partitions: int) -> dict:
 
 
 def stage_up_to_date(repo: Path, stage: str) -> bool:
-    if stage == "predict":
-        return (repo / "data" / "scale-predictions.txt").exists()
+    if stage == "predict":  # predictions of the model that predict would use now (a later promotion reruns it)
+        out = repo / "data" / "scale-predictions.txt"
+        production = repo / "models" / "registry" / "production"
+        model = production.resolve() if production.exists() else repo / "models" / "teacher"
+        return out.exists() and (not model.exists() or out.stat().st_mtime >= model.stat().st_mtime)
     out = subprocess.run(["dvc", "status", stage], cwd=repo, env=_env(repo), capture_output=True,
                          text=True)
     return out.returncode == 0 and "changed" not in out.stdout and "modified" not in out.stdout \

@@ -11,7 +11,9 @@
   visited in a per-epoch seeded order, ``shuffle_buffer`` row groups at a time are concatenated
   and shuffled together, and batches are cut from that buffer (a short remainder is carried into
   the next buffer, so every batch but the last has ``batch_size`` rows). Memory holds at most
-  ``shuffle_buffer + 1`` row groups (the writer uses 65,536 rows per group).
+  ``shuffle_buffer + 1`` row groups (the writer uses 65,536 rows per group); the freed buffers are
+  returned to the OS before the next one is read (:func:`components.heap.trim`), so resident
+  memory stays flat however many rows are streamed.
 
 Epochs: every ``iter()`` uses the current epoch and then advances it, so successive epochs are
 shuffled differently; ``set_epoch(e)`` makes the next ``iter()`` reproduce epoch ``e`` exactly
@@ -45,6 +47,7 @@ import pyarrow.parquet as pq
 import torch
 
 from components.data.feature_map import FeatureMap
+from components.heap import trim
 
 
 class Batch(NamedTuple):
@@ -255,6 +258,8 @@ class BatchLoader:
         carry: tuple[torch.Tensor, ...] | None = None
         bs = self.batch_size
         for start in range(0, len(groups), self.shuffle_buffer):
+            if start:
+                trim()  # the previous buffer's arrays are free: give them back (components/heap.py)
             chunk = groups[start : start + self.shuffle_buffer]
             parts = [_table_tensors(self._file.read_row_group(g, columns=names), self._cols) for g in chunk]
             rows = torch.cat([torch.arange(self._group_start[g], self._group_start[g + 1]) for g in chunk])

@@ -194,12 +194,17 @@ def aggregate_exprs(table: SourceTable) -> list[pl.Expr]:
     first null label, null if none), ``label_mean`` (mean of the non-null labels, null if none) and
     ``null_count__<col>`` for every :func:`value_columns` column.
     """
+    return _aggregates(table, pl.col(LABEL).cast(pl.Float64).mean().alias(LABEL_MEAN))
+
+
+def _aggregates(table: SourceTable, label_stat: pl.Expr) -> list[pl.Expr]:
+    """The aggregate columns in order, with ``label_stat`` (the label's mean, or its sum) fourth."""
     label = pl.col(LABEL)
     return [
         pl.len().cast(pl.Int64).alias(ROW_COUNT),
         label.null_count().cast(pl.Int64).alias(LABEL_NULL_COUNT),
         pl.col(LINE_COLUMN).filter(label.is_null()).min().cast(pl.Int64).alias(LABEL_FIRST_NULL_LINE),
-        label.cast(pl.Float64).mean().alias(LABEL_MEAN),
+        label_stat,
         *(pl.col(c).null_count().cast(pl.Int64).alias(NULL_COUNT_PREFIX + c) for c in value_columns(table)),
     ]
 
@@ -211,14 +216,7 @@ def partial_aggregate_exprs(table: SourceTable) -> list[pl.Expr]:
     """Per-batch partials of :func:`aggregate_exprs` that add up over batches (the label's sum
     instead of its mean); :func:`combine_partial_aggregates` turns the partial frames of every
     batch into the same one-row frame that :func:`aggregate_exprs` computes in one query."""
-    label = pl.col(LABEL)
-    return [
-        pl.len().cast(pl.Int64).alias(ROW_COUNT),
-        label.null_count().cast(pl.Int64).alias(LABEL_NULL_COUNT),
-        pl.col(LINE_COLUMN).filter(label.is_null()).min().cast(pl.Int64).alias(LABEL_FIRST_NULL_LINE),
-        label.cast(pl.Float64).sum().alias(_LABEL_SUM),
-        *(pl.col(c).null_count().cast(pl.Int64).alias(NULL_COUNT_PREFIX + c) for c in value_columns(table)),
-    ]
+    return _aggregates(table, pl.col(LABEL).cast(pl.Float64).sum().alias(_LABEL_SUM))
 
 
 def combine_partial_aggregates(partials: list[pl.DataFrame], table: SourceTable) -> pl.DataFrame:

@@ -536,9 +536,8 @@ OBSERVATIONS = [
     "**`train.monitor: auc_minus_logloss`** (FuxiCTR/BARS's `{AUC: 1, logloss: -1}`) is the default since "
     "2026-12-06: an evaluation that gains AUC but loses more LogLoss is not kept. Against the AUC monitor, same "
     "seeds: frappe −0.0034 (DCNv2) / −0.0102 (DeepFM) AUC for −0.09 / −0.18 LogLoss; movielens100k −0.0003 / "
-    "−0.0007 AUC, −0.008 LogLoss; criteo117k and avazu10k pick the same epochs (identical numbers). The "
-    "synthetic 2M rows below were run with the AUC monitor (on the embedded 100k log both monitors keep the "
-    "same teacher checkpoint).",
+    "−0.0007 AUC, −0.008 LogLoss; criteo117k, avazu10k, the 2M-row synthetic set and the embedded 100k log "
+    "(`make run`) keep the same checkpoints (identical numbers).",
     "**avazu10k is too small to rank models**: 8,009 training rows, a test split of 1,017 rows, seed spread "
     "±0.01; LR 0.7247 vs DeepFM/DCNv2 0.718 on test, the other way round on valid.",
     "**synthetic (2M rows, 1 seed)**: the deep models beat LR by far (DeepFM 0.8308 vs LR 0.6867, oracle 0.8914) "

@@ -530,11 +530,12 @@ def _one_pass(lf: pl.LazyFrame, table: SourceTable, params: ValidateParams, sche
     sampled = counted > params.gx_max_rows
     picked = _sample_positions(counted, params.gx_max_rows, params.seed) if sampled else None
     partials: list[pl.DataFrame] = []
+    partial_exprs = partial_aggregate_exprs(table)
 
     def frames() -> Iterator[pl.DataFrame]:
         start = 0
         for batch in lf.collect_batches(chunk_size=params.gx_chunk_rows, maintain_order=True):
-            partials.append(batch.select(partial_aggregate_exprs(table)))
+            partials.append(batch.select(partial_exprs))
             if picked is None:
                 yield batch
             else:

@@ -199,19 +199,7 @@ def build_optimizer(model: nn.Module, params: TrainParams, sparse: bool = False)
     """
     core = _unwrap(model)
     scale = float(getattr(params, "embedding_lr_scale", 1.0))
-    if sparse:
-        from components.train.sparse_embeddings import LazyAdam
-
-        emb_ids = {id(p) for p in core.embedding_parameters()}
-        trainable = [p for p in core.parameters() if p.requires_grad]
-        decay = params.net_l2 if params.optimizer == "adamw" else 0.0
-        groups = [g for g in ({"params": [p for p in trainable if id(p) in emb_ids], "lr": params.lr * scale,
-                               "lr_scale": scale, "weight_decay": 0.0},
-                              {"params": [p for p in trainable if id(p) not in emb_ids], "lr": params.lr,
-                               "lr_scale": 1.0, "weight_decay": decay})
-                  if g["params"]]  # fmt: skip
-        return LazyAdam(groups, lr=params.lr, decoupled=params.optimizer == "adamw")
-    if params.optimizer == "adam" and scale == 1.0:
+    if params.optimizer == "adam" and scale == 1.0 and not sparse:
         return torch.optim.Adam([p for p in core.parameters() if p.requires_grad], lr=params.lr)
     emb_ids = {id(p) for p in core.embedding_parameters()}
     emb = [p for p in core.parameters() if p.requires_grad and id(p) in emb_ids]
@@ -220,6 +208,10 @@ def build_optimizer(model: nn.Module, params: TrainParams, sparse: bool = False)
     groups = [g for g in ({"params": emb, "weight_decay": 0.0, "lr": params.lr * scale, "lr_scale": scale},
                           {"params": net, "weight_decay": decay, "lr": params.lr, "lr_scale": 1.0})
               if g["params"]]  # fmt: skip
+    if sparse:
+        from components.train.sparse_embeddings import LazyAdam
+
+        return LazyAdam(groups, lr=params.lr, decoupled=params.optimizer == "adamw")
     cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=params.lr)
 

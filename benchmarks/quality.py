@@ -28,7 +28,8 @@ Datasets (paths under ``/work/shared/data``, never copied into the repository):
   probabilities) is computed on exactly the test rows (``random_split_expr`` on the line numbers,
   cross-checked against ``test.parquet``'s labels), and every model's gap to it is reported.
 - ``criteo117k``: the 117,139-row random sample of Kaggle Criteo; params.yaml preprocessing
-  (random 8:1:1, min count 10, floor(ln²) buckets = the BARS x4_001 rules).
+  (random 8:1:1, min count 10, floor(ln²) buckets = the BARS x4_001 rules, plus each integer's
+  standardised dense copy: ``preprocess.numeric_also_dense``).
 - ``avazu10k``: the 9,999-row first-hour head of Avazu; params.yaml preprocessing (random 8:1:1).
 - ``movielens100k``: ML-100K, label = rating ≥ 4, rating 3 dropped (params.yaml), random 8:1:1.
 - ``frappe``: BARS Frappe_x1 ships here without its train split, so the model **trains on
@@ -142,12 +143,13 @@ def _build(name: str, ds_dir: Path, overrides: dict, *, gate: bool, log: Callabl
 
     processed = Path(overrides["preprocess.out_dir"])
     stamp_file = ds_dir / "prepared.json"
-    stamp = _stamp(overrides, stamp_extra)
+    params = _scratch_params(ds_dir, overrides)
+    # params.yaml's preprocessing (a changed default) is part of the key, not only the overrides
+    stamp = _stamp(overrides, {**(stamp_extra or {}), "preprocess": params.preprocess.model_dump(mode="json")})
     if (processed / "feature_map.json").exists() and stamp_file.exists():
         if json.loads(stamp_file.read_text()).get("stamp") == stamp:
             log(f"[{name}] processed data cached in {processed}")
             return Prepared(name, processed, overrides, {"splits": _split_rows(processed)})
-    params = _scratch_params(ds_dir, overrides)
     t0 = time.perf_counter()
     if gate:
         log(f"[{name}] {validate_stage(params).summary}")
@@ -174,7 +176,8 @@ def generator_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
-def prepare_synthetic(work: Path, rows: int, log: Callable[[str], None]) -> Prepared:
+def prepare_synthetic(work: Path, rows: int, log: Callable[[str], None], *,
+                      extra: dict | None = None) -> Prepared:
     """Generate (cached) and preprocess the synthetic log; attach the oracle metrics on its test rows."""
     from components.data.generate import generate
 
@@ -187,7 +190,8 @@ def prepare_synthetic(work: Path, rows: int, log: Callable[[str], None]) -> Prep
         log(f"[synthetic] generated {rows:,} rows in {time.perf_counter() - t0:.0f} s "
             f"(oracle AUC over all rows {g.oracle_auc:.4f})")
     overrides = {**_base_overrides(ds_dir, "criteo", raw),
-                 "generate.out": str(raw), "generate.rows": rows, "generate.seed": SYNTHETIC_SEED}
+                 "generate.out": str(raw), "generate.rows": rows, "generate.seed": SYNTHETIC_SEED,
+                 **(extra or {})}
     prep = _build("synthetic", ds_dir, overrides, gate=False, log=log)
     prep.info["oracle"] = oracle_on_test(raw, prep.processed)
     prep.info["oracle_all_rows"] = json.loads(Path(f"{raw}.oracle.json").read_text())
@@ -239,7 +243,7 @@ def frappe_split_ratios(n_valid: int, n_test: int, holdout: float = FRAPPE_HOLDO
     return [r0, r1, 1.0 - r0 - r1], {"train": n_train, "valid": n_valid - n_train, "test": n_test}
 
 
-def prepare_frappe(work: Path, log: Callable[[str], None]) -> Prepared:
+def prepare_frappe(work: Path, log: Callable[[str], None], *, extra: dict | None = None) -> Prepared:
     """Frappe_x1 valid (train + early-stopping holdout) and test, through the ``schema`` format."""
     import numpy as np
     import polars as pl
@@ -267,6 +271,7 @@ def prepare_frappe(work: Path, log: Callable[[str], None]) -> Prepared:
         "schema.separator": ",", "schema.has_header": True, "schema.label": "label",
         "schema.categorical": list(FRAPPE_FIELDS), "schema.numeric": [], "schema.time_column": "order_key",
         "preprocess.split": "time", "preprocess.split_ratios": ratios, "preprocess.min_count": 1,
+        **(extra or {}),
     }
     prep = _build("frappe", ds_dir, overrides, gate=True, log=log,
                   stamp_extra={"holdout": FRAPPE_HOLDOUT, "seed": FRAPPE_HOLDOUT_SEED})
@@ -278,13 +283,15 @@ def prepare_frappe(work: Path, log: Callable[[str], None]) -> Prepared:
     return prep
 
 
-def prepare(name: str, work: Path, synthetic_rows: int, log: Callable[[str], None]) -> Prepared:
-    """Dispatch to the dataset's preparation."""
+def prepare(name: str, work: Path, synthetic_rows: int, log: Callable[[str], None],
+            extra: dict | None = None) -> Prepared:
+    """Dispatch to the dataset's preparation; ``extra``: ``preprocess.*`` overrides from ``--set``
+    (applied after the dataset's own, part of the processed data's stamp)."""
     if name == "synthetic":
-        return prepare_synthetic(work, synthetic_rows, log)
+        return prepare_synthetic(work, synthetic_rows, log, extra=extra)
     if name == "frappe":
-        return prepare_frappe(work, log)
-    return prepare_real(name, work, log)
+        return prepare_frappe(work, log, extra=extra)
+    return prepare_real(name, work, log, extra=extra)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -592,7 +599,8 @@ def deviations(results: dict) -> list[str]:
                "batch_size auto (2^round(log2(train rows / 160)) within [256, 4096]: 256 on Avazu 10k and Frappe, "
                "512 on MovieLens-100K and Criteo 117k, 4096 on the 2M-row synthetic log), Adam lr 1e-3, no L2, "
                "patience 2, lr_decay 0.1, grad_clip 10, each model's registry defaults (no BatchNorm, no dropout); "
-               "preprocessing random 8:1:1 (seed 2022), min count 10, floor(ln²) numeric buckets.")
+               "preprocessing random 8:1:1 (seed 2022), min count 10, floor(ln²) numeric buckets plus each "
+               "integer's standardised dense copy (numeric_also_dense, since 2026-12-06's third change).")
     return out
 
 
@@ -875,7 +883,8 @@ def main(argv: list[str] | None = None) -> None:
 
     for ds in args.datasets:
         try:
-            prep = prepare(ds, args.work_dir, args.synthetic_rows, log)
+            prep = prepare(ds, args.work_dir, args.synthetic_rows, log,
+                           extra={k: v for k, v in args.set if k.startswith("preprocess.")})
         except FileNotFoundError as e:
             log(f"[{ds}] skipped: {e}")
             continue

@@ -106,6 +106,7 @@ class PreprocessParams(_Section):
     min_count: int = Field(10, ge=1)
     numeric: Literal["log2_bucket", "log2_bucket_dagfm", "dense"] = "log2_bucket"
     numeric_min_count: int = Field(1, ge=1)
+    numeric_also_dense: bool = False  # a bucket mode also feeds each numeric field as a dense value
     rating_threshold: int = Field(4, ge=1, le=5)
     drop_neutral_rating: bool = True
     batch_rows: int = Field(500_000, gt=0)
@@ -113,6 +114,12 @@ class PreprocessParams(_Section):
     embedding_budget_mb: float | None = Field(None, gt=0)  # null: no budget (min_count as given)
     # the embedding_dim the budget counts; load_params fills it from train.embedding_dim when null
     budget_embedding_dim: int | None = Field(None, gt=0)
+
+    @property
+    def dense_copies(self) -> bool:
+        """Whether the numeric fields get dense copies: ``numeric_also_dense`` under a bucket mode
+        (under ``numeric: dense`` the fields are dense already and the setting does nothing)."""
+        return self.numeric_also_dense and self.numeric != "dense"
 
     @model_validator(mode="after")
     def _budget_has_dim(self) -> PreprocessParams:

@@ -39,7 +39,10 @@ def test_generate_validate_preprocess_on_a_small_log(small_params: Path):
     r = run_cli("preprocess", cwd=tmp)
     assert r.returncode == 0, r.stderr
     fmap = json.loads((tmp / "data/processed/feature_map.json").read_text())
-    assert fmap["num_fields"] == 39
+    # 13 bucketised integers + 26 categoricals + the 13 integers' dense copies (numeric_also_dense)
+    assert fmap["num_fields"] == 52
+    assert sum(f["type"] == "dense" and f["stats"]["source"] == f["name"][:-len("_dense")]
+               for f in fmap["fields"]) == 13
     assert sum(s["rows"] for s in fmap["splits"].values()) == 4000
 
 

@@ -69,6 +69,19 @@ def test_embedding_offsets_pick_each_fields_own_row_and_dense_is_scaled_weight()
     torch.testing.assert_close(out.linear[0, 4], -2.0 * emb.first_order_dense[1])
 
 
+def test_dense_weights_start_at_the_categorical_rows_scale_under_the_normal_init():
+    torch.manual_seed(0)
+    fm = FeatureMap.toy([50] * 4, dense=200)
+    emb = FeatureEmbedding(fm, 16, first_order=True, std=1e-2)
+    # N(0, 1e-2²) like the categorical rows (the xavier scale 0.34 / 1 let standardised dense values
+    # dominate the FM sum and the logit at the start)
+    for w in (emb.table.weight, emb.dense_weight, emb.first_order_dense):
+        assert 0.008 < float(w.std()) < 0.012
+    xavier = FeatureEmbedding(fm, 16, first_order=True, init="xavier")
+    assert 0.3 < float(xavier.dense_weight.std()) < 0.39  # √(2/17) = 0.343
+    assert 0.85 < float(xavier.first_order_dense.std()) < 1.15
+
+
 def test_embedding_rejects_out_of_range_id_naming_the_field():
     emb = FeatureEmbedding(FeatureMap.toy([3, 5]), 4)
     with pytest.raises(ValueError, match=r"field 'c0' \(column 0\): id 3 at batch row 1"):

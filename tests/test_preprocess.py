@@ -14,7 +14,7 @@ from components.config import PreprocessParams
 from components.data.errors import DataFormatError
 from components.data.feature_map import FeatureMap
 from components.data.formats.base import LINE_COLUMN, FieldSpec, SourceTable
-from components.data.preprocess import effective_params, is_up_to_date, preprocess
+from components.data.preprocess import effective_params, is_up_to_date, params_record, preprocess
 from components.data.vocab import log2_bucket_dagfm_expr, log2_bucket_expr, signed_log1p_expr
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -125,6 +125,36 @@ def test_dense_standardised_with_train_stats(tmp_path):
     assert read(tmp_path / "out", "test").height == 0
     logs = pl.DataFrame({"v": [-3, 0, 3, None]}).select(signed_log1p_expr(pl.col("v")))["v"].to_list()
     assert logs[:3] == pytest.approx([-ln4, 0.0, ln4]) and logs[3] is None
+
+
+def test_numeric_also_dense_keeps_the_bucket_and_adds_a_standardised_copy(tmp_path):
+    data = {"t": [1, 2, 3, 4, 5], "label": [0, 1, 0, 1, 0], "I": [0, 3, -3, None, 7], "C": list("aabab")}
+    table = make_table(tmp_path, data, [("I", "numeric"), ("C", "categorical")], time_column="t")
+    params = PreprocessParams(split="time", split_ratios=(0.8, 0.2, 0.0), min_count=1, numeric_also_dense=True)
+    fmap = preprocess(table, params, tmp_path / "out")
+    assert [(f.name, f.type, f.source_kind) for f in fmap.fields] == [
+        ("I", "categorical", "numeric"), ("C", "categorical", "categorical"), ("I_dense", "dense", "numeric")]
+    assert fmap.dense_copies == [("I_dense", "I")] and [f.name for f in fmap.source_fields] == ["I", "C"]
+    ln4 = math.log(4.0)
+    std = ln4 * math.sqrt(2 / 3)  # the same statistics as numeric: dense gives the field
+    copy = fmap.fields[2]
+    assert copy.stats["source"] == "I" and copy.stats["train_missing_rows"] == 1
+    assert copy.stats["std"] == pytest.approx(std, rel=1e-9)
+    train = read(tmp_path / "out", "train")
+    # buckets 0, 1 (ln(3)² = 1.2), -3: one row each, ids by value (-3 → 2, 0 → 3, 1 → 4); null → missing (1)
+    assert train["I"].to_list() == [3, 4, 2, 1]
+    assert train["I_dense"].to_list() == pytest.approx([0.0, ln4 / std, -ln4 / std, 0.0], abs=1e-6)
+    assert read(tmp_path / "out", "valid")["I_dense"].to_list() == pytest.approx([math.log(8.0) / std], rel=1e-6)
+    assert not PreprocessParams(numeric="dense", numeric_also_dense=True).dense_copies  # dense already
+    assert "numeric_also_dense" not in params_record(PreprocessParams())  # off: the record of before
+
+
+def test_numeric_also_dense_refuses_a_copy_name_the_source_already_has(tmp_path):
+    data = {"t": [1, 2, 3], "label": [0, 1, 0], "I": [1, 2, 3], "I_dense": ["x", "y", "x"]}
+    table = make_table(tmp_path, data, [("I", "numeric"), ("I_dense", "categorical")], time_column="t")
+    with pytest.raises(ValueError, match="'I_dense', which is already a field"):
+        preprocess(table, PreprocessParams(split="time", split_ratios=(0.8, 0.2, 0.0), numeric_also_dense=True),
+                   tmp_path / "out")
 
 
 def random_table(tmp_path: Path, n: int = 3000, name: str = "raw.parquet", fmt: str = "criteo") -> SourceTable:

@@ -64,6 +64,7 @@ def world(tmp_path_factory):
     table = read_source("criteo", raw)
     bucket = preprocess(table, PreprocessParams(min_count=2), root / "proc")
     dense = preprocess(table, PreprocessParams(min_count=2, numeric="dense"), root / "proc_dense")
+    preprocess(table, PreprocessParams(min_count=2, numeric_also_dense=True), root / "proc_both")
     return {
         "root": root, "raw": raw, "lines": raw.read_text().splitlines(),
         "fmap": bucket, "fmap_dense": dense,
@@ -121,7 +122,7 @@ def read_probs(path: Path) -> np.ndarray:
 # ------------------------------------------------------------------ encoding = preprocessing
 
 
-@pytest.mark.parametrize("processed", ["proc", "proc_dense"])
+@pytest.mark.parametrize("processed", ["proc", "proc_dense", "proc_both"])
 def test_encoding_the_training_log_reproduces_every_preprocessed_row(world, processed, tmp_path):
     proc = world["root"] / processed
     fmap = FeatureMap.load(proc / "feature_map.json")
@@ -131,7 +132,8 @@ def test_encoding_the_training_log_reproduces_every_preprocessed_row(world, proc
     want_cat, want_dense = preprocessed_rows(proc, fmap, lines.tolist(), lines.tolist())
     np.testing.assert_array_equal(cat, want_cat)  # ids identical to the training splits
     np.testing.assert_array_equal(dense, want_dense)  # dense floats bit-identical
-    assert dense.shape[1] == (13 if processed == "proc_dense" else 0)
+    assert dense.shape[1] == (0 if processed == "proc" else 13)
+    assert cat.shape[1] == (26 if processed == "proc_dense" else 39)  # proc_both: buckets and dense copies
 
 
 def test_schema_csv_with_strings_and_float_numerics_reproduces_preprocessing(tmp_path):

@@ -134,7 +134,8 @@ def test_fit_learns_and_restores_the_best_epoch(data, tmp_path):
     assert res.epochs_run == 4 and len(res.history) == 4
     assert [(s.done, s.total, s.kind) for s in seen] == [(e, 4, "epochs") for e in (1, 2, 3, 4)]
     assert f"valid AUC {res.history[-1]['valid_auc']:.4f}" in seen[-1].message
-    best = max(res.history, key=lambda h: h["valid_auc"])
+    assert p.monitor == "auc_minus_logloss"  # the default: the kept epoch maximises AUC − LogLoss
+    best = max(res.history, key=lambda h: h["valid_auc"] - h["valid_logloss"])
     assert res.best_epoch == best["epoch"] and res.best_valid_auc == best["valid_auc"]
     assert res.best_valid_auc > 0.70  # planted signal (oracle ~0.85); a broken loop stays ~0.5
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]

@@ -68,6 +68,16 @@ class FeatureMap:
         return [f for f in self.fields if f.type == "dense"]
 
     @property
+    def dense_copies(self) -> list[tuple[str, str]]:
+        """``(name, source)`` of every dense copy of a numeric field (``preprocess.numeric_also_dense``)."""
+        return [(f.name, f.stats["source"]) for f in self.dense_fields if f.stats.get("source")]
+
+    @property
+    def source_fields(self) -> list[FieldInfo]:
+        """The fields that are columns of the raw input (all but the dense copies), in order."""
+        return [f for f in self.fields if not (f.type == "dense" and f.stats.get("source"))]
+
+    @property
     def num_fields(self) -> int:
         return len(self.fields)
 

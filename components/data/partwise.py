@@ -72,10 +72,14 @@ from components.data.split import (
     time_split_expr,
 )
 from components.data.vocab import (
+    DENSE_COPY_KIND,
+    DENSE_COPY_SUFFIX,
     VOCAB_DIR,
     DenseStats,
     Vocabulary,
     count_values,
+    dense_copies,
+    dense_copy_expr,
     dense_partials,
     encode_frame,
     hex8_expr,
@@ -240,14 +244,12 @@ def count_partition(work: str | Path, k: int, table: SourceTable | None = None) 
     train = _train_rows(job, k, summary, plan)
     if train is None:
         return {**summary, "counted": False}
-    dense = job.params.numeric == "dense"
     min_counts = _min_counts(summary["fields"], job.params)
     cdir = udir / "counts"
     cdir.mkdir(exist_ok=True)
     for name, counts in count_values(train, list(min_counts)).items():
         counts.write_parquet(cdir / f"{name}.parquet", statistics=False)
-    numeric = [n for n, kind in summary["fields"] if kind == "numeric"]
-    _write_json(udir / COUNTED_FILE, {"dense": dense_partials(train, numeric) if dense else {}})
+    _write_json(udir / COUNTED_FILE, {"dense": dense_partials(train, _dense_fields(summary["fields"], job.params))})
     return {**summary, "counted": True}
 
 
@@ -289,6 +291,8 @@ def _stage_unit(job: Job, k: int, table: SourceTable) -> None:
             cols.append(pl.col(f"__hex_{f.name}").alias(f.name))
         else:
             cols.append(pl.col(f.name))
+    copies = dense_copies(table.fields, params.dense_copies)
+    cols += [dense_copy_expr(name, source) for name, source in copies]
     if hexes:
         bad = [pl.col(c).is_not_null() & pl.col(f"__hex_{c}").is_null() for c in sorted(hexes)]
         cols.append(pl.any_horizontal(bad).alias(_BAD_HEX))
@@ -314,7 +318,8 @@ def _stage_unit(job: Job, k: int, table: SourceTable) -> None:
          .write_parquet(udir / "times.parquet", statistics=False))
     shutil.rmtree(udir / "raw", ignore_errors=True)
     _write_json(udir / STAGED_FILE, {
-        "rows": int(rows), "format": table.format, "fields": [[f.name, f.kind] for f in table.fields],
+        "rows": int(rows), "format": table.format,
+        "fields": [[f.name, f.kind] for f in table.fields] + [[name, DENSE_COPY_KIND] for name, _ in copies],
         "time_column": table.time_column, "hex8": sorted(hexes),
     })
 
@@ -338,10 +343,17 @@ def _raise_bad_hex(lf: pl.LazyFrame, categorical: list[str], file: str, line: in
 
 
 def _min_counts(fields: list, params: PreprocessParams) -> dict[str, int]:
-    """Field → min_count of every field that gets a vocabulary (all but dense numerics)."""
-    dense = params.numeric == "dense"
+    """Field → min_count of every field that gets a vocabulary (all but the dense ones)."""
+    dense = set(_dense_fields(fields, params))
     return {name: params.min_count if kind == "categorical" else params.numeric_min_count
-            for name, kind in fields if kind == "categorical" or not dense}
+            for name, kind in fields if name not in dense}
+
+
+def _dense_fields(fields: list, params: PreprocessParams) -> list[str]:
+    """The dense fields of a stage summary's ``[name, kind]`` list: the numeric ones under
+    ``numeric: dense``, the dense copies (``numeric_also_dense``) otherwise."""
+    return [name for name, kind in fields
+            if kind == DENSE_COPY_KIND or (kind == "numeric" and params.numeric == "dense")]
 
 
 def _train_rows(job: Job, k: int, summary: dict, plan: dict | None) -> pl.LazyFrame | None:
@@ -447,11 +459,11 @@ def merge_counts(work: str | Path) -> dict:
                   .agg(pl.col("count").sum()).collect(engine="streaming"))
         vocabs[name] = vocab_from_counts(name, counts, min_count, hex8=name in hexes)
     dense_stats = {}
-    if job.params.numeric == "dense":
-        for f in fields:
-            if f.kind == "numeric":
-                s = merge_dense_partials(f.name, [c["dense"][f.name] for c in counted])
-                dense_stats[f.name] = DenseStats(f.name, _round_sig(s.mean), _round_sig(s.std), s.train_missing_rows)
+    sources = {f"{n}{DENSE_COPY_SUFFIX}": n for n, kind in first["fields"] if kind == "numeric"}
+    for name in _dense_fields(first["fields"], job.params):
+        s = merge_dense_partials(name, [c["dense"][name] for c in counted])
+        dense_stats[name] = DenseStats(name, _round_sig(s.mean), _round_sig(s.std), s.train_missing_rows,
+                                       sources.get(name))
     staged_schema = pl.scan_ipc(job.unit_dir(0) / STAGE_FILE).collect_schema()
     vocabs, embedding = apply_remedies(vocabs, {f.name for f in fields if f.kind == "categorical"},
                                        job.params, staged_schema)

@@ -58,7 +58,7 @@ from components.data.errors import DataFormatError
 from components.data.feature_map import FeatureMap, FieldInfo
 from components.data.formats.base import LABEL, FieldSpec, SourceTable
 from components.data.hashing import HashedField
-from components.data.vocab import DenseStats, Vocabulary
+from components.data.vocab import DENSE_COPY_KIND, DenseStats, Vocabulary
 
 PREPROCESS_VERSION = 1  # bump when an algorithm change alters outputs: invalidates caches
 ROW_GROUP_ROWS = 65_536  # rows per Parquet row group of the encoded splits (streaming loader unit)
@@ -78,7 +78,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     # from params.preprocess); they are recorded here so the cache key covers them.
     "dagfm": {
         "criteo": dict(split="random", split_ratios=_RATIOS_811, seed=2022, min_count=8,
-                       numeric="log2_bucket_dagfm", numeric_min_count=1),
+                       numeric="log2_bucket_dagfm", numeric_min_count=1, numeric_also_dense=False),
         "avazu": dict(split="random", split_ratios=_RATIOS_811, seed=2022, min_count=5,
                       numeric_min_count=5),
         "movielens": dict(split="random", split_ratios=_RATIOS_811, seed=2022, min_count=1,
@@ -90,7 +90,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     # FuxiCTR fills missing ints with 0 before bucketing; we keep them apart as the missing id.
     "bars_x4_001": {
         "criteo": dict(split="random", split_ratios=_RATIOS_811, min_count=10,
-                       numeric="log2_bucket", numeric_min_count=10),
+                       numeric="log2_bucket", numeric_min_count=10, numeric_also_dense=False),
         "avazu": dict(split="random", split_ratios=_RATIOS_811, min_count=2, numeric_min_count=2),
     },
 }
@@ -125,6 +125,8 @@ def params_record(params: PreprocessParams) -> dict:
         skip |= {"hash_buckets"}
     if params.embedding_budget_mb is None:
         skip |= {"embedding_budget_mb", "budget_embedding_dim"}
+    if not params.dense_copies:  # likewise the dense copies of the numeric fields
+        skip |= {"numeric_also_dense"}
     return params.model_dump(mode="json", exclude=skip)
 
 
@@ -286,7 +288,8 @@ def _field_encoders(
                                    stats=stats))
         else:
             v = dense_stats[f.name]
-            infos.append(FieldInfo(name=f.name, type="dense", source_kind=f.kind, vocab_size=0,
+            kind = "numeric" if f.kind == DENSE_COPY_KIND else f.kind  # a dense copy is made from a numeric field
+            infos.append(FieldInfo(name=f.name, type="dense", source_kind=kind, vocab_size=0,
                                    oov_id=None, missing_id=None, stats=v.as_dict()))
         encoders.append(v)
     return infos, encoders, output_schema(infos)

@@ -23,6 +23,11 @@ Numeric transforms (applied before vocab fitting, on every split alike):
 - ``dense``: sign(v)·ln(1 + |v|), then standardised with the train mean and population std
   (ddof = 0; std 0 → 1) and nulls set to 0 after standardising (i.e. imputed with the train mean).
 
+``numeric_also_dense`` (with a bucket mode): every numeric field keeps its bucket (a categorical
+field, which carries "missing" as its own id) and also gets a dense copy ``<name>_dense`` computed
+from the same raw value the ``dense`` way (:func:`dense_copies`); the copy's feature-map stats name
+its ``source``. The dense copies come after the source fields.
+
 Bucketed values are Int64 (fractional inputs ≤ 2 are truncated toward zero, like Python ``int``).
 """
 
@@ -70,6 +75,35 @@ def numeric_transform_expr(name: str, mode: NumericMode) -> pl.Expr:
     if mode == "dense":
         return signed_log1p_expr(col).alias(name)
     raise ValueError(f"unknown numeric mode {mode!r}; expected log2_bucket, log2_bucket_dagfm or dense")
+
+
+DENSE_COPY_SUFFIX = "_dense"
+DENSE_COPY_KIND = "numeric_dense"  # the kind a dense copy has in a stage summary's field list
+
+
+def dense_copies(fields, also_dense: bool) -> list[tuple[str, str]]:
+    """``(copy name, source name)`` of every numeric field's dense copy (none unless ``also_dense``).
+
+    ``fields``: objects with ``name`` and ``kind`` (source order). Raises ValueError when a copy's
+    name is already a field of the source.
+    """
+    if not also_dense:
+        return []
+    names = {f.name for f in fields}
+    out = []
+    for f in fields:
+        if f.kind == "numeric":
+            copy = f"{f.name}{DENSE_COPY_SUFFIX}"
+            if copy in names:
+                raise ValueError(f"preprocess.numeric_also_dense: the dense copy of {f.name!r} would be named "
+                                 f"{copy!r}, which is already a field of the source")
+            out.append((copy, f.name))
+    return out
+
+
+def dense_copy_expr(name: str, source: str) -> pl.Expr:
+    """The dense copy ``name`` of numeric column ``source``: its signed log1p (standardised at encoding)."""
+    return signed_log1p_expr(pl.col(source)).alias(name)
 
 
 def hex8_expr(v: pl.Expr) -> pl.Expr:
@@ -219,6 +253,7 @@ class DenseStats:
     mean: float
     std: float
     train_missing_rows: int
+    source: str | None = None  # a dense copy (``numeric_also_dense``): the numeric field it is made from
 
     def encode_expr(self) -> pl.Expr:
         """Float32 standardised column: (x − mean) / std, null → 0."""
@@ -226,7 +261,10 @@ class DenseStats:
         return ((x - self.mean) / self.std).fill_null(0.0).cast(pl.Float32).alias(self.field)
 
     def as_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "train_missing_rows": self.train_missing_rows}
+        out = {"mean": self.mean, "std": self.std, "train_missing_rows": self.train_missing_rows}
+        if self.source is not None:
+            out["source"] = self.source
+        return out
 
 
 def fit_dense_stats(train: pl.LazyFrame, fields: list[str]) -> dict[str, DenseStats]:

@@ -16,8 +16,13 @@ Layout
 Init (``init``):
 - ``"normal"`` (default, FuxiCTR): categorical rows ~ N(0, ``std``²), std = 1e-4 by default.
 - ``"xavier"``: each field's table [vocab_i, d] Xavier-normal, std = √(2 / (vocab_i + d)).
-Dense-field weights are Xavier-normal as an ``nn.Linear(1, d)`` (std √(2/(1+d))) in both modes,
-which is what FuxiCTR's generic Linear init gives them.
+Dense-field weights (and their first-order weights) follow the same rule as a categorical row:
+N(0, ``std``²) under ``"normal"``; under ``"xavier"`` an ``nn.Linear(1, d)``'s Xavier-normal
+(std √(2/(1+d)); first order std 1). A dense value is standardised (mean 0, std 1), so a dense
+vector x·w is then as large as a categorical one. Measured on Criteo 117k with dense numerics
+(seed 2024): the Xavier scale (the default before 2026-12-06) made the 13 dense vectors dominate
+the FM sum and the 13 first-order terms start the logit at std ≈ 3.6 — LR 0.7477 / DeepFM 0.7224
+test AUC, against 0.7534 / 0.7541 with ``std``.
 
 Every lookup checks ids against the vocabulary (an out-of-range id would silently read the next
 field's rows with a shared table) and raises ValueError naming the field. The serving form of a
@@ -108,7 +113,7 @@ class FeatureEmbedding(nn.Module):
                             torch.repeat_interleave(row_std, sizes).unsqueeze(1)
                         )
             if embed_dense and self.num_dense:
-                dense_std = math.sqrt(2.0 / (1 + embedding_dim))
+                dense_std = std if init == "normal" else math.sqrt(2.0 / (1 + embedding_dim))
                 self.dense_weight = nn.Parameter(
                     torch.randn(self.num_dense, embedding_dim) * dense_std
                 )
@@ -128,8 +133,8 @@ class FeatureEmbedding(nn.Module):
                         )
             if self.num_dense:
                 self.first_order_dense = nn.Parameter(
-                    torch.randn(self.num_dense)
-                )  # Linear(1,1) Xavier: std 1
+                    torch.randn(self.num_dense) * (std if init == "normal" else 1.0)
+                )  # xavier: as a Linear(1, 1), std 1
 
     def _check(self, categorical: torch.Tensor, dense: torch.Tensor) -> None:
         if categorical.dim() != 2 or categorical.shape[1] != self.num_categorical:

@@ -195,7 +195,7 @@ def _check_fields(table, fmap: FeatureMap) -> None:
     if table.format != fmap.format:
         raise Incomparable(f"the partitions read as {table.format!r}, the feature map records {fmap.format!r}")
     have = [(f.name, f.kind) for f in table.fields]
-    want = [(f.name, f.source_kind) for f in fmap.fields]
+    want = [(f.name, f.source_kind) for f in fmap.source_fields]
     if have != want:
         raise Incomparable(f"the partitions read with fields {have}, not the feature map's {want}")
 

@@ -11,6 +11,7 @@ functions, so a raw line encodes to exactly the ids and floats its preprocessed 
 - numeric fields: :func:`~components.data.vocab.numeric_transform_expr` under the feature map's
   recorded ``numeric`` mode, then the field's vocabulary (bucketised) or
   :meth:`~components.data.vocab.DenseStats.encode_expr` with the recorded train mean/std (dense);
+  a dense copy (``numeric_also_dense``) from its source field's raw value, standardised the same way;
 - Criteo-style 8-hex-digit categorical values (:data:`~components.data.preprocess.HEX8_FORMATS`)
   are parsed to UInt32 by :func:`~components.data.vocab.hex8_expr`, as are the saved vocabularies'
   hex strings, so upper/lower case match as in training; a value that is not 8 hex digits raises
@@ -45,6 +46,7 @@ from components.data.vocab import (
     VOCAB_DIR,
     DenseStats,
     Vocabulary,
+    dense_copy_expr,
     hex8_expr,
     load_vocabulary,
     numeric_transform_expr,
@@ -108,7 +110,7 @@ class RawEncoder:
                 f"{fmap.format!r} ({self.source / FEATURE_MAP_FILE}); pass the matching format"
             )
         have = {f.name: f.kind for f in table.fields}
-        want = {f.name: f.source_kind for f in fmap.fields}
+        want = {f.name: f.source_kind for f in fmap.source_fields}
         missing = [n for n in want if n not in have]
         extra = [n for n in have if n not in want]
         kinds = [f"{n}: {have[n]} here, {k} in training" for n, k in want.items() if n in have and have[n] != k]
@@ -129,6 +131,7 @@ class RawEncoder:
                 out.append(hex8_expr(pl.col(f.name)).alias(f.name))
             else:
                 out.append(pl.col(f.name))
+        out += [dense_copy_expr(name, source) for name, source in self.feature_map.dense_copies]
         return out
 
     def encode_exprs(self) -> list[pl.Expr]:
@@ -185,7 +188,8 @@ def load_encoder(directory: str | Path) -> RawEncoder:
     for f in fmap.fields:
         if f.type == "dense":
             s = f.stats
-            dense[f.name] = DenseStats(f.name, float(s["mean"]), float(s["std"]), int(s.get("train_missing_rows", 0)))
+            dense[f.name] = DenseStats(f.name, float(s["mean"]), float(s["std"]), int(s.get("train_missing_rows", 0)),
+                                       s.get("source"))
             continue
         if "hash_buckets" in f.stats:  # a hashed field: no vocabulary file (components/data/hashing.py)
             hashed = HashedField(f.name, int(f.stats["hash_buckets"]), f.stats["hash"], dict(f.stats))

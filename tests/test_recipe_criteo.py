@@ -2,9 +2,10 @@
 
 One train_teacher run with params.yaml's defaults (DCNv2, batch auto, no BatchNorm) also fits the
 gate's LR and scores the constant predictor on the same split, so the three are compared as a user
-would see them. Measured (seed 2024, 2 threads): DCNv2 valid AUC 0.7605, LogLoss 0.4879; LR 0.7628 /
-0.4849; constant LogLoss 0.568. The recipe this replaced (batch 4096, BatchNorm) scored 0.7375 valid
-AUC with a LogLoss of 0.55 (benchmarks/results/quality.md of 2026-11-23): these bounds fail on it.
+would see them. Measured (seed 2024, 2 threads, with the integers' dense copies of
+``preprocess.numeric_also_dense``): DCNv2 valid AUC 0.7655, LogLoss 0.4844; LR 0.7657 / 0.4827;
+constant LogLoss 0.574 (bucket-only, before: DCNv2 0.7605, LR 0.7628). The recipe of 2026-11-23
+(batch 4096, BatchNorm) scored 0.7375 valid AUC with a LogLoss of 0.55: these bounds fail on it.
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ def test_default_dcnv2_on_criteo_117k_reaches_lr_and_beats_the_constant(criteo_r
     m = criteo_run
     lr, const = m["baselines"]["lr"], m["baselines"]["constant"]
     assert m["model"] == "dcnv2" and m["batch_size"] == 512  # auto: 93,820 training rows
-    # far above the replaced recipe (valid AUC 0.7375) and calibrated: LogLoss well below the constant's
-    assert m["valid"]["auc"] > 0.755 and m["test"]["auc"] > 0.745
-    assert m["valid"]["logloss"] < const["valid"]["logloss"] - 0.06
-    # within reach of a well-trained LR (the deep models peak in their first epoch on 94k rows;
-    # beating LR here is issue 11's open target, the gate reports it)
-    assert m["valid"]["auc"] >= lr["valid"]["auc"] - 0.006
-    assert lr["valid"]["auc"] > 0.755 and lr["epochs"] > 3  # the gate's LR is trained, not a strawman
+    # far above the replaced recipe (valid AUC 0.7375) and above the bucket-only one (0.7605);
+    # calibrated: LogLoss well below the constant's
+    assert m["valid"]["auc"] > 0.762 and m["test"]["auc"] > 0.750
+    assert m["valid"]["logloss"] < const["valid"]["logloss"] - 0.08
+    # level with a well-trained LR (the deep models peak in their first epoch on 94k rows; clearing
+    # LR here by a margin is issue 11's open target, the gate reports it)
+    assert m["valid"]["auc"] >= lr["valid"]["auc"] - 0.003
+    assert lr["valid"]["auc"] > 0.762 and lr["epochs"] > 3  # the gate's LR is trained, not a strawman

@@ -82,6 +82,38 @@ def test_dense_weights_start_at_the_categorical_rows_scale_under_the_normal_init
     assert 0.85 < float(xavier.first_order_dense.std()) < 1.15
 
 
+def _with_copies(fm: FeatureMap, sources: dict[str, str]) -> FeatureMap:
+    """``fm`` with dense fields turned into dense copies of the named categorical fields."""
+    from dataclasses import replace
+
+    fields = tuple(replace(f, stats={"source": sources[f.name]}) if f.name in sources else f for f in fm.fields)
+    return replace(fm, fields=fields)
+
+
+def test_dense_copies_fold_into_their_bucket_fields_vector_and_first_order_term():
+    # d0 is the dense copy of c2, d1 a dense field of its own
+    fm = _with_copies(FeatureMap.toy([3, 5, 4], dense=2), {"d0": "c2"})
+    emb = FeatureEmbedding(fm, 4, first_order=True).double()
+    with torch.no_grad():
+        for p in (emb.table.weight, emb.dense_weight, emb.first_order_table.weight, emb.first_order_dense):
+            p.normal_()
+    assert emb.num_fields == 4 and emb.field_names == ["c0", "c1", "c2", "d1"]
+    cat = torch.tensor([[0, 4, 1], [2, 0, 3]])
+    dense = torch.tensor([[1.5, -2.0], [0.5, 3.0]], dtype=DT)
+    out = emb(cat, dense)
+    assert out.vectors.shape == (2, 4, 4) and out.linear.shape == (2, 4)
+    w, w1 = emb.table.weight, emb.first_order_table.weight[:, 0]
+    for b in range(2):
+        torch.testing.assert_close(out.vectors[b, 0], w[cat[b, 0]])  # untouched fields
+        torch.testing.assert_close(out.vectors[b, 2], w[8 + cat[b, 2]] + dense[b, 0] * emb.dense_weight[0])
+        torch.testing.assert_close(out.vectors[b, 3], dense[b, 1] * emb.dense_weight[1])
+        torch.testing.assert_close(out.linear[b, 2], w1[8 + cat[b, 2]] + dense[b, 0] * emb.first_order_dense[0])
+        torch.testing.assert_close(out.linear[b, 3], dense[b, 1] * emb.first_order_dense[1])
+    # a model sees the folded fields: DCNv2's input is 4 fields × d, not 5
+    model = build_model("dcnv2", fm, embedding_dim=4, hidden_units=[8], num_cross_layers=1)
+    assert model.num_fields == 4 and model(cat, dense.float()).shape == (2,)
+
+
 def test_embedding_rejects_out_of_range_id_naming_the_field():
     emb = FeatureEmbedding(FeatureMap.toy([3, 5]), 4)
     with pytest.raises(ValueError, match=r"field 'c0' \(column 0\): id 3 at batch row 1"):

@@ -189,6 +189,21 @@ def test_dense_numerics_model_scores_raw_lines_like_its_preprocessed_rows(world,
     np.testing.assert_array_equal(read_probs(out), want)
 
 
+def test_a_model_with_folded_dense_copies_scores_raw_lines_like_its_preprocessed_rows(world, tmp_path):
+    proc = world["root"] / "proc_both"
+    fmap = FeatureMap.load(proc / "feature_map.json")
+    ckpt = save_random_model(tmp_path / "dcnv2", fmap, "dcnv2", hidden_units=[8], num_cross_layers=2)
+    out = tmp_path / "all.pred"
+    assert predict_file(ckpt, world["raw"], out, processed_dir=proc, batch_rows=ROWS) == ROWS
+    lines = list(range(1, ROWS + 1))
+    cat, dense = preprocessed_rows(proc, fmap, lines, lines)
+    assert dense.shape[1] == 13 and float(np.abs(dense).max()) > 0.5  # the copies carry values
+    want = model_probabilities(ckpt, fmap, cat, dense)
+    np.testing.assert_array_equal(read_probs(out), want)
+    # the copies reach the score: zeroing them changes it
+    assert not np.allclose(model_probabilities(ckpt, fmap, cat, np.zeros_like(dense)), want)
+
+
 def test_output_order_and_count_do_not_depend_on_batching(world, tmp_path):
     one, small = tmp_path / "one.pred", tmp_path / "small.pred"
     kw = {"processed_dir": world["root"] / "proc"}
@@ -277,6 +292,8 @@ def test_reader_params_keep_every_rating_line():
     ("kd_dagfm_plus", {"depth": 2, "hidden_units": [8]}, "proc"),
     ("fsdnet", {"num_layers": 2, "hidden_dim": 8}, "proc"),
     ("dlrm", {"bottom_units": [8, 4], "top_units": [8]}, "proc_dense"),
+    ("dcnv2", {"hidden_units": [8], "num_cross_layers": 2}, "proc_both"),  # dense copies folded in
+    ("dagfm", {"interaction_type": "outer", "depth": 2}, "proc_both"),
 ])  # fmt: skip
 def test_onnx_export_matches_pytorch_on_the_test_split(world, tmp_path, name, hparams, processed):
     proc = world["root"] / processed

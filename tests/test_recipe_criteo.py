@@ -3,8 +3,9 @@
 One train_teacher run with params.yaml's defaults (DCNv2, batch auto, no BatchNorm) also fits the
 gate's LR and scores the constant predictor on the same split, so the three are compared as a user
 would see them. Measured (seed 2024, 2 threads, with the integers' dense copies of
-``preprocess.numeric_also_dense``): DCNv2 valid AUC 0.7655, LogLoss 0.4844; LR 0.7657 / 0.4827;
-constant LogLoss 0.574 (bucket-only, before: DCNv2 0.7605, LR 0.7628). The recipe of 2026-11-23
+``preprocess.numeric_also_dense`` folded into their buckets' fields): DCNv2 valid AUC 0.7642, LogLoss
+0.4853; LR 0.7657 / 0.4827; constant LogLoss 0.574 (bucket-only, before: DCNv2 0.7605, LR 0.7628;
+seeds 2025 / 2026 put DCNv2 at −0.0003 / +0.0010 from LR: quality.md). The recipe of 2026-11-23
 (batch 4096, BatchNorm) scored 0.7375 valid AUC with a LogLoss of 0.55: these bounds fail on it.
 """
 

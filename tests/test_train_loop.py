@@ -323,6 +323,23 @@ def test_resume_refuses_a_different_configuration_and_resume_false_restarts(data
     assert res.history[0]["lr"] == 0.5
 
 
+def test_a_state_written_by_other_model_code_is_not_resumed(data, tmp_path):
+    """Same settings and data, other layer shapes (e.g. a model changed by an upgrade): the stage
+    trains afresh instead of failing to load the state."""
+    from components.train.loop import resume_state_matches
+
+    d, fmap = data
+    p = params(max_epochs=1)
+    hp = {"embedding_dim": p.embedding_dim}
+    fit(build(p, fmap), *loaders(d, fmap), p, tmp_path, log=quiet)
+    assert resume_state_matches(tmp_path, p, build(p, fmap), hp) is True
+    changed = build(p, fmap)
+    changed.extra = torch.nn.Linear(3, 2)  # stands for a layer whose shape changed
+    assert resume_state_matches(tmp_path, p, changed, hp) is False
+    with pytest.raises(ValueError, match=r"differs in: parameters"):
+        fit(changed, *loaders(d, fmap), p, tmp_path, log=quiet)
+
+
 # ---------------------------------------------------------------- optimizer, regularisation, clipping
 
 

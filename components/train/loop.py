@@ -34,6 +34,7 @@ penalties (``model.l2_penalty``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -438,11 +439,27 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def _fingerprint(
-    params: TrainParams, model_name: str, hparams: dict, fm_hash: str, world: int
+    params: TrainParams, model_name: str, hparams: dict, fm_hash: str, world: int, model: nn.Module
 ) -> dict:
     d = params.model_dump(include=set(TRAJECTORY_KEYS))
-    d.update(model=model_name, hparams=hparams, feature_map_hash=fm_hash, world_size=world)
+    d.update(model=model_name, hparams=hparams, feature_map_hash=fm_hash, world_size=world,
+             parameters=_shapes_digest(model))
     return json_safe(d)
+
+
+def _shapes_digest(model: nn.Module) -> str:
+    """Digest of the model's parameter names and shapes: a state written by another version of the
+    model code (same settings and data, other layer sizes) is not a state to resume."""
+    shapes = [[name, list(p.shape)] for name, p in _unwrap(model).state_dict().items()]
+    return hashlib.sha256(json.dumps(shapes).encode()).hexdigest()[:16]
+
+
+def _stored_fingerprint(out_dir: str | Path) -> dict | None:
+    """The fingerprint a resume state in ``out_dir`` recorded (None when unreadable)."""
+    try:
+        return json.loads((Path(out_dir) / STATE_META).read_text()).get("scalars", {}).get("fingerprint")
+    except (OSError, ValueError):
+        return None
 
 
 def resume_state_matches(out_dir: str | Path, params: TrainParams, model: nn.Module,
@@ -456,7 +473,8 @@ def resume_state_matches(out_dir: str | Path, params: TrainParams, model: nn.Mod
         return None
     core = _unwrap(model)
     fm_hash = feature_map_hash(core.feature_map) if hasattr(core, "feature_map") else ""
-    want = _fingerprint(params, getattr(core, "model_name", params.model), json_safe(hparams), fm_hash, world_size)
+    want = _fingerprint(params, getattr(core, "model_name", params.model), json_safe(hparams), fm_hash, world_size,
+                        core)
     try:
         stored = json.loads(meta.read_text()).get("scalars", {}).get("fingerprint")
     except (OSError, ValueError):
@@ -522,7 +540,7 @@ def fit(
         else {"embedding_dim": params.embedding_dim, **params.model_params}
     )
     fm_hash = feature_map_hash(core.feature_map) if hasattr(core, "feature_map") else ""
-    fingerprint = _fingerprint(params, model_name, hp, fm_hash, coll.world_size)
+    fingerprint = _fingerprint(params, model_name, hp, fm_hash, coll.world_size, core)
 
     epoch, lr, bad_epochs = 0, params.lr, 0
     best_auc, best_logloss, best_epoch, best_eval = -math.inf, math.nan, 0, 0
@@ -530,17 +548,20 @@ def fit(
     resuming = resume and has_train_state(out_dir)
     coll.barrier()  # every rank decides before rank 0 may clear the state
     if resuming:
-        scalars = load_train_state(out_dir, model=core, optimizer=optimizer)
-        if scalars["fingerprint"] != fingerprint:
+        # the recorded fingerprint is checked before any tensor is loaded: a state of other shapes
+        # must be named as another configuration, not fail inside load_state_dict
+        stored = _stored_fingerprint(out_dir)
+        if stored != fingerprint:
             diff = sorted(
                 k
-                for k in set(fingerprint) | set(scalars["fingerprint"])
-                if fingerprint.get(k) != scalars["fingerprint"].get(k)
+                for k in set(fingerprint) | set(stored or {})
+                if fingerprint.get(k) != (stored or {}).get(k)
             )
             raise ValueError(
                 f"{out_dir / STATE_META}: resume state was written by a different configuration "
                 f"(differs in: {', '.join(diff)}); train with resume=False or another out_dir"
             )
+        scalars = load_train_state(out_dir, model=core, optimizer=optimizer)
         epoch, lr, bad_epochs = scalars["epoch"], scalars["lr"], scalars["bad_epochs"]
         best_auc, best_logloss, best_epoch = (
             scalars["best_auc"],

@@ -135,6 +135,25 @@ def test_first_run_promotes_a_better_challenger_promotes_a_worse_one_is_refused(
     assert [e["action"] for e in history] == ["promoted", "promoted", "refused"]
 
 
+def test_a_champion_this_version_cannot_load_is_incomparable_not_a_crash(world):
+    """A registry version written by an older ctrflow whose weights no longer fit the model this code
+    builds (e.g. a layer's shape changed): promote.on_incomparable decides, the stage does not fail."""
+    from components.stages import promote_stage
+
+    promote_stage(_params(world, candidate="teacher"))
+    meta_path = world / "models/registry/v0001/model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["hparams"]["num_cross_layers"] = 3  # the stored weights have 2 cross layers
+    meta_path.write_text(json.dumps(meta))
+    refused = promote_stage(_params(world))
+    d = refused.details
+    assert d["decision"] == "refused" and "cannot load the champion" in d["reason"]
+    assert "on_incomparable: refuse" in d["reason"] and Registry(world / "models/registry").production() == "v0001"
+    promoted = promote_stage(_params(world, on_incomparable="promote"))
+    assert promoted.details["decision"] == "promoted" and "could not be compared" in promoted.details["reason"]
+    assert Registry(world / "models/registry").production() == "v0002"
+
+
 def test_a_failed_gate_keeps_the_champion_serving(world):
     from components.registry.rows import score_processed
     from components.stages import promote_stage

@@ -36,8 +36,9 @@ over partitions:
 - ``split: time``: every partition is read and the time cut-offs are computed over all their rows.
 
 When neither is possible (the input changed or is gone, a split rule this module cannot replay,
-the champion was trained on another raw format or field set) :class:`Incomparable` is raised with
-the reason; the promotion rule then decides (``promote.on_incomparable``).
+the champion was trained on another raw format or field set, or its weights no longer fit the model
+this version of ctrflow builds for its feature map) :class:`Incomparable` is raised with the reason;
+the promotion rule then decides (``promote.on_incomparable``).
 """
 
 from __future__ import annotations
@@ -90,13 +91,23 @@ def test_split(processed: str | Path) -> tuple[FeatureMap, Path]:
     return fmap, processed / info["path"]
 
 
-def score_processed(model_dir: str | Path, processed: str | Path) -> Scored:
-    """A checkpoint trained on ``processed``'s feature map, scored on its test split (file order)."""
+def _load_champion(model_dir: str | Path, fmap: FeatureMap):
+    """The champion's model, or :class:`Incomparable` when its weights no longer fit the model this
+    code builds for its feature map (a registry version written by an older ctrflow)."""
+    try:
+        return load_model(model_dir, fmap)[0]
+    except ValueError as e:
+        raise Incomparable(f"this version of ctrflow cannot load the champion: {e}") from e
+
+
+def score_processed(model_dir: str | Path, processed: str | Path, *, champion: bool = False) -> Scored:
+    """A checkpoint trained on ``processed``'s feature map, scored on its test split (file order).
+    ``champion``: a load failure is :class:`Incomparable` (see :func:`_load_champion`)."""
     from components.data.loader import BatchLoader
     from components.train.loop import predict
 
     fmap, path = test_split(processed)
-    model, _ = load_model(model_dir, fmap)
+    model = _load_champion(model_dir, fmap) if champion else load_model(model_dir, fmap)[0]
     # streamed: one pass in file order, memory bounded by a few row groups whatever the split's size
     # (in memory, the Kaggle-size promotion peaked at 4.2 GB); the same batches, so the same logits
     loader = BatchLoader(path, fmap, SCORE_BATCH, shuffle=False, in_memory=False)
@@ -264,7 +275,7 @@ def score_raw_rows(export_dir: str | Path, params, challenger_fmap: FeatureMap) 
     except ValueError as e:
         raise Incomparable(f"the champion reads other fields: {e}") from e
     truth = table.lazy.select(pl.col(LINE_COLUMN), pl.col(LABEL).cast(pl.Float64)).collect()
-    model, _ = load_model(export_dir, encoder.feature_map)
+    model = _load_champion(export_dir, encoder.feature_map)
     parts, lines = [], []
     with tempfile.TemporaryDirectory(prefix="ctrflow-promote-") as work:
         for batch in iter_encoded(table, encoder, work):
@@ -287,7 +298,8 @@ def score_champion(champion_dir: str | Path, params, processed: str | Path) -> S
     fmap, _ = test_split(processed)
     champ_map = FeatureMap.load(champion_dir / FEATURE_MAP_FILE)
     if feature_map_hash(champ_map) == feature_map_hash(fmap):
-        scored = dataclasses.replace(score_processed(champion_dir, processed), method="same_feature_map")
+        scored = dataclasses.replace(score_processed(champion_dir, processed, champion=True),
+                                     method="same_feature_map")
     else:
         scored = score_raw_rows(champion_dir, params, fmap)
     labels = processed_test_labels(processed)

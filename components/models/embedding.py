@@ -102,9 +102,9 @@ class FeatureEmbedding(nn.Module):
         # a numeric field's dense copy (preprocess.numeric_also_dense) is folded into its bucket's field:
         # that field's vector is emb[bucket] + x·w (and its first-order term w1[bucket] + x·w1), so the
         # copies add no field to E; the other dense fields stay fields of their own (module docstring)
-        copies = dict(feature_map.dense_copies) if embed_dense else {}
         cat_pos = {f.name: i for i, f in enumerate(cat)}
-        self.folded = any(n in copies and copies[n] in cat_pos for n in dense_names)
+        copies = {n: src for n, src in feature_map.dense_copies if src in cat_pos} if embed_dense else {}
+        self.folded = bool(copies)
         kept = [j for j, n in enumerate(dense_names) if not (self.folded and n in copies)]
         fold_index = [self.num_dense] * self.num_categorical  # → the zero row: nothing to add
         if self.folded:

@@ -73,7 +73,6 @@ from components.data.split import (
 )
 from components.data.vocab import (
     DENSE_COPY_KIND,
-    DENSE_COPY_SUFFIX,
     VOCAB_DIR,
     DenseStats,
     Vocabulary,
@@ -459,7 +458,7 @@ def merge_counts(work: str | Path) -> dict:
                   .agg(pl.col("count").sum()).collect(engine="streaming"))
         vocabs[name] = vocab_from_counts(name, counts, min_count, hex8=name in hexes)
     dense_stats = {}
-    sources = {f"{n}{DENSE_COPY_SUFFIX}": n for n, kind in first["fields"] if kind == "numeric"}
+    sources = dict(dense_copies([f for f in fields if f.kind != DENSE_COPY_KIND], job.params.dense_copies))
     for name in _dense_fields(first["fields"], job.params):
         s = merge_dense_partials(name, [c["dense"][name] for c in counted])
         dense_stats[name] = DenseStats(name, _round_sig(s.mean), _round_sig(s.std), s.train_missing_rows,

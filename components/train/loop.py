@@ -475,11 +475,7 @@ def resume_state_matches(out_dir: str | Path, params: TrainParams, model: nn.Mod
     fm_hash = feature_map_hash(core.feature_map) if hasattr(core, "feature_map") else ""
     want = _fingerprint(params, getattr(core, "model_name", params.model), json_safe(hparams), fm_hash, world_size,
                         core)
-    try:
-        stored = json.loads(meta.read_text()).get("scalars", {}).get("fingerprint")
-    except (OSError, ValueError):
-        return False
-    return stored == want
+    return _stored_fingerprint(out_dir) == want
 
 
 def json_safe(obj: Any) -> Any:

@@ -7,13 +7,14 @@ Random inputs in double precision; explicit sums are written with Python loops o
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import pytest
 import torch
 
 from components.data.feature_map import FeatureMap
 from components.models import build_model
-from components.models.embedding import FeatureEmbedding
+from components.models.embedding import Embedded, FeatureEmbedding
 from components.models.layers.attention import MultiHeadSelfAttention, PairAttentionPooling
 from components.models.layers.cin import CIN
 from components.models.layers.cross import (
@@ -112,6 +113,62 @@ def test_dense_copies_fold_into_their_bucket_fields_vector_and_first_order_term(
     # a model sees the folded fields: DCNv2's input is 4 fields × d, not 5
     model = build_model("dcnv2", fm, embedding_dim=4, hidden_units=[8], num_cross_layers=1)
     assert model.num_fields == 4 and model(cat, dense.float()).shape == (2,)
+
+
+@pytest.mark.parametrize(
+    "sources, run",
+    [
+        ({"d0": "c1", "d1": "c2"}, (0, 1, 2)),  # copies d0, d1 → c1, c2: the in-place slice form
+        ({"d0": "c2", "d1": "c0"}, None),  # any other layout: the gather form
+    ],
+)
+def test_folded_copies_in_place_form_equals_the_gather_form_values_and_gradients(sources, run):
+    fm = _with_copies(FeatureMap.toy([3, 5, 4], dense=3), sources)
+    emb = FeatureEmbedding(fm, 4, first_order=True).double()
+    assert emb.fold_run == run and emb.field_names == ["c0", "c1", "c2", "d2"]
+    with torch.no_grad():
+        for p in (emb.table.weight, emb.dense_weight, emb.first_order_table.weight, emb.first_order_dense):
+            p.normal_()
+    cat = torch.tensor([[0, 4, 1], [2, 0, 3], [1, 1, 0]])
+    dense = torch.randn(3, 3, dtype=DT)
+    w, w1 = emb.table.weight, emb.first_order_table.weight[:, 0]
+    offsets = torch.tensor([0, 3, 8])
+    expected = w[cat + offsets].clone()
+    linear = w1[cat + offsets].clone()
+    pos = {"c0": 0, "c1": 1, "c2": 2}
+    for j, name in enumerate(["d0", "d1"]):
+        expected[:, pos[sources[name]]] += dense[:, j, None] * emb.dense_weight[j]
+        linear[:, pos[sources[name]]] += dense[:, j] * emb.first_order_dense[j]
+    expected = torch.cat([expected, (dense[:, 2, None] * emb.dense_weight[2])[:, None]], 1)
+    linear = torch.cat([linear, (dense[:, 2] * emb.first_order_dense[2])[:, None]], 1)
+    out = emb(cat, dense)
+    torch.testing.assert_close(out.vectors, expected)
+    torch.testing.assert_close(out.linear, linear)
+
+    def grads(forward):
+        emb.zero_grad()
+        o = forward()
+        ((o.vectors**3).sum() + (o.linear**3).sum()).backward()
+        return [p.grad.clone() for p in emb.parameters()]
+
+    eager = grads(lambda: emb(cat, dense))
+    class Outputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = emb
+
+        def forward(self, c, x):
+            return tuple(self.emb(c, x)[:2])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the id check, run once on valid ids
+        traced = torch.jit.trace(Outputs(), (cat, dense), check_trace=False)
+    along_trace = grads(lambda: Embedded(*traced(cat, dense), dense))  # the export's (gather) form
+    graph = str(traced.inlined_graph)
+    assert "aten::index_select" in graph and "aten::addcmul_" not in graph
+    for a, b in zip(eager, along_trace, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(traced(cat, dense)[0], expected)
 
 
 def test_embedding_rejects_out_of_range_id_naming_the_field():

@@ -112,6 +112,7 @@ class FeatureEmbedding(nn.Module):
                 if n in copies:
                     fold_index[cat_pos[copies[n]]] = j
         self.register_buffer("fold_index", torch.tensor(fold_index, dtype=torch.long), persistent=False)
+        self.fold_run = _fold_run(fold_index, self.num_dense) if self.folded else None
         self.register_buffer("kept_dense", torch.tensor(kept, dtype=torch.long), persistent=False)
         self.num_kept_dense = len(kept)
         self.field_names = [f.name for f in cat] + [dense_names[j] for j in kept]
@@ -196,7 +197,7 @@ class FeatureEmbedding(nn.Module):
             if self.table is not None:
                 parts.append(self.table(idx))
             if self.dense_weight is not None:
-                self._add_dense(parts, dense.unsqueeze(2) * self.dense_weight)
+                self._add_dense(parts, dense.unsqueeze(2), self.dense_weight)
             vectors = (
                 _join(parts)
                 if parts
@@ -207,21 +208,44 @@ class FeatureEmbedding(nn.Module):
             if self.first_order_table is not None:
                 parts.append(self.first_order_table(idx).squeeze(2))
             if self.first_order_dense is not None:
-                self._add_dense(parts, dense * self.first_order_dense)
+                self._add_dense(parts, dense, self.first_order_dense)
             linear = _join(parts) if parts else dense.new_zeros((len(dense), 0))
         return Embedded(vectors, linear, dense)
 
-    def _add_dense(self, parts: list[torch.Tensor], block: torch.Tensor) -> None:
-        """Append the dense fields' block ([B, F_dense, ...]) to ``parts``; with folded copies add each
-        copy to its source field's entry of ``parts[0]`` (one gather over a zero-padded block) and
-        append only the other dense fields."""
+    def _add_dense(self, parts: list[torch.Tensor], values: torch.Tensor, weight: torch.Tensor) -> None:
+        """Add the dense fields' block ``values * weight`` ([B, F_dense, ...]) to ``parts``.
+
+        Without folded copies the block is appended as fields of its own. With them each copy is
+        added to its source field's entry of ``parts[0]`` (a fresh lookup result) and only the
+        other dense fields are appended. When the copies and their sources are two runs in the same
+        order (:func:`_fold_run`: every preprocessed map, the numerics come in column order) the
+        add is one in-place ``addcmul_`` on the sources' slice: no [B, F, d] temporary (the gather
+        form below costs the DAGFM student ≈ 14 % of its time at batch 4096, 2 threads). While
+        tracing (ONNX export) and for any other layout it is the gather over a zero-padded block,
+        which onnxruntime ran as fast as or faster than a slice/concat, pad or scatter graph."""
         if not self.folded:
-            parts.append(block)
+            parts.append(values * weight)
             return
+        if self.fold_run is not None and not torch.jit.is_tracing():
+            dense_lo, field_lo, n = self.fold_run
+            parts[0][:, field_lo:field_lo + n].addcmul_(values[:, dense_lo:dense_lo + n], weight[dense_lo:dense_lo + n])
+            if self.num_kept_dense:
+                parts.append(values.index_select(1, self.kept_dense) * weight.index_select(0, self.kept_dense))
+            return
+        block = values * weight
         padded = torch.cat([block, block.new_zeros((block.shape[0], 1, *block.shape[2:]))], dim=1)
         parts[0] = parts[0] + padded.index_select(1, self.fold_index)
         if self.num_kept_dense:
             parts.append(block.index_select(1, self.kept_dense))
+
+
+def _fold_run(fold_index: list[int], num_dense: int) -> tuple[int, int, int] | None:
+    """(first dense copy, first source field, count) when the folded copies are consecutive dense
+    fields added, in order, to consecutive categorical fields; None for any other layout.
+    ``fold_index[i]`` is the dense field folded into categorical field i (``num_dense``: none)."""
+    pairs = [(j, i) for i, j in enumerate(fold_index) if j != num_dense]
+    (dense_lo, field_lo), n = pairs[0], len(pairs)
+    return (dense_lo, field_lo, n) if pairs == [(dense_lo + k, field_lo + k) for k in range(n)] else None
 
 
 def _join(parts: list[torch.Tensor]) -> torch.Tensor:

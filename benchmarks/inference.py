@@ -9,7 +9,7 @@ Usage::
 What is measured, per dataset and thread count, in ONE process so every number sees the same load:
 
 - the models of ``params.yaml``, built by the same hyperparameter functions the stages use: the
-  teacher (``train.model`` + ``train.model_params``), the students ``dagfm`` and ``kd_dagfm_plus``
+  teacher (``train.model`` + ``train.model_params``, with its frozen LR when ``train.logistic_base``), the students ``dagfm`` and ``kd_dagfm_plus``
   (``distill.dagfm`` / ``distill.kd_dagfm_plus`` via :func:`components.distill.kd_dagfm.student_hparams`)
   and ``fsdnet`` (``distill.fsdnet``), plus ``dagfm_reference``: the DAGFM student running its
   einsum specification (``reference_interact``), i.e. the propagation before the batched-matmul
@@ -119,10 +119,11 @@ def build_models(params, fmap, seed: int = 0, compiled: bool = False) -> dict[st
     from components.distill.kd_dagfm import student_hparams
     from components.models import build_model
     from components.serve.optimize import prepare_for_inference
+    from components.train.teacher import teacher_hparams
 
     torch.manual_seed(seed)
     t = params.train
-    raw = {TEACHER: build_model(t.model, fmap, embedding_dim=t.embedding_dim, **t.model_params)}
+    raw = {TEACHER: build_model(t.model, fmap, **teacher_hparams(t))}  # the stage's teacher, logistic base included
     for s in ("dagfm", "kd_dagfm_plus"):
         raw[s] = build_model(s, fmap, **student_hparams(s, params.distill, t.embedding_dim))
     raw["fsdnet"] = build_model("fsdnet", fmap, **params.distill.block("fsdnet").model_hparams())

@@ -310,7 +310,16 @@ def run_settings(dataset: str, model: str, args: argparse.Namespace) -> dict:
         s["synthetic_rows"] = args.synthetic_rows
     if args.set:
         s["set"] = dict(args.set)
+    if model != "lr":  # params.yaml's default is part of a deep model's identity: a changed default re-runs it
+        s["train.logistic_base"] = bool(dict(args.set).get("train.logistic_base", _yaml_train()["logistic_base"]))
     return s
+
+
+def _yaml_train() -> dict:
+    """params.yaml's ``train`` section, validated (defaults filled in)."""
+    from components.config import load_params
+
+    return load_params(REPO / "params.yaml").train.model_dump()
 
 
 def train_one(prep: Prepared, model: str, seed: int, settings: dict, work: Path) -> dict:

@@ -191,6 +191,7 @@ class TrainParams(_Section):
     model: str = "dcnv2"
     embedding_dim: int = Field(16, gt=0)
     model_params: dict = {}
+    logistic_base: bool = False  # params.yaml: true (a frozen gate LR under the teacher's logit)
     batch_size: int | Literal["auto"] = "auto"
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)

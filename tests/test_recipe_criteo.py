@@ -3,10 +3,11 @@
 One train_teacher run with params.yaml's defaults (DCNv2, batch auto, no BatchNorm) also fits the
 gate's LR and scores the constant predictor on the same split, so the three are compared as a user
 would see them. Measured (seed 2024, 2 threads, with the integers' dense copies of
-``preprocess.numeric_also_dense`` folded into their buckets' fields): DCNv2 valid AUC 0.7642, LogLoss
-0.4853; LR 0.7657 / 0.4827; constant LogLoss 0.574 (bucket-only, before: DCNv2 0.7605, LR 0.7628;
-seeds 2025 / 2026 put DCNv2 at −0.0003 / +0.0010 from LR: quality.md). The recipe of 2026-11-23
-(batch 4096, BatchNorm) scored 0.7375 valid AUC with a LogLoss of 0.55: these bounds fail on it.
+``preprocess.numeric_also_dense`` folded into their buckets' fields and the logistic base of
+``train.logistic_base``): DCNv2 valid AUC 0.7652, LogLoss 0.4831; LR 0.7657 / 0.4827; constant
+LogLoss 0.574 (without the base DCNv2 0.7642 / 0.4853; bucket-only, before: DCNv2 0.7605, LR 0.7628).
+The recipe of 2026-11-23 (batch 4096, BatchNorm) scored 0.7375 valid AUC with a LogLoss of 0.55:
+these bounds fail on it.
 """
 
 from __future__ import annotations
@@ -55,7 +56,14 @@ def test_default_dcnv2_on_criteo_117k_reaches_lr_and_beats_the_constant(criteo_r
     # calibrated: LogLoss well below the constant's
     assert m["valid"]["auc"] > 0.761 and m["test"]["auc"] > 0.750
     assert m["valid"]["logloss"] < const["valid"]["logloss"] - 0.08
-    # level with a well-trained LR (the deep models peak in their first epoch on 94k rows; clearing
-    # LR here by a margin is issue 11's open target, the gate reports it)
-    assert m["valid"]["auc"] >= lr["valid"]["auc"] - 0.004  # measured −0.0015 (seed 2024)
+    # level with a well-trained LR in both (issue 11): the teacher learns the residual over the gate's
+    # LR (train.logistic_base). Measured at 2 threads, seeds 2024 / 2025 / 2026: valid AUC −0.0005 /
+    # +0.0004 / +0.0009 from LR, LogLoss +0.0004 / −0.0010 / −0.0011 (without the base −0.0015 AUC and
+    # +0.0026 LogLoss on seed 2024); at 1 thread +0.0004 / +0.0006 / +0.0009. Per seed the margin is
+    # within the run-to-run float noise (thread count alone moves seed 2024 by 0.0009), so this test
+    # bounds the distance instead of asserting the sign; the stage's gate itself stays strict.
+    assert m["hparams"].get("logistic_base") is True
+    assert m["valid"]["auc"] >= lr["valid"]["auc"] - 0.0015
+    assert m["valid"]["logloss"] <= lr["valid"]["logloss"] + 0.0015
+    assert m["test"]["auc"] >= lr["test"]["auc"] - 0.0015  # measured −0.0000 (base) / −0.0001 (without)
     assert lr["valid"]["auc"] > 0.762 and lr["epochs"] > 3  # the gate's LR is trained, not a strawman

@@ -10,6 +10,13 @@ Parameters are split for regularisation: :meth:`embedding_parameters` are the pa
 embedding module (categorical tables, dense-field projections, first-order weights);
 :meth:`dense_parameters` are all the others (network weights, biases, BatchNorm affine).
 
+Logistic base (``build_model(..., logistic_base=True)``, the teacher's ``train.logistic_base``):
+the model also holds a frozen logistic regression (``self.logistic_base``, the zoo's ``lr``, its
+parameters ``requires_grad=False``) whose logit is added to its own, so the network learns the
+residual over LR instead of LR's work from scratch. The train_teacher stage fills it with the
+baseline gate's fitted LR before training (components/train/teacher.py). It is part of the model:
+its weights are in the checkpoint, the ONNX graph, the FLOP count and the teacher's logits.
+
 Inference in row blocks: in eval mode :meth:`CTRModel.forward` splits a batch larger than
 ``block_rows`` (default :data:`INFERENCE_BLOCK_ROWS` = 1024; params.yaml ``inference.block_rows``
 sets it on served models) into consecutive blocks and concatenates their logits. Every zoo model
@@ -64,6 +71,22 @@ class CTRModel(nn.Module):
         self.embedding_dim = embedding_dim
         # global bias w0 of the first-order (linear) term, a network parameter
         self.bias = nn.Parameter(torch.zeros(1)) if first_order else None
+        self.logistic_base: CTRModel | None = None  # a frozen LR added to the logit (module doc)
+
+    def attach_logistic_base(self) -> None:
+        """Give the model a frozen logistic regression whose logit is added to its own (module doc);
+        its weights start at the LR's init: load the fitted LR's state into ``self.logistic_base``."""
+        from .lr import LR
+
+        base = LR(self.feature_map, embedding_dim=self.embedding_dim)
+        base.requires_grad_(False)
+        self.logistic_base = base
+
+    def _logits(self, categorical: torch.Tensor, dense: torch.Tensor | None) -> torch.Tensor:
+        logits = self.interact(self.embed(categorical, dense))
+        if self.logistic_base is not None:
+            logits = logits + self.logistic_base.interact(self.logistic_base.embed(categorical, dense))
+        return logits
 
     def embed(self, categorical: torch.Tensor, dense: torch.Tensor | None = None) -> Embedded:
         """Look up E (and first-order terms) for a batch; see FeatureEmbedding.forward."""
@@ -81,10 +104,10 @@ class CTRModel(nn.Module):
         """
         rows = self.block_rows
         if self.training or rows <= 0 or len(categorical) <= rows:
-            return self.interact(self.embed(categorical, dense))
+            return self._logits(categorical, dense)
         blocks = categorical.split(rows)
         dense_blocks = dense.split(rows) if dense is not None else (None,) * len(blocks)
-        return torch.cat([self.interact(self.embed(c, d)) for c, d in zip(blocks, dense_blocks, strict=True)])
+        return torch.cat([self._logits(c, d) for c, d in zip(blocks, dense_blocks, strict=True)])
 
     def linear_logit(self, emb: Embedded) -> torch.Tensor:
         """First-order term w0 + Σ_i w_i(x_i): [B] (models built with first_order=True)."""

@@ -97,9 +97,19 @@ def get_model_class(name: str) -> type[CTRModel]:
     return _REGISTRY[key][0]
 
 
-def build_model(name: str, feature_map: FeatureMap, **hparams: Any) -> CTRModel:
-    """Instantiate model ``name`` for ``feature_map``; unknown hyperparameters raise TypeError."""
+def build_model(name: str, feature_map: FeatureMap, *, logistic_base: bool = False, **hparams: Any) -> CTRModel:
+    """Instantiate model ``name`` for ``feature_map``; unknown hyperparameters raise TypeError.
+
+    ``logistic_base``: a model-independent option (not one of the class's hyperparameters): the
+    model also holds a frozen LR whose logit is added to its own (:mod:`.base`); refused for ``lr``.
+    """
     cls = get_model_class(name)
+    if logistic_base:
+        if cls.model_name == "lr":
+            raise ValueError("logistic_base adds a logistic regression to a model; the model 'lr' is one already")
+        model = build_model(name, feature_map, **hparams)
+        model.attach_logistic_base()
+        return model
     accepted = _hyperparameters(cls)
     unknown = sorted(set(hparams) - set(accepted))
     if unknown:

@@ -37,6 +37,7 @@ from torch import nn
 
 from components.config import InferenceParams
 from components.models.base import CTRModel
+from components.models.embedding import FeatureEmbedding
 
 QUANTIZE_CHOICES = ("none", "dynamic_int8")
 
@@ -124,7 +125,9 @@ def prepare_for_inference(model: nn.Module, settings: InferenceParams | None = N
         raise ValueError(f"inference.quantize must be one of {QUANTIZE_CHOICES}, got {settings.quantize!r}")
     if isinstance(out, CTRModel):
         out.block_rows = settings.score_rows  # eval-mode row blocks (components/models/base.py)
-        out.embedding.check_ids = False  # served ids come from the encoder (components/models/embedding.py)
+        for module in out.modules():  # the model's embedding and its logistic base's, if any
+            if isinstance(module, FeatureEmbedding):
+                module.check_ids = False  # served ids come from the encoder (components/models/embedding.py)
     if settings.compile:
         out = torch.compile(out, dynamic=True)
     return out

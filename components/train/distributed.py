@@ -252,8 +252,18 @@ def train_from_params(
         device=device,
     )
     seed_everything(tp.seed)
-    hparams = {"embedding_dim": tp.embedding_dim, **tp.model_params}
+    from components.train.gate import BASELINE_DIR
+    from components.train.teacher import install_logistic_base, teacher_hparams
+
+    hparams = teacher_hparams(tp)
     model = build_model(tp.model, fmap, **hparams)
+    if model.logistic_base is not None:  # the coordinator fitted the gate's LR before torchrun
+        base_dir = Path(out_dir or tp.out_dir) / BASELINE_DIR
+        if not (base_dir / "model.json").is_file():
+            raise FileNotFoundError(
+                f"{base_dir}: no fitted LR for train.logistic_base (the train_teacher stage fits it before "
+                f"launching the ranks; by hand, run the stage or set train.logistic_base: false)")
+        install_logistic_base(model, base_dir)
     return fit_ddp(
         model,
         train,

@@ -334,6 +334,7 @@ def eval_boundaries(n_batches: int, eval_every: float) -> list[int]:
 def _train_epoch(
     model, core, loader, optimizer, params, device, coll, epoch, show_progress,
     after_segment: Callable[[float, int, float, int], bool] | None = None,
+    pause_name: str = "train_teacher.batch",
 ) -> tuple[float, int, float]:
     """One pass over ``loader``: (mean BCE over all ranks' samples, global samples, seconds).
 
@@ -381,7 +382,7 @@ def _train_epoch(
                 clip_grad_norm(trainable, params.grad_clip)
             optimizer.step()
             size = batch.label.shape[0]
-            pause_point("train_teacher.batch")  # tests: a kill mid-epoch (`@n`: the n-th batch)
+            pause_point(pause_name)  # tests: a kill mid-epoch (`@n`: the n-th batch)
             loss_sum += loss.detach().double() * size
             seg_loss += loss.detach().double() * size
             seen += size
@@ -501,8 +502,12 @@ def fit(
     device: str | torch.device | None = None,
     on_epoch_end: Callable[[dict], Any] | None = None,
     collective: Collective | None = None,
+    pause_name: str = "train_teacher.batch",
 ) -> FitResult:
     """Train ``model`` with the FuxiCTR recipe; checkpoints and resume state go to ``out_dir``.
+
+    ``pause_name``: the test fault point hit after every batch (:func:`components.faults.pause_point`;
+    the gate's LR has its own, so a kill aimed at the teacher's n-th batch is not spent on it).
 
     ``model`` is a CTRModel (or a DDP wrapper of one, with a matching ``collective``). ``train_loader``
     needs ``len()`` and ideally ``set_epoch``; both loaders yield batches with ``categorical``,
@@ -669,7 +674,8 @@ def fit(
             return stop
 
         _train_epoch(
-            model, core, train_loader, optimizer, params, dev, coll, epoch, show_progress, after_segment
+            model, core, train_loader, optimizer, params, dev, coll, epoch, show_progress, after_segment,
+            pause_name,
         )
 
     coll.barrier()

@@ -37,12 +37,15 @@ import yaml
 from components.config import Params, TrainParams
 from components.data.feature_map import FeatureMap
 
+from .gate import BASELINE_DIR
 from .teacher import (
     TeacherResult,
     discard_incomplete,
     finish_teacher,
+    fit_gate_lr,
     prepare_staged,
     staged_dir,
+    teacher_hparams,
     train_batch_size,
 )
 
@@ -106,11 +109,15 @@ def train_teacher_distributed(params: Params, train: TrainParams | None = None, 
 
         dev = resolve_device(tp.device)
         seed_everything(tp.seed)
-        hparams = {"embedding_dim": tp.embedding_dim, **tp.model_params}
+        hparams = teacher_hparams(tp)
         model = build_model(tp.model, fmap, **hparams)
         staged = prepare_staged(tp, model, hparams, resume=resume, log=log, world_size=dp.world_size)
         try:
             staged.mkdir(exist_ok=True)
+            lr = None
+            if model.logistic_base is not None:  # fitted here, before torchrun: every rank loads it
+                lr = fit_gate_lr(tp.model_copy(update={"out_dir": str(staged)}), processed, fmap, dev)
+                log(f"logistic base: the gate's LR fitted (best epoch {lr.best_epoch}) into {staged / BASELINE_DIR}")
             started = time.perf_counter()
             run_torchrun(dp, args, report_dir=report, threads=threads, log=log)
             wall = time.perf_counter() - started
@@ -121,7 +128,7 @@ def train_teacher_distributed(params: Params, train: TrainParams | None = None, 
                                      "threads_per_rank": record["threads"],
                                      "rank_batch_size": train_batch_size(tp, fmap) // dp.world_size}}
             return finish_teacher(tp, processed, fmap, model, dev, _fit_result(record, staged), wall,
-                                  log=log, extra=extra)
+                                  log=log, extra=extra, lr=lr)
         except BaseException:
             discard_incomplete(staged, resume)
             raise

@@ -1,0 +1,97 @@
+"""train.logistic_base: a frozen LR (the gate's) under the teacher's logit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.data.feature_map import FeatureMap
+from components.models import build_model
+from components.serve.optimize import prepare_for_inference
+from components.train.checkpoint import feature_map_hash, load_model, load_model_weights, save_model
+from components.train.gate import BASELINE_DIR
+from components.train.teacher import teacher_hparams, train_teacher
+from tests.test_train_loop import params, write_split_data
+
+
+def _toy():
+    fm = FeatureMap.toy([3, 5, 4], dense=2)
+    cat = torch.tensor([[0, 4, 1], [2, 0, 3], [1, 1, 0]])
+    return fm, cat, torch.randn(3, 2)
+
+
+def test_the_logit_is_the_models_plus_the_frozen_lr_and_only_the_model_learns():
+    fm, cat, dense = _toy()
+    torch.manual_seed(0)
+    plain = build_model("dcnv2", fm, embedding_dim=4, hidden_units=[8], num_cross_layers=1)
+    torch.manual_seed(0)
+    based = build_model("dcnv2", fm, embedding_dim=4, hidden_units=[8], num_cross_layers=1, logistic_base=True)
+    lr = build_model("lr", fm)
+    with torch.no_grad():
+        for p in lr.parameters():
+            p.normal_()
+    based.logistic_base.load_state_dict(lr.state_dict())
+    based.eval(), plain.eval(), lr.eval()
+    torch.testing.assert_close(based(cat, dense), plain(cat, dense) + lr(cat, dense))
+    assert float(lr(cat, dense).detach().abs().mean()) > 0.1  # the base is not a no-op here
+
+    based.train()
+    based(cat, dense).sum().backward()
+    frozen = dict(based.logistic_base.named_parameters())
+    assert frozen and all(not p.requires_grad and p.grad is None for p in frozen.values())
+    rest = [p for n, p in based.named_parameters() if not n.startswith("logistic_base.")]
+    assert all(p.grad is not None for p in rest)
+    assert based.logistic_base.embedding.first_order_table.weight.requires_grad is False
+
+    with pytest.raises(ValueError, match="'lr' is one already"):
+        build_model("lr", fm, logistic_base=True)
+
+
+def test_the_base_travels_with_the_checkpoint_and_the_serving_form(tmp_path):
+    fm, cat, dense = _toy()
+    model = build_model("deepfm", fm, embedding_dim=4, hidden_units=[8], logistic_base=True).eval()
+    with torch.no_grad():
+        for p in model.logistic_base.parameters():
+            p.normal_()
+    hparams = {"embedding_dim": 4, "hidden_units": [8], "logistic_base": True}
+    save_model(model, tmp_path, model_name="deepfm", hparams=hparams, feature_map_hash=feature_map_hash(fm),
+               epoch=1, metrics={})
+    loaded, meta = load_model(tmp_path, fm)
+    assert meta["hparams"]["logistic_base"] is True and loaded.logistic_base is not None
+    torch.testing.assert_close(loaded(cat, dense), model(cat, dense))
+    served = prepare_for_inference(loaded)
+    assert served.logistic_base.embedding.check_ids is False and served.embedding.check_ids is False
+    with torch.inference_mode():
+        torch.testing.assert_close(served(cat, dense), model(cat, dense).detach())
+
+
+def test_teacher_hparams_follow_the_setting():
+    assert teacher_hparams(params(model="dcnv2", logistic_base=True))["logistic_base"] is True
+    assert "logistic_base" not in teacher_hparams(params(model="dcnv2", logistic_base=False))
+    assert "logistic_base" not in teacher_hparams(params(model="lr", logistic_base=True))
+
+
+def test_the_teacher_is_built_on_the_gates_lr_which_stays_frozen(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    write_split_data(d, n_train=3000, n_valid=1000, seed=5)
+    p = params(model="fm", lr=0.02, max_epochs=2, logistic_base=True, out_dir=str(tmp_path / "teacher"),
+               metrics=str(tmp_path / "teacher.json"), curve=str(tmp_path / "curve.csv"))
+    logs: list[str] = []
+    res = train_teacher(p, d, resume=False, log=logs.append)
+    m = res.metrics
+    assert m["hparams"]["logistic_base"] is True
+    assert any(line.startswith("logistic base: the gate's LR fitted") for line in logs)
+    fmap = FeatureMap.load(Path(d) / "feature_map.json")
+    teacher, _ = load_model(res.model_dir, fmap)
+    gate_lr = build_model("lr", fmap, embedding_dim=p.embedding_dim)
+    load_model_weights(gate_lr, res.model_dir / BASELINE_DIR)
+    # the teacher's base is bit for bit the LR the gate scored: copied once, never trained
+    for name, tensor in gate_lr.state_dict().items():
+        assert torch.equal(teacher.logistic_base.state_dict()[name], tensor), name
+    assert any(float(t.abs().max()) > 0 for t in gate_lr.state_dict().values())
+    # and the gate's LR was fitted once: its record is the one the teacher was built on
+    lr_meta = (res.model_dir / BASELINE_DIR / "model.json").read_text()
+    assert f'"epoch": {m["baselines"]["lr"]["best_epoch"]}' in lr_meta

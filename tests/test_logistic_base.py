@@ -95,3 +95,15 @@ def test_the_teacher_is_built_on_the_gates_lr_which_stays_frozen(tmp_path):
     # and the gate's LR was fitted once: its record is the one the teacher was built on
     lr_meta = (res.model_dir / BASELINE_DIR / "model.json").read_text()
     assert f'"epoch": {m["baselines"]["lr"]["best_epoch"]}' in lr_meta
+
+
+def test_the_gate_line_says_the_teacher_stands_on_the_lr():
+    from types import SimpleNamespace
+
+    from components.report.tables import gate_line
+
+    gate = {"passed": True, "on_fail": "fail", "message": "baseline gate passed: teacher valid AUC 0.7 vs LR 0.6"}
+    based = SimpleNamespace(teacher={"gate": gate, "hparams": {"embedding_dim": 16, "logistic_base": True}})
+    plain = SimpleNamespace(teacher={"gate": gate, "hparams": {"embedding_dim": 16}})
+    assert gate_line(plain) == gate["message"]
+    assert gate_line(based) == gate["message"] + "; the teacher holds this LR as its frozen logistic base (train.logistic_base)"

@@ -139,6 +139,8 @@ def gate_line(art: RunArtifacts) -> str | None:
     if not g:
         return None
     tail = "" if g["passed"] else f" (train.gate.on_fail: {g['on_fail']})"
+    if ((art.teacher or {}).get("hparams") or {}).get("logistic_base"):
+        tail += "; the teacher holds this LR as its frozen logistic base (train.logistic_base)"
     return g["message"] + tail
 
 

@@ -124,8 +124,9 @@ def build_models(params, fmap, seed: int = 0, compiled: bool = False) -> dict[st
     torch.manual_seed(seed)
     t = params.train
     raw = {TEACHER: build_model(t.model, fmap, **teacher_hparams(t))}  # the stage's teacher, logistic base included
-    for s in ("dagfm", "kd_dagfm_plus"):
-        raw[s] = build_model(s, fmap, **student_hparams(s, params.distill, t.embedding_dim))
+    based = params.distill.logistic_base and raw[TEACHER].logistic_base is not None
+    for s in ("dagfm", "kd_dagfm_plus"):  # as the distill stage builds them: the teacher's LR base too
+        raw[s] = build_model(s, fmap, **student_hparams(s, params.distill, t.embedding_dim), logistic_base=based)
     raw["fsdnet"] = build_model("fsdnet", fmap, **params.distill.block("fsdnet").model_hparams())
     models = {name: prepare_for_inference(m.eval(), params.inference) for name, m in raw.items()}
     models[REFERENCE] = _ReferenceDAGFM(models["dagfm"]).eval()

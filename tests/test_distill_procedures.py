@@ -506,3 +506,36 @@ def test_max_train_rows_caps_every_student_epoch_not_the_teacher_logits(world, t
     assert [h["train_samples"] for h in uncapped["phases"]["distill"]["history"]] == [ROWS["train"]] * 2
     fsd = run_fsdnet(processed, settings, tmp_path / "fsd", log=quiet)
     assert {h["train_samples"] for h in fsd["phases"]["self_distill"]["history"]} == {512}
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_kd_students_carry_the_teachers_frozen_logistic_base(world, tmp_path, carry):
+    processed, fmap, _ = world
+    params = TrainParams(model="crossnet", embedding_dim=DIM, model_params={"num_cross_layers": 2},
+                         batch_size=256, lr=0.02, max_epochs=1, patience=2, device="cpu",
+                         num_threads=1, seed=1)  # fmt: skip
+    seed_everything(1)
+    hp = {"embedding_dim": DIM, "num_cross_layers": 2, "logistic_base": True}
+    teacher = build_model("crossnet", fmap, **hp)
+    with torch.no_grad():
+        for p in teacher.logistic_base.parameters():
+            p.normal_(0.0, 0.3)  # stands for the gate's fitted LR
+    train = BatchLoader(processed / "train.parquet", fmap, 256, shuffle=True, seed=1)
+    valid = BatchLoader(processed / "valid.parquet", fmap, 1000, shuffle=False)
+    fit(teacher, train, valid, params, tmp_path / "teacher", log=quiet, hparams=hp)
+    settings = _settings(tmp_path, dagfm={"distill_max_epochs": 1, "finetune_max_epochs": 1})
+    settings = settings.model_copy(update={"logistic_base": carry})
+    metrics = run_kd_dagfm(tmp_path / "teacher", processed, settings, tmp_path / "kd", "dagfm", log=quiet)
+    based_teacher, _ = load_model(tmp_path / "teacher", fmap)
+    student, meta = load_model(tmp_path / "kd" / "finetune", fmap)
+    assert metrics["hparams"].get("logistic_base", False) is carry and meta["hparams"].get("logistic_base", False) is carry
+    if not carry:
+        assert student.logistic_base is None
+        return
+    # the teacher's LR, bit for bit, after distillation and finetuning: copied once, never trained
+    for name, tensor in based_teacher.logistic_base.state_dict().items():
+        assert torch.equal(student.logistic_base.state_dict()[name], tensor), name
+    cat, dense, _ = _split_tensors(processed, fmap, "test")
+    with torch.no_grad():
+        alone = student.interact(student.embed(cat, dense))
+        torch.testing.assert_close(student(cat, dense), alone + based_teacher.logistic_base(cat, dense))

@@ -178,9 +178,15 @@ def run_kd_dagfm(
         teacher_dir, processed, settings.logit_cache_dir, batch_size=settings.eval_batch_size,
         device=dev, in_memory=settings.in_memory, log=log,
     )  # fmt: skip
+    if settings.logistic_base and teacher.logistic_base is not None:
+        hparams["logistic_base"] = True
     seed_everything(settings.seed)
     model = build_model(student, fmap, **hparams)
     copy_teacher_embedding(model, teacher)
+    if model.logistic_base is not None:  # the teacher's frozen LR, as is (components/models/base.py)
+        model.logistic_base.load_state_dict(teacher.logistic_base.state_dict())
+        model.logistic_base.requires_grad_(False)
+        log(f"{student}: carries the teacher's frozen logistic base (distill.logistic_base)")
     del teacher
     if block.teacher_embedding_rms is not None:
         factor = rescale_embedding(model, block.teacher_embedding_rms)

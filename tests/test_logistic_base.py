@@ -65,6 +65,16 @@ def test_the_base_travels_with_the_checkpoint_and_the_serving_form(tmp_path):
     assert served.logistic_base.embedding.check_ids is False and served.embedding.check_ids is False
     with torch.inference_mode():
         torch.testing.assert_close(served(cat, dense), model(cat, dense).detach())
+    # the ONNX graph (traced: the base's generic path) scores what the eager fast path scores
+    import numpy as np
+    import onnxruntime as ort
+
+    from components.serve.export import export_onnx
+
+    path = export_onnx(served, fm, tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logit = session.run(["logit"], {"categorical": cat.numpy().astype(np.int64), "dense": dense.numpy()})[0]
+    np.testing.assert_allclose(logit, model(cat, dense).detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_teacher_hparams_follow_the_setting():

@@ -85,7 +85,7 @@ class CTRModel(nn.Module):
     def _logits(self, categorical: torch.Tensor, dense: torch.Tensor | None) -> torch.Tensor:
         logits = self.interact(self.embed(categorical, dense))
         if self.logistic_base is not None:
-            logits = logits + self.logistic_base.interact(self.logistic_base.embed(categorical, dense))
+            logits = logits + self.logistic_base.base_logit(categorical, dense)
         return logits
 
     def embed(self, categorical: torch.Tensor, dense: torch.Tensor | None = None) -> Embedded:

@@ -117,3 +117,23 @@ def test_the_gate_line_says_the_teacher_stands_on_the_lr():
     plain = SimpleNamespace(teacher={"gate": gate, "hparams": {"embedding_dim": 16}})
     assert gate_line(plain) == gate["message"]
     assert gate_line(based) == gate["message"] + "; the teacher holds this LR as its frozen logistic base (train.logistic_base)"
+
+
+def test_a_student_study_key_changes_when_the_student_carries_the_base(tmp_path):
+    import json
+
+    from components.config import load_params
+    from components.distill.students import study_key
+    from tests.conftest import REPO_ROOT
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    off = params.model_copy(update={"distill": params.distill.model_copy(update={"logistic_base": False})})
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    meta = {"weights_sha256": "ab" * 32, "feature_map_hash": "cd" * 32, "hparams": {"embedding_dim": 16}}
+    (teacher / "model.json").write_text(json.dumps(meta))
+    assert study_key("dagfm", params, teacher) == study_key("dagfm", off, teacher)  # no base: nothing changes
+    meta["hparams"]["logistic_base"] = True
+    (teacher / "model.json").write_text(json.dumps(meta))
+    assert study_key("dagfm", params, teacher) != study_key("dagfm", off, teacher)
+    assert study_key("fsdnet", params, teacher) == study_key("fsdnet", off, teacher)  # FSDNet never carries it

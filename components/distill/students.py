@@ -82,13 +82,16 @@ def study_key(student: str, params: Params, teacher_dir: Path) -> str:
     import json
 
     meta = json.loads((teacher_dir / "model.json").read_text())
-    blob = json.dumps({
+    fields = {
         "teacher": meta.get("weights_sha256") or meta,
         "feature_map": meta.get("feature_map_hash"),
         "block": params.distill.block(student).model_dump(mode="json"),
         "space": {k: v.model_dump(mode="json") for k, v in params.tune.space_for(student).items()},
         "seed": params.distill.seed,
-    }, sort_keys=True, default=str)
+    }
+    if student in KD_STUDENTS and params.distill.logistic_base and (meta.get("hparams") or {}).get("logistic_base"):
+        fields["logistic_base"] = True  # the student carries the teacher's LR: another model (absent: keys as before)
+    blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

@@ -37,16 +37,13 @@ and renamed at the end; ``"-"`` writes to standard output batch by batch.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import queue
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -68,7 +65,6 @@ from components.serve.optimize import apply_threads, prepare_for_inference
 from components.train.checkpoint import MODEL_META, load_model
 
 Runtime = Literal["torch", "onnx"]
-T = TypeVar("T")
 STDOUT = "-"
 
 
@@ -236,60 +232,8 @@ def iter_probabilities(
     scorer = load_scorer(model_dir, processed_dir=processed_dir, params=params, runtime=runtime)
     with tempfile.TemporaryDirectory(prefix="ctrflow-predict-") as work:
         table = read_raw(raw_path, scorer.encoder, fmt=fmt, params=params, work_dir=Path(work))
-        batches = iter_encoded(table, scorer.encoder, work, batch_rows=batch_rows)
-        with ahead(batches) as encoded:
-            for batch in encoded:
-                yield scorer.probabilities(batch)
-
-
-@contextlib.contextmanager
-def ahead(items: Iterator[T]) -> Iterator[Iterator[T]]:
-    """``items`` produced one ahead by a background thread: the next batch is encoded (Polars,
-    outside the GIL) while the model scores this one, so at most two encoded batches are alive
-    (memory stays bounded by ``batch_rows``). An exception of ``items`` is raised to the consumer at
-    the same position; leaving the ``with`` early (an error while scoring, a closed generator) stops
-    the producer before the temporary files it reads go away."""
-    slot: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        slot.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    close = getattr(items, "close", None)  # a generator's cleanup runs now, not at GC
-                    if close is not None:
-                        close()
-                    return
-            slot.put((done, None))
-        except BaseException as e:  # handed to the consumer
-            slot.put((done, e))
-
-    def consume() -> Iterator[T]:
-        while True:
-            item, error = slot.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-
-    worker = threading.Thread(target=produce, name="ctrflow-encode-ahead", daemon=True)
-    worker.start()
-    try:
-        yield consume()
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full slot
-            with contextlib.suppress(queue.Empty):
-                slot.get(timeout=0.05)
-        worker.join()
+        for batch in iter_encoded(table, scorer.encoder, work, batch_rows=batch_rows):
+            yield scorer.probabilities(batch)
 
 
 def _csv_bytes(probabilities: np.ndarray) -> bytes:

@@ -14,8 +14,10 @@ Logistic base (``build_model(..., logistic_base=True)``, the teacher's ``train.l
 the model also holds a frozen logistic regression (``self.logistic_base``, the zoo's ``lr``, its
 parameters ``requires_grad=False``) whose logit is added to its own, so the network learns the
 residual over LR instead of LR's work from scratch. The train_teacher stage fills it with the
-baseline gate's fitted LR before training (components/train/teacher.py). It is part of the model:
-its weights are in the checkpoint, the ONNX graph, the FLOP count and the teacher's logits.
+baseline gate's fitted LR before training (components/train/teacher.py); the KD students get a copy
+of the teacher's (components/distill/kd_dagfm.py, ``distill.logistic_base``). It is part of the
+model: its weights are in the checkpoint, the ONNX graph, the FLOP count and the teacher's logits.
+Its forward is :meth:`~components.models.lr.LR.base_logit` (the ids were checked by the model).
 
 Inference in row blocks: in eval mode :meth:`CTRModel.forward` splits a batch larger than
 ``block_rows`` (default :data:`INFERENCE_BLOCK_ROWS` = 1024; params.yaml ``inference.block_rows``

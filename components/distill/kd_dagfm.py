@@ -184,8 +184,7 @@ def run_kd_dagfm(
     model = build_model(student, fmap, **hparams)
     copy_teacher_embedding(model, teacher)
     if model.logistic_base is not None:  # the teacher's frozen LR, as is (components/models/base.py)
-        model.logistic_base.load_state_dict(teacher.logistic_base.state_dict())
-        model.logistic_base.requires_grad_(False)
+        model.load_logistic_base(teacher.logistic_base)
         log(f"{student}: carries the teacher's frozen logistic base (distill.logistic_base)")
     del teacher
     if block.teacher_embedding_rms is not None:

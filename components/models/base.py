@@ -84,6 +84,10 @@ class CTRModel(nn.Module):
         base.requires_grad_(False)
         self.logistic_base = base
 
+    def load_logistic_base(self, lr: nn.Module) -> None:
+        """Copy a fitted LR's weights (the gate's, or a teacher's base) into the frozen logistic base."""
+        self.logistic_base.load_state_dict(lr.state_dict())
+
     def _logits(self, categorical: torch.Tensor, dense: torch.Tensor | None) -> torch.Tensor:
         logits = self.interact(self.embed(categorical, dense))
         if self.logistic_base is not None:

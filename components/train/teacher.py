@@ -197,10 +197,9 @@ def install_logistic_base(model, lr: FittedLR | str | Path) -> None:
     from components.train.checkpoint import load_model_weights
 
     if isinstance(lr, FittedLR):
-        model.logistic_base.load_state_dict(lr.model.state_dict())
+        model.load_logistic_base(lr.model)
     else:
         load_model_weights(model.logistic_base, lr)
-    model.logistic_base.requires_grad_(False)
 
 
 def score_splits(model, params: TrainParams, processed_dir: str | Path, fmap: FeatureMap, dev) -> dict:

@@ -12,9 +12,13 @@ Categorical fields (and numeric fields bucketised into categories) get one vocab
 
 Persisted as ``vocab/<field>.parquet`` with columns ``value``, ``id`` (Int32), ``count`` (Int64).
 
-Encoding a batch (:func:`encode_frame`): ``replace_strict`` for small vocabularies, a left hash
-join for vocabularies of at least :data:`JOIN_MIN_VALUES` values (same ids; measured on 500k-row
-batches of 10M Criteo-like rows, ~100k-value fields: 0.021 s per field instead of 0.062 s).
+Encoding a batch (:func:`encode_frame`): ``replace_strict`` for small vocabularies; vocabularies
+of at least :data:`JOIN_MIN_VALUES` values look the batch up in a hash index — for integer values
+(Criteo's parsed hashes, numeric buckets) one ``pandas.Index`` built once per vocabulary and reused
+for every batch, for other values a left hash join (which rebuilds its table per batch). Same ids
+either way. Measured on 500k-row batches of 10M Criteo-like rows, ~100k-value fields: join 0.021 s
+per field instead of replace_strict's 0.062 s; on Kaggle-size vocabularies (380k–450k values, five
+fields × 6.5M rows, 2 cores): join 2.81 s wall / 4.90 CPU-s, the reused index 1.37 s / 1.39 CPU-s.
 
 Numeric transforms (applied before vocab fitting, on every split alike):
 
@@ -34,10 +38,12 @@ Bucketed values are Int64 (fractional inputs ≤ 2 are truncated toward zero, li
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
 from components.data.feature_map import FIRST_VALUE_ID, MISSING_ID, OOV_ID
@@ -157,12 +163,20 @@ class Vocabulary:
     def encode_series(self, values: pl.Series) -> pl.Series:
         """Eager :meth:`encode_expr` of ``values`` (the field's column), the same ids.
 
-        Vocabularies of at least :data:`JOIN_MIN_VALUES` values use a left hash join (order kept),
-        which is about three times cheaper than ``replace_strict`` at that size.
+        Vocabularies of at least :data:`JOIN_MIN_VALUES` values use a hash lookup (module doc): for
+        integer values the vocabulary's own index (:attr:`_integer_index`, built on first use), else a
+        left hash join (order kept), about three times cheaper than ``replace_strict`` at that size.
         """
         table = self.table
         if table.height < JOIN_MIN_VALUES or table.schema["value"] != values.dtype:
             return values.to_frame(self.field).select(self.encode_expr()).to_series()
+        if values.dtype.is_integer():
+            index, value_ids = self._integer_index
+            pos = index.get_indexer(values.fill_null(0).to_numpy())
+            ids = np.where(pos >= 0, value_ids[pos], np.int32(OOV_ID)).astype(np.int32, copy=False)
+            if values.null_count():
+                ids[values.is_null().to_numpy()] = MISSING_ID
+            return pl.Series(self.field, ids, dtype=pl.Int32)
         ids = (
             values.to_frame("value")
             .join(table.select("value", "id"), on="value", how="left", maintain_order="left")
@@ -174,6 +188,12 @@ class Vocabulary:
             .otherwise(ids.fill_null(OOV_ID))
             .alias(self.field)
         ).to_series()
+
+    @cached_property
+    def _integer_index(self) -> tuple[pd.Index, np.ndarray]:
+        """(pandas hash index over the kept integer values, their ids as int32), built once and
+        reused by every batch :meth:`encode_series` encodes (the values are unique)."""
+        return pd.Index(self.table.get_column("value").to_numpy()), self.table.get_column("id").to_numpy().astype(np.int32)
 
     def with_min_count(self, min_count: int) -> Vocabulary:
         """This vocabulary cut at a higher ``min_count``: the kept values counted at least that many

@@ -3,17 +3,28 @@
 - :mod:`.metrics`: :func:`evaluate_predictions`, :func:`calibration`, :func:`group_auc`
 - :mod:`.aggregate`: :func:`aggregate_seeds`, :func:`paired_comparison`, :func:`compare_runs`,
   :func:`prediction_agreement`
+
+The names load their module (scikit-learn, scipy) on first use, not on import of the package: the
+settings module (:mod:`.settings`, read by ``components.config``) must stay light.
 """
 
-from .aggregate import aggregate_seeds, compare_runs, paired_comparison, prediction_agreement
-from .metrics import calibration, evaluate_predictions, group_auc
+from __future__ import annotations
 
-__all__ = [
-    "aggregate_seeds",
-    "calibration",
-    "compare_runs",
-    "evaluate_predictions",
-    "group_auc",
-    "paired_comparison",
-    "prediction_agreement",
-]
+_HOMES = {
+    "aggregate_seeds": "aggregate",
+    "compare_runs": "aggregate",
+    "paired_comparison": "aggregate",
+    "prediction_agreement": "aggregate",
+    "calibration": "metrics",
+    "evaluate_predictions": "metrics",
+    "group_auc": "metrics",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,19 +1,27 @@
 """Optuna tuning of the distilled students and of the teacher: search spaces, resumable multi-worker studies, outputs.
 
 The procedures being tuned are passed in as an ``objective(trial) -> float``; nothing here imports
-the training or distillation code (nor Prefect).
+the training or distillation code (nor Prefect). The names below load their module (Optuna,
+SQLAlchemy) on first use, not on import of the package: :mod:`.settings` is read by
+``components.config`` and must stay light for every CLI command.
 """
 
-from components.tune.outputs import write_study_outputs
-from components.tune.pruning import fit_pruning_callback, make_pruner, pruning_callback
-from components.tune.settings import ParamSpec, PrunerParams, TeacherTuneParams, TuneParams
-from components.tune.space import SearchSpaceError, fixed_values, parse_space, suggest_params
-from components.tune.storage import StorageError, make_storage, masked_url
-from components.tune.study import StudyResult, run_study, study_name, summarize
+from __future__ import annotations
 
-__all__ = [
-    "ParamSpec", "PrunerParams", "SearchSpaceError", "StorageError", "StudyResult",
-    "TeacherTuneParams", "TuneParams", "fit_pruning_callback", "fixed_values", "make_pruner",
-    "make_storage", "masked_url", "parse_space", "pruning_callback", "run_study", "study_name",
-    "suggest_params", "summarize", "write_study_outputs",
-]
+_HOMES = {
+    "write_study_outputs": "outputs",
+    "fit_pruning_callback": "pruning", "make_pruner": "pruning", "pruning_callback": "pruning",
+    "ParamSpec": "settings", "PrunerParams": "settings", "TeacherTuneParams": "settings", "TuneParams": "settings",
+    "SearchSpaceError": "space", "fixed_values": "space", "parse_space": "space", "suggest_params": "space",
+    "StorageError": "storage", "make_storage": "storage", "masked_url": "storage",
+    "StudyResult": "study", "run_study": "study", "study_name": "study", "summarize": "study",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,6 +30,8 @@ the window when ``data.window`` changes). An entry of a partition that left ``da
 rewritten inside the window goes. Nothing is pruned there when ``data.input`` is one file or lists no
 partitions (an unmounted input directory must not empty the cache). The window's partitions are
 hashed for this, as the "nothing new" check hashes them every run; the others are not read.
+The readers' store of passed byte passes and structure scans (``<validate.cache_dir>/structure/``,
+components/data/rawfile.py) loses the entries whose file is gone or has changed since.
 The DVC cache is pruned by DVC itself (``dvc gc``: keep the workspace, i.e. the current dvc.lock,
 the last ``dvc_keep_commits`` commits of HEAD and, with ``dvc_keep_tags``, every tag); no cache file
 is deleted by this module's own reckoning. Only the DVC run cache (``.dvc/cache/runs/``, a small
@@ -64,6 +66,7 @@ from pathlib import Path
 
 from components.atomic_dir import is_resumable
 from components.config import Params
+from components.data.rawfile import STRUCTURE_DIR, stale_store_entries
 
 _TEMP_RE = re.compile(r"^\..+\.(tmp|old|partial)(-(?P<pid>\d+))?$")
 _PLAIN_TMP_RE = re.compile(r"^[^.].*\.(json|csv|md|html)\.tmp$")
@@ -467,7 +470,7 @@ def stale_validation_entries(params: Params, root: Path) -> list[Path]:
     outside = {p.name for p in parts} - window_names
     stale = []
     for entry in _children(cache):
-        if not entry.is_dir():
+        if not entry.is_dir() or entry.name == STRUCTURE_DIR:  # the scans' store: stale_store_entries
             continue
         if entry.name.split(".", 1)[0] in in_window:
             continue
@@ -511,6 +514,8 @@ def collect_garbage(params: Params, root: str | Path = ".", *, dry_run: bool = F
     for entry in stale_validation_entries(params, root):
         candidates.append((entry, "validation-cache entry of a partition no longer in data.input's window "
                                   "nor elsewhere in data.input"))
+    for entry in stale_store_entries(root / params.validation.cache_dir):
+        candidates.append((entry, "stored byte pass / structure scan of a file that is gone or has changed"))
     if r.stale_temp:
         for tmp in _stale_temps(_output_roots(params, root)):
             candidates.append((tmp, "left behind by an interrupted run"))

@@ -103,7 +103,7 @@ def read_raw(params: Params, fmt: str | None = None, path: str | Path | None = N
         return read_partitions(_with_format(params, fmt), parts, require_label=require_label)
     default_fmt, default_path = params.raw_input()
     return read_source(fmt or default_fmt, Path(path or default_path), params=params,
-                       require_label=require_label)
+                       require_label=require_label, remember_structure=True)
 
 
 def _with_format(params: Params, fmt: str | None) -> Params:
@@ -112,13 +112,21 @@ def _with_format(params: Params, fmt: str | None) -> Params:
     return params.model_copy(update={"data": params.data.model_copy(update={"format": fmt})})
 
 
-def input_partitions(params: Params, fmt: str | None = None, path: str | Path | None = None):
+def input_partitions(params: Params, fmt: str | None = None, path: str | Path | None = None, *,
+                     hashed: bool = True):
     """The partitions a run reads (``data.window`` applied, in order), or None for a single file.
 
     ``path`` / ``fmt`` replace ``data.input`` / ``data.format`` (the CLI's explicit PATH). Raises
     ValueError when a window or ``preprocess.split: partition`` is set for a single-file input.
+    ``hashed``: their sha256 computed at once (:func:`components.data.partitions.hash_partitions`,
+    stored by stat under ``validate.cache_dir``), as every stage reading them needs it.
     """
-    from components.data.partitions import discover_partitions, is_partitioned, select_window
+    from components.data.partitions import (
+        discover_partitions,
+        hash_partitions,
+        is_partitioned,
+        select_window,
+    )
 
     source = str(path or params.data.input)
     if not is_partitioned(source, fmt or params.data.format):
@@ -126,7 +134,10 @@ def input_partitions(params: Params, fmt: str | None = None, path: str | Path | 
             raise ValueError(f"data.window is set but data.input {source} is one file, not a directory "
                              f"or glob of partitions")
         return None
-    return select_window(discover_partitions(source), params.data.window)
+    parts = select_window(discover_partitions(source), params.data.window)
+    if hashed:
+        hash_partitions([p.path for p in parts], params.validation.cache_dir)
+    return parts
 
 
 def validate_stage(params: Params, fmt: str | None = None, path: str | Path | None = None,
@@ -247,7 +258,7 @@ def preprocess_result(fmap, out: Path, embedding_dim: int, source: str | None = 
 def preprocess_fans_out(params: Params) -> bool:
     """Does the flow's preprocess step fan out over partitions? (a partitioned input and
     ``preprocess.parallel.runner`` other than ``none``)"""
-    return params.preprocess.parallel.runner != "none" and input_partitions(params) is not None
+    return params.preprocess.parallel.runner != "none" and input_partitions(params, hashed=False) is not None
 
 
 def preprocess_prepare_stage(params: Params, require_gate: bool = True) -> StageResult:

@@ -259,6 +259,17 @@ def test_gc_prunes_validation_cache_entries_of_partitions_gone_or_rewritten(tmp_
             entry("rows of day 0\n", "day_0")]   # outside the window, still in data.input
     gone = [entry("rows of day -1\n", "day_old"),  # its file left data.input
             entry("old bytes of day 2\n", "day_2")]  # rewritten since (in the window)
+    # the readers' store of passed byte passes and scans: entries of a rewritten file go too
+    from components.data.rawfile import STRUCTURE_DIR, LineLayout, checked_structure, open_raw
+
+    for name in ("day_3", "day_1"):
+        checked_structure(open_raw(parts / name, store_dir=cache), LineLayout("\t", 1), store_dir=cache)
+    scans = sorted((cache / STRUCTURE_DIR).glob("*.json"))
+    assert len(scans) == 4  # per file: its byte pass and its structure scan
+    (parts / "day_1").write_text("new rows of day 1\n")
+    os.utime(parts / "day_1", ns=(1, 1))
+    gone_scans = [e for e in scans if json.loads(e.read_text())["file"].endswith("day_1")]
+    assert len(gone_scans) == 2
     sec = {"data": {"input": "parts", "window": {"last": 2}},
            "validate": {"cache_dir": "vcache"},
            "retention": {"dvc_cache": False, "prefect_results": False, "ledger": "ledger.jsonl"}}
@@ -267,8 +278,9 @@ def test_gc_prunes_validation_cache_entries_of_partitions_gone_or_rewritten(tmp_
 
     report = collect_garbage(params, tmp_path, log=lambda m: None)
     removed = sorted(r.path for r in report.removed if r.path.startswith("vcache"))
-    assert removed == sorted(str(e.relative_to(tmp_path)) for e in gone)
-    assert all(e.is_dir() for e in keep) and not any(e.exists() for e in gone)
+    assert removed == sorted(str(e.relative_to(tmp_path)) for e in gone + gone_scans)
+    assert all(e.is_dir() for e in keep) and not any(e.exists() for e in gone + gone_scans)
+    assert sorted((cache / STRUCTURE_DIR).glob("*.json")) == sorted(set(scans) - set(gone_scans))
     # no partitions to judge by (one file, or the directory gone): nothing is pruned
     one_file = load_params(write_params(tmp_path, **{**sec, "data": {"input": "parts/day_0", "window": None}}))
     assert stale_validation_entries(one_file, tmp_path) == []

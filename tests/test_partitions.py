@@ -320,3 +320,41 @@ def test_partitions_validated_in_parallel_workers_give_the_same_verdicts(tmp_pat
     with pytest.raises(ValidationFailed) as err:
         validate_stage(_params(tmp_path / "three", data=data, validate={"workers": 2}))
     assert f"{parts / 'day_1'}, line 7, column label: rule 'label_in_set'" in str(err.value)
+
+
+def test_partition_hashes_stored_by_stat_and_recomputed_when_bytes_change(tmp_path, monkeypatch):
+    """hash_partitions: the sha256s are computed once and stored by path/size/mtime/inode; a later
+    process (a cleared memo) takes them from the store without reading the files, and a rewritten
+    file is hashed again."""
+    import hashlib
+
+    from components.data import partitions
+
+    files = [tmp_path / "day_0", tmp_path / "day_1"]
+    for i, f in enumerate(files):
+        f.write_bytes(f"rows of day {i}\n".encode() * 1000)
+    store = tmp_path / "cache"
+    monkeypatch.setattr(partitions, "_SHA_MEMO", {})
+    partitions.hash_partitions(files, store)
+    expected = {str(f.resolve()): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+    assert {k[0]: v for k, v in partitions._SHA_MEMO.items()} == expected
+    assert json.loads((store / partitions.HASH_STORE_FILE).read_text()).keys() == expected.keys()
+
+    hashed: list[str] = []
+    real = partitions.file_sha256
+
+    def counting(path):
+        hashed.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(partitions, "file_sha256", counting)
+    monkeypatch.setattr(partitions, "_SHA_MEMO", {})  # a new process
+    partitions.hash_partitions(files, store)
+    assert hashed == [] and {k[0]: v for k, v in partitions._SHA_MEMO.items()} == expected
+
+    files[1].write_bytes(b"other bytes\n" * 999)
+    os.utime(files[1], ns=(1, 1))  # a new mtime, whatever the clock's resolution
+    monkeypatch.setattr(partitions, "_SHA_MEMO", {})
+    partitions.hash_partitions(files, store)
+    assert hashed == ["day_1"]
+    assert partitions._SHA_MEMO[partitions._stat_key(files[1])] == hashlib.sha256(files[1].read_bytes()).hexdigest()

@@ -5,6 +5,7 @@ Every expectation is written out by hand from the small inputs built in each tes
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import polars as pl
@@ -176,3 +177,85 @@ def test_encode_frame_same_ids_with_join_or_replace(monkeypatch, join_min):
     assert out.columns == ["C", "D"] and out.schema["C"] == pl.Int32
     assert out["C"].to_list() == [3, MISSING_ID, OOV_ID, 2, 4]
     assert out["D"].to_list() == [2, MISSING_ID, OOV_ID, 2, 2]
+
+
+def test_large_vocabularies_hash_lookup_integers_and_strings(monkeypatch):
+    """Above JOIN_MIN_VALUES integer values go through the vocabulary's reused pandas index, other
+    values through a join: both give replace_strict's ids, a null stays missing even when 0 is a
+    kept value (the index is probed with nulls filled by 0)."""
+    monkeypatch.setattr(vocab, "JOIN_MIN_VALUES", 2)
+    ints = vocab.Vocabulary("I", pl.DataFrame({"value": pl.Series([0, 7, 5], dtype=pl.Int64),
+                                               "id": pl.Series([2, 3, 4], dtype=pl.Int32), "count": [3, 2, 1]}),
+                            min_count=1)
+    strs = vocab.Vocabulary("S", pl.DataFrame({"value": ["a", "b"], "id": pl.Series([2, 3], dtype=pl.Int32),
+                                               "count": [2, 1]}), min_count=1)
+    frame = pl.DataFrame({"I": pl.Series([None, 0, 5, 6, 7], dtype=pl.Int64), "S": ["b", None, "z", "a", "a"]})
+    for _ in range(2):  # the second batch reuses the index built by the first
+        out = vocab.encode_frame(frame, [ints, strs])
+        assert out.schema == pl.Schema({"I": pl.Int32, "S": pl.Int32})
+        assert out["I"].to_list() == [MISSING_ID, 2, 4, OOV_ID, 3]
+        assert out["S"].to_list() == [3, MISSING_ID, OOV_ID, 2, 2]
+    reference = frame.select(ints.encode_expr(), strs.encode_expr())
+    assert out.equals(reference)
+
+
+def test_passed_structure_scan_is_stored_and_reused_until_the_file_changes(tmp_path, monkeypatch):
+    """checked_structure: a passed scan is stored by file stat + layout; the same file is not scanned
+    again, a changed file is, a failed scan is never stored, and without a store every call scans."""
+    scans: list[str] = []
+    real = rawfile.check_structure
+
+    def counting(raw, layout, **kw):
+        scans.append(raw.source.name)
+        return real(raw, layout, **kw)
+
+    monkeypatch.setattr(rawfile, "check_structure", counting)
+    layout = LineLayout("\t", 3, ("a", "b", "c"), field_patterns=(("a", "[0-9]*"),))
+    store = tmp_path / "cache"
+    log = tmp_path / "log.txt"
+    log.write_text("1\tx\ty\nz\tx\ty\n")
+    first = rawfile.checked_structure(open_raw(log), layout, store_dir=store)
+    again = rawfile.checked_structure(open_raw(log), layout, store_dir=store)
+    assert scans == ["log.txt"] and first == again and (first.lines, first.unmatched_lines) == (2, 1)
+    assert rawfile.checked_structure(open_raw(log), LineLayout("\t", 3), store_dir=store) is not None
+    assert len(scans) == 2  # another layout: another entry
+
+    log.write_text("1\tx\n")  # now a field is missing
+    os.utime(log, ns=(1, 1))
+    for _ in range(2):
+        with pytest.raises(DataFormatError) as e:
+            rawfile.checked_structure(open_raw(log), layout, store_dir=store)
+        assert e.value.rule == "field_count" and e.value.line == 1
+    assert len(scans) == 4
+    rawfile.checked_structure(open_raw(log.with_name("log.txt")), LineLayout("\t", 2))
+    rawfile.checked_structure(open_raw(log), LineLayout("\t", 2))
+    assert len(scans) == 6  # no store: always scanned
+
+
+def test_clean_byte_pass_is_stored_and_a_dirty_one_is_not(tmp_path, monkeypatch):
+    """open_raw(store_dir=...): a plain file whose byte pass is clean is not read again while it is
+    unchanged (same line ends and size reported); a file with a late NUL keeps its issue every time."""
+    fed: list[int] = []
+    real = rawfile._ByteChecker.feed
+
+    def counting(self, chunk):
+        fed.append(len(chunk))
+        return real(self, chunk)
+
+    monkeypatch.setattr(rawfile._ByteChecker, "feed", counting)
+    store = tmp_path / "cache"
+    clean = tmp_path / "clean.txt"
+    clean.write_bytes(b"a\tb\r\nc\td\r\n")
+    first = open_raw(clean, store_dir=store)
+    second = open_raw(clean, store_dir=store)
+    assert len(fed) == 1 and (second.crlf, second.text_bytes, second.byte_issue) == (True, 10, None)
+    assert (first.crlf, first.text_bytes) == (second.crlf, second.text_bytes)
+    clean.write_bytes(b"a\tb\nc\td\ne\tf\n")
+    os.utime(clean, ns=(1, 1))
+    assert open_raw(clean, store_dir=store).crlf is False and len(fed) == 2
+
+    dirty = tmp_path / "dirty.txt"
+    dirty.write_bytes(b"a\tb\n" * 3000 + b"c\x00\td\n")  # past the 8 KiB binary sniff
+    for _ in range(2):
+        assert open_raw(dirty, store_dir=store).byte_issue.rule == "nul_byte"
+    assert len(fed) == 4

@@ -102,7 +102,7 @@ def judge_partition(params, path: str, entry: str) -> tuple[dict | None, list[di
     from components.data.validate import FAILED_SUFFIX, validate_source
 
     try:
-        table = read_source(params.data.format, Path(path), params=params)
+        table = read_source(params.data.format, Path(path), params=params, remember_structure=True)
         return validate_source(table, params.validation, Path(entry)), []
     except ValidationFailed as e:
         return None, [f.to_dict() for f in e.failures]
@@ -228,7 +228,7 @@ def open_partition(params, part: Partition, require_label: bool = True,
     from components.data.formats import read_source
 
     t = read_source(params.data.format, part.path, params=params, require_label=require_label,
-                    work_dir=work_dir)
+                    work_dir=work_dir, remember_structure=True)
     lf = t.lazy
     if LINE_COLUMN not in lf.collect_schema():
         lf = lf.with_row_index(LINE_COLUMN, offset=1 + t.header_lines)

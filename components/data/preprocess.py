@@ -66,7 +66,6 @@ FEATURE_MAP_FILE = "feature_map.json"
 HEX8_FORMATS = frozenset({"criteo"})  # formats whose categorical values are 8-hex-digit hashes
 HEX8_PATTERN = re.compile(r"[0-9a-fA-F]{8}")
 _NOT_RECORDED = {"out_dir", "batch_rows", "parallel"}  # params that do not change the outputs
-_HASH_CHUNK = 1 << 20
 
 _RATIOS_811 = (0.8, 0.1, 0.1)
 PRESETS: dict[str, dict[str, dict]] = {
@@ -138,14 +137,17 @@ def _input_files(table: SourceTable) -> list[Path]:
     return files
 
 
-def _hash_files(files: list[Path]) -> str:
+def _hash_files(files: list[Path], known: dict[str, str] | None = None) -> str:
+    """One digest over the files' sizes and sha256s, in order. A file's sha256 comes from ``known``
+    (path → sha256: a partition's, taken when the job was prepared) or :func:`file_sha256` (memoised:
+    the partitions were hashed once for the gate check), so the bytes are not read a second time."""
+    from components.data.partitions import file_sha256
+
+    known = known or {}
     h = hashlib.sha256()
     for p in files:
-        size = p.stat().st_size
-        h.update(f"file:{size}\n".encode())
-        with open(p, "rb") as fh:
-            while chunk := fh.read(_HASH_CHUNK):
-                h.update(chunk)
+        sha = known.get(str(p)) or file_sha256(p)
+        h.update(f"file:{p.stat().st_size}:{sha}\n".encode())
     return h.hexdigest()
 
 

@@ -18,6 +18,14 @@ Two passes, neither of which loads the file into Python objects:
    only those lines need the reader's exact type checks (:func:`unmatched_fields`). It then
    raises the earliest problem of both passes.
 
+:func:`checked_structure` (what the readers call) remembers a passed scan, and :func:`open_raw` a
+clean byte pass of a plain file: stored under ``<validate.cache_dir>/structure/`` keyed by the
+file's path, size, mtime and inode (plus the layout and field-size limit) and this module's code,
+so preprocessing does not scan again a file the gate has just scanned (Kaggle-size Criteo, 7 days
+of 1.6 GB: 7 × 1.8 s structure and 7 × 1.2 s byte pass of preprocessing's wall time). A changed
+file, layout or checker scans afresh; a failed scan is never stored. Only the gate and
+preprocessing use the store (``read_source(..., remember_structure=True)``), not ``predict``.
+
 Lines are 1-based physical line numbers as an editor shows them, header line included. CRLF line
 ends are lossless and accepted (the line scans drop the ``\\r``), as is a UTF-8 byte-order mark.
 Memory is bounded by the streaming engine's batches, not by the number of lines.
@@ -30,13 +38,16 @@ import bz2
 import codecs
 import gzip
 import hashlib
+import json
 import lzma
+import os
 import shutil
 import tempfile
 import uuid
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 
 import polars as pl
@@ -186,8 +197,13 @@ def _plain_copy_path(source: Path, work_dir: Path, tag: str) -> Path:
     return work_dir / f"{name}.{key}.plain"
 
 
-def open_raw(path: str | Path, work_dir: Path | None = None, *, encoding: str = "utf-8") -> RawFile:
+def open_raw(path: str | Path, work_dir: Path | None = None, *, encoding: str = "utf-8",
+             store_dir: str | Path | None = None) -> RawFile:
     """Open ``path`` for scanning: decompress / transcode to a plain UTF-8 copy if needed.
+
+    ``store_dir``: a plain UTF-8 file whose byte pass found nothing is remembered there (its line
+    ends and size, keyed like :func:`checked_structure`), and the pass is not run again for the
+    same unchanged file (1.2 s of a 1.6 GB Criteo day; the gate runs it, preprocessing reuses it).
 
     Streams in ``CHUNK_BYTES`` chunks (memory stays flat). Raises :class:`DataFormatError` with
     rule ``missing_file``, ``empty``, ``compression`` (unsupported or corrupt stream) or
@@ -216,6 +232,15 @@ def open_raw(path: str | Path, work_dir: Path | None = None, *, encoding: str = 
         )
     transcode = encoding not in ("utf-8", "utf8")
     checker = _ByteChecker(check_utf8=not transcode)
+    clean_entry = None
+    if compression is None and not transcode and store_dir is not None:
+        clean_entry = Path(store_dir) / STRUCTURE_DIR / f"bytes-{_file_key(source)}.json"
+        try:
+            known = json.loads(clean_entry.read_text())
+            return RawFile(source=source, plain=source, compression=None,
+                           text_bytes=int(known["text_bytes"]), crlf=bool(known["crlf"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            pass
     if compression is None and not transcode:
         plain = source
         with open(source, "rb") as fh:
@@ -267,6 +292,8 @@ def open_raw(path: str | Path, work_dir: Path | None = None, *, encoding: str = 
         issue = _byte_issue(source, read_chunks, checker.issue)
         if issue.line == 1:
             raise issue
+    elif clean_entry is not None and checker.offset:
+        _store_json(clean_entry, source, {"text_bytes": checker.offset, "crlf": checker.crlf})
     return RawFile(
         source=source,
         plain=plain,
@@ -369,6 +396,68 @@ class StructureReport:
     lines: int  # physical lines in the file (header included)
     unmatched_lines: int = 0  # data lines not matching the layout's field_patterns (0 if none)
     first_unmatched: int | None = None  # 1-based line of the first of them
+
+
+STRUCTURE_DIR = "structure"
+
+
+@cache
+def _checker_code() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def _file_key(path: Path, *extra) -> str:
+    """Key of a file's current version (path, size, mtime, inode) + ``extra`` + this module's code."""
+    st = path.stat()
+    record = [str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, *extra, _checker_code()]
+    return hashlib.sha256(json.dumps(record).encode()).hexdigest()[:32]
+
+
+def _store_json(entry: Path, source: Path, data: dict) -> None:
+    """Write a store entry atomically, naming the file version it describes (what
+    :func:`stale_store_entries` checks); a store that cannot be written only costs the next scan."""
+    try:
+        st = source.stat()
+        record = {"file": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **data}
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, entry)
+    except OSError:
+        pass
+
+
+def stale_store_entries(store_dir: str | Path) -> list[Path]:
+    """The entries of ``store_dir``'s structure store whose file is gone or has changed since (they
+    can never match again: ``ctrflow gc`` removes them)."""
+    stale = []
+    directory = Path(store_dir) / STRUCTURE_DIR
+    for entry in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            d = json.loads(entry.read_text())
+            st = Path(d["file"]).stat()
+            if (st.st_size, st.st_mtime_ns) == (d["size"], d["mtime_ns"]):
+                continue
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        stale.append(entry)
+    return stale
+
+
+def checked_structure(raw: RawFile, layout: LineLayout, *, max_field_bytes: int = 65_536,
+                      store_dir: str | Path | None = None) -> StructureReport:
+    """:func:`check_structure`, or the stored report of an earlier passed scan of the same file,
+    layout and limits (module doc); ``store_dir`` None: always scan, store nothing."""
+    if store_dir is None or raw.byte_issue is not None:
+        return check_structure(raw, layout, max_field_bytes=max_field_bytes)
+    entry = Path(store_dir) / STRUCTURE_DIR / f"{_file_key(raw.source, repr(layout), max_field_bytes)}.json"
+    try:
+        return StructureReport(**json.loads(entry.read_text())["report"])
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    report = check_structure(raw, layout, max_field_bytes=max_field_bytes)
+    _store_json(entry, raw.source, {"report": asdict(report)})
+    return report
 
 
 def _line_text(path: Path, index: int) -> str:

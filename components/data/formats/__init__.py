@@ -29,6 +29,7 @@ class Reader(Protocol):
         params: Params,
         work_dir: Path | None = None,
         require_label: bool = True,
+        remember_structure: bool = False,
     ) -> SourceTable: ...
 
 
@@ -47,6 +48,7 @@ def read_source(
     params: Params | None = None,
     work_dir: Path | None = None,
     require_label: bool = True,
+    remember_structure: bool = False,
 ) -> SourceTable:
     """Read the raw log at ``path`` in format ``fmt`` (a key of :data:`FORMATS`) lazily.
 
@@ -55,10 +57,13 @@ def read_source(
     copies go to ``work_dir`` (default: a per-process temporary directory removed at exit); the
     returned LazyFrame reads them, so keep ``work_dir`` until the table has been consumed.
     ``require_label=False`` accepts unlabelled files (Criteo/Avazu test format, schema without
-    label) and yields an all-null Int8 ``label`` column.
+    label) and yields an all-null Int8 ``label`` column. ``remember_structure``: a passed structural
+    scan is stored under ``validate.cache_dir`` and reused for the same unchanged file
+    (:func:`components.data.rawfile.checked_structure`; the gate and preprocessing, not predict).
     """
     try:
         reader = FORMATS[fmt]
     except KeyError:
         raise ValueError(f"unknown raw format {fmt!r}; known formats: {sorted(FORMATS)}") from None
-    return reader(path, params=params or Params(), work_dir=work_dir, require_label=require_label)
+    return reader(path, params=params or Params(), work_dir=work_dir, require_label=require_label,
+                  remember_structure=remember_structure)

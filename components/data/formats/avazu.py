@@ -23,7 +23,7 @@ from components.data.formats.base import LABEL, LINE_COLUMN, FieldSpec, SourceTa
 from components.data.formats.typecheck import as_integer, check_integers
 from components.data.rawfile import (
     LineLayout,
-    check_structure,
+    checked_structure,
     open_raw,
     read_first_line,
     scan_fields,
@@ -84,13 +84,15 @@ def _check_header(first_line: str, source: Path, require_label: bool) -> tuple[s
 
 
 def read_avazu(
-    path: str | Path, *, params: Params, work_dir: Path | None = None, require_label: bool = True
+    path: str | Path, *, params: Params, work_dir: Path | None = None, require_label: bool = True,
+    remember_structure: bool = False,
 ) -> SourceTable:
     """Parse an Avazu CSV into a lazy :class:`SourceTable` after header, structure and label checks."""
-    raw = open_raw(path, work_dir)
+    raw = open_raw(path, work_dir, store_dir=params.validation.cache_dir if remember_structure else None)
     names = _check_header(read_first_line(raw), raw.source, require_label)
-    report = check_structure(
-        raw, LineLayout(",", len(names), names), max_field_bytes=params.validation.max_field_bytes
+    report = checked_structure(
+        raw, LineLayout(",", len(names), names), max_field_bytes=params.validation.max_field_bytes,
+        store_dir=params.validation.cache_dir if remember_structure else None,
     )
     lf = scan_fields(raw.plain, names, ",", header_lines=1)
     labelled = "click" in names

@@ -13,7 +13,7 @@ Output columns: ``LINE_COLUMN``, ``label`` (Int8), ``I1``–``I13`` (Int64, nume
 ``C1``–``C26`` (String, categorical fields); empty fields are null. No time column.
 
 Checks, reading the text once: the byte pass of :func:`~components.data.rawfile.open_raw`, then
-ONE streaming structural query (:func:`~components.data.rawfile.check_structure`) that also
+ONE streaming structural query (:func:`~components.data.rawfile.checked_structure`) that also
 matches the label and integer fields of every line against
 :func:`~components.data.formats.typecheck.integer_pattern`. Only lines that do not match (none in
 a clean Kaggle file) get the exact integer check. When every line matched, the returned table
@@ -34,7 +34,7 @@ from components.data.formats.base import LABEL, LINE_COLUMN, FieldSpec, SourceTa
 from components.data.formats.typecheck import as_integer, check_integers, integer_pattern
 from components.data.rawfile import (
     LineLayout,
-    check_structure,
+    checked_structure,
     open_raw,
     read_first_line,
     scan_fields,
@@ -78,10 +78,11 @@ def _variant(first_line: str, source: Path, require_label: bool) -> str:
 
 
 def read_criteo(
-    path: str | Path, *, params: Params, work_dir: Path | None = None, require_label: bool = True
+    path: str | Path, *, params: Params, work_dir: Path | None = None, require_label: bool = True,
+    remember_structure: bool = False,
 ) -> SourceTable:
     """Parse a Criteo log into a lazy :class:`SourceTable` after the structural and integer checks."""
-    raw = open_raw(path, work_dir)
+    raw = open_raw(path, work_dir, store_dir=params.validation.cache_dir if remember_structure else None)
     variant = _variant(read_first_line(raw), raw.source, require_label)
     names = FEATURE_COLUMNS if variant == "kaggle_unlabelled" else COLUMNS
     separator, header_lines = (
@@ -101,7 +102,8 @@ def read_criteo(
         ),
         header_lines=header_lines,
     )
-    report = check_structure(raw, layout, max_field_bytes=params.validation.max_field_bytes)
+    report = checked_structure(raw, layout, max_field_bytes=params.validation.max_field_bytes,
+                               store_dir=params.validation.cache_dir if remember_structure else None)
     if report.unmatched_lines:
         check_integers(
             unmatched_fields(raw, layout), int_types, file=raw.source, float_ints=float_ints

@@ -118,11 +118,7 @@ def _read_delimited(
 ) -> tuple[RawFile, pl.LazyFrame]:
     """One MovieLens file: opened, structure-checked, split into String columns, integers checked."""
     raw = open_raw(path, work_dir, encoding=encoding)
-    check_structure(
-        raw,
-        LineLayout(separator, len(names), names),
-        max_field_bytes=params.validation.max_field_bytes,
-    )
+    check_structure(raw, LineLayout(separator, len(names), names), max_field_bytes=params.validation.max_field_bytes)
     lf = scan_fields(raw.plain, names, separator)
     check_integers(lf, integers, file=raw.source)
     return raw, lf
@@ -183,11 +179,13 @@ def _check_known(
 
 
 def read_movielens(
-    path: str | Path, *, params: Params, work_dir: Path | None = None, require_label: bool = True
+    path: str | Path, *, params: Params, work_dir: Path | None = None, require_label: bool = True,
+    remember_structure: bool = False,
 ) -> SourceTable:
     """Parse a MovieLens 100K / 1M directory into a lazy :class:`SourceTable` (ratings ⋈ users ⋈ items).
 
-    ``require_label`` has no effect: the label always comes from the rating.
+    ``require_label`` has no effect: the label always comes from the rating. ``remember_structure``
+    neither (the readers' common signature): MovieLens files are small, their scan is always run.
     """
     directory, ml = _detect(Path(path))
     int64 = pl.Int64

@@ -27,7 +27,7 @@ from components.config import Params, SchemaParams
 from components.data.errors import DataFormatError
 from components.data.formats.base import LABEL, LINE_COLUMN, FieldSpec, SourceTable
 from components.data.formats.typecheck import as_integer, check_integers
-from components.data.rawfile import LineLayout, check_structure, open_raw, read_first_line
+from components.data.rawfile import LineLayout, checked_structure, open_raw, read_first_line
 
 TIME_COLUMN = "__time"
 
@@ -59,9 +59,10 @@ def _check_declared(
 
 
 def _csv_frame(
-    path: Path, spec: SchemaParams, params: Params, work_dir: Path | None, require_label: bool
+    path: Path, spec: SchemaParams, params: Params, work_dir: Path | None, require_label: bool,
+    remember_structure: bool = False,
 ):
-    raw = open_raw(path, work_dir)
+    raw = open_raw(path, work_dir, store_dir=params.validation.cache_dir if remember_structure else None)
     first = read_first_line(raw).split(spec.separator)
     if spec.has_header:
         names = [n.strip().strip('"') for n in first]
@@ -73,10 +74,11 @@ def _csv_frame(
     else:
         names = [f"column_{i}" for i in range(1, len(first) + 1)]
     _check_declared(spec, names, raw.source, require_label, 1 if spec.has_header else None)
-    report = check_structure(
+    report = checked_structure(
         raw,
         LineLayout(spec.separator, len(names), tuple(names), skip_quoted=True),
         max_field_bytes=params.validation.max_field_bytes,
+        store_dir=params.validation.cache_dir if remember_structure else None,
     )
     header = int(spec.has_header)
     lf = pl.scan_csv(
@@ -191,7 +193,8 @@ def _time_expr(lf: pl.LazyFrame, column: str, file: Path, temporal: bool) -> pl.
 
 
 def read_schema(
-    path: str | Path, *, params: Params, work_dir: Path | None = None, require_label: bool = True
+    path: str | Path, *, params: Params, work_dir: Path | None = None, require_label: bool = True,
+    remember_structure: bool = False,
 ) -> SourceTable:
     """Read a CSV / Parquet log as declared by ``params.schema_spec`` into a lazy :class:`SourceTable`."""
     spec = params.schema_spec
@@ -199,7 +202,8 @@ def read_schema(
     if path.is_file() and path.stat().st_size > 0 and _is_parquet(path):
         source, names, lf, header, meta = _parquet_frame(path, spec, require_label)
     else:
-        source, names, lf, header, meta = _csv_frame(path, spec, params, work_dir, require_label)
+        source, names, lf, header, meta = _csv_frame(path, spec, params, work_dir, require_label,
+                                                          remember_structure)
     has_label = spec.label in names
     try:
         if has_label:

@@ -53,7 +53,17 @@ ALLOWED_TO_DIFFER: dict[str, tuple[tuple[str, ...] | None, str]] = {
               "and values are equal (models/students/*/study/trials.csv is byte-identical)"),
     ".prefect/**": (None, "Prefect's run database and logs: run ids and times"),
     ".ctrflow/run.lock": (None, "the run lock: holder pid, host and start time"),
+    "data/validation-cache/structure/**": (
+        None, "the readers' store of passed byte passes / structure scans (not a stage output): one entry "
+              "per file version, named by a hash of the file's absolute path, size, mtime and inode"),
+    "data/validation-cache/sha256-by-stat.json": (
+        None, "the store of the partitions' sha256s by absolute path, size, mtime and inode (not a stage "
+              "output)"),
 }
+
+# Of those, the files whose NAMES depend on where and when the run's input files were written (two runs
+# in two directories hold different ones): left out of the comparison of the two runs' file lists.
+PATH_KEYED = ("data/validation-cache/structure/", "data/validation-cache/sha256-by-stat.json")
 
 
 def without_timings(obj: Any) -> Any:

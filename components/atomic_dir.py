@@ -1,4 +1,4 @@
-"""Swap a finished directory into place so readers never see a half-written one."""
+"""Swap a finished directory (or a JSON file: :func:`write_json_atomic`) into place so readers never see a half-written one."""
 
 from __future__ import annotations
 
@@ -6,6 +6,18 @@ import os
 import re
 import shutil
 from pathlib import Path
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write ``data`` as JSON to ``path`` through a uniquely named temporary sibling and
+    ``os.replace`` (readers see the old file or the new one; concurrent writers do not clash)."""
+    import json
+    import uuid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def replace_dir(tmp: Path, out_dir: Path) -> None:

@@ -250,11 +250,9 @@ def hash_partitions(paths: list[str | Path], store_dir: str | Path | None = None
     for p in todo:
         key = _stat_key(p)
         stored[key[0]] = [key[1], key[2], p.stat().st_ino, _SHA_MEMO[key]]
-    stored = {path: e for path, e in stored.items() if _unchanged(Path(path), e)}  # gone or rewritten: dropped
-    store_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = store_path.with_name(f".{store_path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, store_path)
+    from components.atomic_dir import write_json_atomic
+
+    write_json_atomic(store_path, {path: e for path, e in stored.items() if _unchanged(Path(path), e)})
 
 
 def file_sha256(path: str | Path) -> str:

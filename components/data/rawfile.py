@@ -40,7 +40,6 @@ import gzip
 import hashlib
 import json
 import lzma
-import os
 import shutil
 import tempfile
 import uuid
@@ -416,13 +415,12 @@ def _file_key(path: Path, *extra) -> str:
 def _store_json(entry: Path, source: Path, data: dict) -> None:
     """Write a store entry atomically, naming the file version it describes (what
     :func:`stale_store_entries` checks); a store that cannot be written only costs the next scan."""
+    from components.atomic_dir import write_json_atomic
+
     try:
         st = source.stat()
-        record = {"file": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, **data}
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, entry)
+        write_json_atomic(entry, {"file": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                  **data})
     except OSError:
         pass
 

@@ -20,7 +20,7 @@ free disk: the log, the processed Parquet, and DVC's cache as hard links):
    teacher trains one epoch (its gate LR one epoch too), distillation is capped (the DAGFM student
    only, one distillation and one finetuning epoch over at most 4,194,304 training rows —
    ``distill.max_train_rows``: 64 row groups spread over the whole train split — one trial, no
-   baseline twin; the teacher's logits are still computed for every training row). DVC's cache links
+   baseline twin; the teacher's logits are computed for those training rows only). DVC's cache links
    files instead of copying them (``cache.type hardlink,symlink``).
 2. ``dvc repro --single-item <stage>`` for each stage of ``dvc.yaml`` in order, then ``ctrflow predict``
    of the promoted model on the newest raw day file (``--batch-rows`` 65,536), each in a

@@ -161,10 +161,10 @@ def test_cache_equals_teacher_is_reused_and_invalidated(world, tmp_path, monkeyp
     assert again.reused and again.directory == first.directory and len(calls) == 3
     assert {s: again.path(s).stat().st_mtime_ns for s in ROWS} == mtimes
 
-    # a tampered file fails its hash → rebuilt in place
+    # a tampered file fails its hash → that split alone is rebuilt in place
     pq.write_table(pa.table({"logit": np.zeros(ROWS["valid"], np.float32)}), first.path("valid"))
     rebuilt = ensure_teacher_logits(teacher_dir, processed, cache_dir, log=quiet)
-    assert not rebuilt.reused and len(calls) == 6
+    assert not rebuilt.reused and len(calls) == 4
     with torch.no_grad():
         expected = teacher(*_split_tensors(processed, fmap, "valid")[:2])
     torch.testing.assert_close(rebuilt.load("valid"), expected, atol=1e-6, rtol=0)
@@ -176,11 +176,54 @@ def test_cache_equals_teacher_is_reused_and_invalidated(world, tmp_path, monkeyp
     save_model(teacher, other_dir, model_name="crossnet", hparams=read_model_metadata(teacher_dir)["hparams"],
                feature_map_hash=feature_map_hash(fmap), epoch=1, metrics={})  # fmt: skip
     other = ensure_teacher_logits(other_dir, processed, cache_dir, log=quiet)
-    assert not other.reused and other.key != first.key and len(calls) == 9
+    assert not other.reused and other.key != first.key and len(calls) == 7
     assert not torch.allclose(other.load("train"), first.load("train"))
     with torch.no_grad():
         expected = teacher(*_split_tensors(processed, fmap, "train")[:2])
     torch.testing.assert_close(other.load("train"), expected, atol=1e-6, rtol=0)
+
+
+def test_a_capped_cache_scores_only_the_visited_rows_and_grows_when_the_cap_does(world, tmp_path, monkeypatch):
+    processed, fmap, teacher_dir = world
+    computed = []
+    real = logit_cache.compute_logits
+    monkeypatch.setattr(logit_cache, "compute_logits",
+                        lambda m, loader, d: computed.append(loader.num_rows) or real(m, loader, d))  # fmt: skip
+    cache_dir = tmp_path / "cache"
+    teacher, _ = load_model(teacher_dir, fmap)
+    with torch.no_grad():
+        expected = teacher(*_split_tensors(processed, fmap, "train")[:2])
+
+    capped = ensure_teacher_logits(teacher_dir, processed, cache_dir, max_rows={"train": 512}, log=quiet)
+    assert computed == [512, ROWS["valid"], ROWS["test"]]
+    assert capped.scored == {"train": [[0, 256], [1024, 1280]], "valid": None, "test": None}
+    got = capped.load("train")
+    assert got.shape == (ROWS["train"],)
+    scored = torch.zeros(ROWS["train"], dtype=torch.bool)
+    scored[0:256] = scored[1024:1280] = True
+    assert torch.isnan(got[~scored]).all()
+    torch.testing.assert_close(got[scored], expected[scored], atol=1e-6, rtol=0)
+
+    # a loader under the same cap lines up; one visiting other rows is refused, naming the file
+    same = TeacherLogitLoader(BatchLoader(processed / "train.parquet", fmap, 100, seed=3, max_rows=512), got)
+    assert sum(len(b.teacher_logit) for b in same) == 512
+    whole = TeacherLogitLoader(BatchLoader(processed / "train.parquet", fmap, 100, seed=3), got)
+    with pytest.raises(ValueError, match=r"train\.parquet.*do not cover row"):
+        list(whole)
+
+    # a smaller cap is covered: reused, nothing computed
+    again = ensure_teacher_logits(teacher_dir, processed, cache_dir, max_rows={"train": 256}, log=quiet)
+    assert again.reused and len(computed) == 3
+    # no cap: train alone is recomputed, valid/test carried over unchanged
+    valid_sha = json.loads((capped.directory / "meta.json").read_text())["splits"]["valid"]["sha256"]
+    full = ensure_teacher_logits(teacher_dir, processed, cache_dir, log=quiet)
+    assert not full.reused and computed == [512, ROWS["valid"], ROWS["test"], ROWS["train"]]
+    assert full.scored["train"] is None
+    assert json.loads((full.directory / "meta.json").read_text())["splits"]["valid"]["sha256"] == valid_sha
+    torch.testing.assert_close(full.load("train"), expected, atol=1e-6, rtol=0)
+    # and the whole split covers any cap
+    assert ensure_teacher_logits(teacher_dir, processed, cache_dir, max_rows={"train": 512}, log=quiet).reused
+    assert len(computed) == 4
 
 
 def test_cache_refuses_a_teacher_of_other_data(world, tmp_path):
@@ -493,15 +536,20 @@ def test_finetune_must_improve_keeps_the_distilled_student(world, tmp_path, must
         assert ft["best_valid_auc"] == kept["valid_auc"] and metrics["final"]["valid"]["auc"] < dist["valid"]["auc"]
 
 
-def test_max_train_rows_caps_every_student_epoch_not_the_teacher_logits(world, tmp_path):
+def test_max_train_rows_caps_every_student_epoch_and_the_teacher_logits(world, tmp_path):
     processed, fmap, teacher_dir = world
     settings = _settings(tmp_path).model_copy(update={"max_train_rows": 512})
     metrics = run_kd_dagfm(teacher_dir, processed, settings, tmp_path / "kd", "dagfm", log=quiet)
     # train.parquet: 2000 rows in row groups of 256 -> groups 0 and 4 (512 rows), every epoch of both phases
     for name in ("distill", "finetune"):
         assert [h["train_samples"] for h in metrics["phases"][name]["history"]] == [512, 512]
-    cache = json.loads(next((tmp_path / "cache").glob("*/meta.json")).read_text())
-    assert cache["splits"]["train"]["rows"] == ROWS["train"]  # one teacher pass over every training row
+    meta_path = next((tmp_path / "cache").glob("*/meta.json"))
+    cache = json.loads(meta_path.read_text())
+    # the teacher scored only the rows the capped loader visits; valid/test whole
+    assert cache["splits"]["train"]["rows"] == ROWS["train"]
+    assert cache["splits"]["train"]["scored"] == [[0, 256], [1024, 1280]]
+    assert pq.read_metadata(meta_path.parent / "train.parquet").num_rows == 512
+    assert "scored" not in cache["splits"]["valid"] and "scored" not in cache["splits"]["test"]
     uncapped = run_kd_dagfm(teacher_dir, processed, _settings(tmp_path), tmp_path / "kd2", "dagfm", log=quiet)
     assert [h["train_samples"] for h in uncapped["phases"]["distill"]["history"]] == [ROWS["train"]] * 2
     fsd = run_fsdnet(processed, settings, tmp_path / "fsd", log=quiet)

@@ -176,7 +176,7 @@ def run_kd_dagfm(
     hparams = student_hparams(student, settings, dim)
     cache = ensure_teacher_logits(
         teacher_dir, processed, settings.logit_cache_dir, batch_size=settings.eval_batch_size,
-        device=dev, in_memory=settings.in_memory, log=log,
+        max_rows={"train": settings.max_train_rows}, device=dev, in_memory=settings.in_memory, log=log,
     )  # fmt: skip
     if settings.logistic_base and teacher.logistic_base is not None:
         hparams["logistic_base"] = True

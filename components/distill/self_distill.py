@@ -94,7 +94,7 @@ def run_fsdnet(
             raise ValueError("distill.fsdnet.external_teacher_weight > 0 needs a teacher_dir")
         cache = ensure_teacher_logits(
             teacher_dir, processed, settings.logit_cache_dir, batch_size=settings.eval_batch_size,
-            device=dev, in_memory=settings.in_memory, log=log,
+            max_rows={"train": settings.max_train_rows}, device=dev, in_memory=settings.in_memory, log=log,
         )  # fmt: skip
 
     def loader(split: str, shuffle: bool, batch_size: int):

@@ -322,6 +322,32 @@ def test_partitions_validated_in_parallel_workers_give_the_same_verdicts(tmp_pat
     assert f"{parts / 'day_1'}, line 7, column label: rule 'label_in_set'" in str(err.value)
 
 
+def test_the_parent_of_parallel_workers_never_imports_great_expectations(tmp_path, nights):
+    """With validate.workers > 1 the workers judge; the parent only hashes, merges and publishes, so
+    it does not pay GX's import (≈ 4 s of CPU before the workers even start)."""
+    import subprocess
+    import sys
+
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for k in range(2):
+        shutil.copy(nights / f"day_{k}", parts)
+    params = _params(tmp_path, validate={"workers": 2})
+    (tmp_path / "params.json").write_text(params.model_dump_json(by_alias=True))
+    script = (
+        "import json, sys\n"
+        "from components.config import Params\n"
+        "from components.stages import validate_stage\n"
+        f"p = Params.model_validate(json.loads(open({str(tmp_path / 'params.json')!r}).read()))\n"
+        "report = validate_stage(p).details\n"
+        "print(json.dumps([report['rows'], report['success'], 'great_expectations' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [2 * ROWS, True, False]
+    assert (tmp_path / "validation" / "validation.json").is_file()
+
+
 def test_partition_hashes_stored_by_stat_and_recomputed_when_bytes_change(tmp_path, monkeypatch):
     """hash_partitions: the sha256s are computed once and stored by path/size/mtime/inode; a later
     process (a cleared memo) takes them from the store without reading the files, and a rewritten

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from dataclasses import replace
@@ -62,7 +61,7 @@ def _gate_code_hash() -> str:
 
 def cache_key(params) -> str:
     """What a partition's verdict depends on besides its bytes (module docstring), hashed."""
-    import great_expectations as gx
+    from components.data.validation_files import gx_version
 
     record = {
         "version": VALIDATE_CACHE_VERSION,
@@ -70,7 +69,7 @@ def cache_key(params) -> str:
         "validate": params.validation.model_dump(mode="json", exclude={"out_dir", "cache_dir", "workers"}),
         "schema": params.schema_spec.model_dump(mode="json"),
         "rating": [params.preprocess.rating_threshold, params.preprocess.drop_neutral_rating],
-        "gx": gx.__version__,
+        "gx": gx_version(),
         "code": _gate_code_hash(),
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
@@ -79,11 +78,9 @@ def cache_key(params) -> str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    from components.data.validate import _plain
+    from components.data.validation_files import write_report
 
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(_plain(data), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_report(path, data)
 
 
 def _cached_report(path: Path) -> dict | None:
@@ -99,7 +96,8 @@ def judge_partition(params, path: str, entry: str) -> tuple[dict | None, list[di
     """Validate one partition file into its cache entry: (its report, or None, and its failures as
     dicts of :class:`DataFormatError`). A top-level function, so a process pool can run it."""
     from components.data.formats import read_source
-    from components.data.validate import FAILED_SUFFIX, validate_source
+    from components.data.validate import validate_source
+    from components.data.validation_files import FAILED_SUFFIX
 
     try:
         table = read_source(params.data.format, Path(path), params=params, remember_structure=True)
@@ -133,9 +131,8 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
     :class:`ValidationFailed` naming the first bad partition file, with every failure of every bad
     partition (each :class:`DataFormatError` names its partition file, line, column and rule).
     """
-    import great_expectations as gx
-
-    from components.data.validate import FAILED_SUFFIX, REPORT_FILE, _publish
+    # no GX here: with validate.workers > 1 the workers judge and this process only publishes
+    from components.data.validation_files import FAILED_SUFFIX, REPORT_FILE, gx_version, publish
 
     out_dir = Path(out_dir)
     cache = Path(params.validation.cache_dir)
@@ -177,7 +174,7 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
         "files": [str(p.path) for p in parts],
         "rows": sum(e["rows"] or 0 for e in entries),
         "success": not failures,
-        "gx_version": gx.__version__,
+        "gx_version": gx_version(),
         "gx": {"sampled": any(e.get("sampled") for e in entries)},
         "partitions": [{k: v for k, v in e.items() if k not in ("checks", "sampled")} for e in entries],
         "checks": [{**c, "partition": e["name"]} for e in entries for c in e.get("checks", [])],
@@ -200,7 +197,7 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
         for p in parts:
             link_tree(cache / f"{p.sha256}.{key}", tmp / "data_docs" / "partitions" / p.name)
         _write_json(tmp / REPORT_FILE, summary)
-        _publish(tmp, out_dir)
+        publish(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     failed_path.unlink(missing_ok=True)

@@ -56,8 +56,6 @@ Outputs:
 from __future__ import annotations
 
 import datetime
-import json
-import math
 import os
 import shutil
 import uuid
@@ -99,11 +97,16 @@ from components.data.expectations import (  # noqa: E402
     table_frame,
 )
 from components.data.formats.base import LINE_COLUMN, SourceTable  # noqa: E402
+from components.data.validation_files import (  # noqa: E402
+    DOCS_DIR,
+    FAILED_SUFFIX,
+    REPORT_FILE,
+)
+from components.data.validation_files import plain as _plain  # noqa: E402
+from components.data.validation_files import publish as _publish  # noqa: E402
+from components.data.validation_files import write_report as _write_json  # noqa: E402
 from components.faults import pause_point
 
-REPORT_FILE = "validation.json"
-DOCS_DIR = "data_docs"
-FAILED_SUFFIX = ".failed.json"
 PARTIAL_UNEXPECTED = 20
 RESULT_FORMAT = {
     "result_format": "SUMMARY",
@@ -336,23 +339,6 @@ class _GxRun:
 # report
 
 
-def _plain(v):
-    """JSON-ready copy: numpy scalars → Python, NaN → None, integral floats → int, Paths → str."""
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_plain(x) for x in v]
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            return None
-        return int(v) if v.is_integer() and abs(v) < 2**53 else v
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
 def _examples(values: list, limit: int = 3) -> str:
     seen: list = []
     for v in _plain(values):
@@ -466,27 +452,6 @@ def _base_report(table: SourceTable, params: ValidateParams, line_source: str) -
 
 def _failed_path(out_dir: Path) -> Path:
     return out_dir.parent / (out_dir.name + FAILED_SUFFIX)
-
-
-def _write_json(path: Path, report: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(_plain(report), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _publish(tmp_dir: Path, out_dir: Path) -> None:
-    """Move ``tmp_dir`` to ``out_dir`` by rename; a previous ``out_dir`` is moved aside first and
-    deleted only after the new one is in place."""
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex}"
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        if old.exists() and not out_dir.exists():
-            os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _fail(report: dict, failures: list[DataFormatError], table: SourceTable, out_dir: Path):

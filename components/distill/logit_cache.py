@@ -222,7 +222,8 @@ def ensure_teacher_logits(
         raise ValueError(f"{processed / 'feature_map.json'}: no split(s) {missing} (has {sorted(fmap.splits)})")
     key = teacher_cache_key(teacher_dir, fmap)
     teacher_meta = read_model_metadata(teacher_dir)
-    rows = {s: pq.read_metadata(_split_path(processed, fmap, s)).num_rows for s in fmap.splits}
+    rows = {s: pq.read_metadata(_split_path(processed, fmap, s)).num_rows
+            for s in fmap.splits if s in wanted or _split_path(processed, fmap, s).is_file()}
     caps = dict(max_rows or {})
     needed = {s: scored_ranges(_split_path(processed, fmap, s), caps.get(s)) for s in wanted}
     final = Path(cache_dir) / key[:32]

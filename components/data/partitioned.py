@@ -45,7 +45,7 @@ from components.data.partitions import Partition, window_record
 
 PARTITION_COLUMN = "__partition"
 VALIDATE_CACHE_VERSION = 1
-_GATE_SOURCES = ("validate.py", "expectations.py", "rawfile.py", "formats")
+_GATE_SOURCES = ("validate.py", "validation_files.py", "expectations.py", "rawfile.py", "formats")
 
 
 def _gate_code_hash() -> str:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import polars as pl
 
-from components.atomic_dir import link_tree
+from components.atomic_dir import link_tree, replace_dir
 from components.data.errors import DataFormatError, ValidationFailed
 from components.data.formats.base import LINE_COLUMN, SourceTable
 from components.data.partitions import Partition, window_record
@@ -132,7 +132,7 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
     partition (each :class:`DataFormatError` names its partition file, line, column and rule).
     """
     # no GX here: with validate.workers > 1 the workers judge and this process only publishes
-    from components.data.validation_files import FAILED_SUFFIX, REPORT_FILE, gx_version, publish
+    from components.data.validation_files import FAILED_SUFFIX, REPORT_FILE, gx_version
 
     out_dir = Path(out_dir)
     cache = Path(params.validation.cache_dir)
@@ -197,7 +197,7 @@ def validate_partitions(params, parts: list[Partition], out_dir: str | Path) -> 
         for p in parts:
             link_tree(cache / f"{p.sha256}.{key}", tmp / "data_docs" / "partitions" / p.name)
         _write_json(tmp / REPORT_FILE, summary)
-        publish(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     failed_path.unlink(missing_ok=True)

@@ -78,6 +78,7 @@ from great_expectations.data_context.types.resource_identifiers import (  # noqa
     ValidationResultIdentifier,
 )
 
+from components.atomic_dir import replace_dir  # noqa: E402
 from components.config import ValidateParams  # noqa: E402
 from components.data.errors import DataFormatError, ValidationFailed  # noqa: E402
 from components.data.expectations import (  # noqa: E402
@@ -103,7 +104,6 @@ from components.data.validation_files import (  # noqa: E402
     REPORT_FILE,
 )
 from components.data.validation_files import plain as _plain  # noqa: E402
-from components.data.validation_files import publish as _publish  # noqa: E402
 from components.data.validation_files import write_report as _write_json  # noqa: E402
 from components.faults import pause_point
 
@@ -613,7 +613,7 @@ def validate_source(table: SourceTable, params: ValidateParams, out_dir: Path) -
                        tmp_dir / DOCS_DIR)
         _write_json(tmp_dir / REPORT_FILE, report)
         pause_point("validate.write")  # tests: a kill before the new report is published
-        _publish(tmp_dir, out_dir)
+        replace_dir(tmp_dir, out_dir)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     _failed_path(out_dir).unlink(missing_ok=True)

@@ -1,9 +1,9 @@
-"""The gate's files without the gate: report names, JSON-ready values, atomic writes, publishing.
+"""The gate's files without the gate: report names, JSON-ready values, atomic report writes.
 
 :mod:`components.data.validate` (the gate itself) imports Great Expectations, about 4 s of CPU.
 A process that only merges partition verdicts (:func:`components.data.partitioned.validate_partitions`
 with ``validate.workers`` > 1: the workers judge, the parent publishes) needs none of GX but these
-names and helpers, so they live here and the parent never pays that import.
+names and helpers (publishing a report directory is :func:`components.atomic_dir.replace_dir`), so they live here and the parent never pays that import.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import uuid
 from importlib.metadata import version
 from pathlib import Path
@@ -50,18 +49,3 @@ def write_report(path: Path, report: dict) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(plain(report), indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def publish(tmp_dir: Path, out_dir: Path) -> None:
-    """Move ``tmp_dir`` to ``out_dir`` by rename; a previous ``out_dir`` is moved aside first and
-    deleted only after the new one is in place."""
-    old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex}"
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp_dir, out_dir)
-    except BaseException:
-        if old.exists() and not out_dir.exists():
-            os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -610,8 +610,10 @@ def _passive_omp_wait() -> None:
               help="Output file, one probability per line ('-': stdout).")
 @click.option("--format", "fmt", type=click.Choice(["criteo", "avazu", "movielens", "schema"]),
               help="Raw format of RAW_FILE [default: the format the model was trained on].")
-@click.option("--runtime", type=click.Choice(["torch", "onnx"]), default="torch", show_default=True,
-              help="Score with PyTorch, or with onnxruntime on the export's model.onnx.")
+@click.option("--runtime", type=click.Choice(["auto", "torch", "onnx"]), default="auto", show_default=True,
+              help="Score with PyTorch, or with onnxruntime on the export's model.onnx; auto: "
+                   "onnxruntime when the model directory holds a model.onnx (an export, a registry "
+                   "version), else PyTorch.")
 @click.option("--batch-rows", type=click.IntRange(min=1), default=65_536, show_default=True,
               help="Rows encoded and scored at a time (bounds memory).")
 @click.argument("raw_file", type=click.Path())

@@ -25,7 +25,9 @@ does not depend on the weights' values, only on the architecture (and, for int8,
 Like ``ctrflow predict``, each run gets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it
 (pass ``OMP_WAIT_POLICY=ACTIVE`` to measure the spinning default). Inference settings: params.yaml
 ``inference:`` defaults (``--set inference.KEY=VALUE`` overrides,
-e.g. ``threads``, ``score_rows``, ``quantize``, ``compile``; ``--runtime onnx`` exports first).
+e.g. ``threads``, ``score_rows``, ``quantize``, ``compile``). ``--runtime`` defaults to ``onnx``,
+what ``ctrflow predict`` runs on an export or registry version (its ``auto``); a checkpoint without
+``model.onnx`` is exported first. ``--runtime torch`` measures the PyTorch runtime.
 On a shared 2-core box other jobs shift the numbers; the load average is printed before and after.
 No assertion is made on the figures.
 """
@@ -141,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--processed", help="processed dir of --checkpoint (not needed for an export)")
     ap.add_argument("--batch-rows", type=int, nargs="+", default=[65_536, 8_192])
     ap.add_argument("--repeats", type=int, default=3, help="runs per --batch-rows value (median reported)")
-    ap.add_argument("--runtime", choices=["torch", "onnx"], default="torch")
+    ap.add_argument("--runtime", choices=["onnx", "torch", "auto"], default="onnx",
+                    help="onnx (default: what `ctrflow predict --model production` runs, an export's "
+                         "model.onnx; exported first when the model has none), torch, or auto")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="params override, e.g. inference.threads=1")
     ap.add_argument("--work", help="scratch directory [default: a temporary one]")

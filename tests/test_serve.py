@@ -122,8 +122,14 @@ def read_probs(path: Path) -> np.ndarray:
 # ------------------------------------------------------------------ encoding = preprocessing
 
 
+@pytest.mark.parametrize("join_min", [None, 1])
 @pytest.mark.parametrize("processed", ["proc", "proc_dense", "proc_both"])
-def test_encoding_the_training_log_reproduces_every_preprocessed_row(world, processed, tmp_path):
+def test_encoding_the_training_log_reproduces_every_preprocessed_row(world, processed, join_min, tmp_path,
+                                                                     monkeypatch):
+    if join_min is not None:  # every vocabulary through the hash-index path of large ones
+        from components.data import vocab
+
+        monkeypatch.setattr(vocab, "JOIN_MIN_VALUES", join_min)
     proc = world["root"] / processed
     fmap = FeatureMap.load(proc / "feature_map.json")
     lines, cat, dense, sizes = encode_all(world["raw"], proc, tmp=tmp_path)
@@ -324,10 +330,13 @@ def test_export_dir_is_self_contained_and_scores_raw_lines(world, tmp_path):
     export = export_model(world["model"], tmp_path / "export", processed_dir=proc)
     shutil.rmtree(proc)  # the export no longer needs the processed directory
     torch_out, onnx_out, ref = tmp_path / "t.pred", tmp_path / "o.pred", tmp_path / "r.pred"
-    assert predict_file(export, world["raw"], torch_out) == ROWS
+    auto_out = tmp_path / "a.pred"
+    assert predict_file(export, world["raw"], torch_out, runtime="torch") == ROWS
     assert predict_file(export, world["raw"], onnx_out, runtime="onnx") == ROWS
-    predict_file(world["model"], world["raw"], ref, processed_dir=world["root"] / "proc")
+    assert predict_file(export, world["raw"], auto_out) == ROWS  # auto: the export's model.onnx
+    predict_file(world["model"], world["raw"], ref, processed_dir=world["root"] / "proc")  # auto: torch
     assert torch_out.read_bytes() == ref.read_bytes()  # same checkpoint, same encodings
+    assert auto_out.read_bytes() == onnx_out.read_bytes()
     np.testing.assert_allclose(read_probs(onnx_out), read_probs(torch_out), atol=1e-5, rtol=0)
     import onnx
 
@@ -335,7 +344,7 @@ def test_export_dir_is_self_contained_and_scores_raw_lines(world, tmp_path):
     assert props["ctrflow.model"] == "dcnv2" and json.loads(props["ctrflow.dense_fields"]) == []
     # re-exporting over an existing export replaces it atomically; exporting in place is refused
     export_model(world["model"], export, processed_dir=world["root"] / "proc")
-    assert predict_file(export, world["raw"], torch_out) == ROWS
+    assert predict_file(export, world["raw"], torch_out, runtime="torch") == ROWS
     with pytest.raises(ValueError, match="new directory"):
         export_model(export, export)
 

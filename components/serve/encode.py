@@ -21,10 +21,12 @@ functions, so a raw line encodes to exactly the ids and floats its preprocessed 
 - a field hashed in preprocessing (``stats.hash_buckets`` in the feature map): the same stable
   hash of the same staged value (:mod:`components.data.hashing`), missing → ``MISSING_ID``.
 
-Streaming: the transformed rows are first sunk to a scratch Parquet file in ``work_dir`` with
-Polars' streaming engine, then read back in slices of ``batch_rows`` rows and encoded eagerly (the
-pattern preprocessing measured to keep memory flat), so memory follows ``batch_rows`` and the
-vocabulary sizes, never the input size. The label column, if any, is ignored.
+Streaming: the transformed rows are first sunk to a scratch file in ``work_dir`` with Polars'
+streaming engine (uncompressed Arrow IPC: about a third cheaper to write and to slice back than the
+uncompressed Parquet it replaced; ≈ 300 bytes of disk per Criteo row), then read back in slices of
+``batch_rows`` rows and encoded eagerly (the pattern preprocessing measured to keep memory flat), so
+memory follows ``batch_rows`` and the vocabulary sizes, never the input size. The label column, if
+any, is ignored.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from components.data.vocab import (
     DenseStats,
     Vocabulary,
     dense_copy_expr,
+    encode_frame,
     hex8_expr,
     load_vocabulary,
     numeric_transform_expr,
@@ -55,7 +58,7 @@ from components.data.vocab import (
 DEFAULT_BATCH_ROWS = 65_536  # rows encoded (and scored) at a time
 _BAD_HEX = "__bad_hex"
 _HEX8 = re.compile(r"[0-9a-fA-F]{8}")
-_STAGE_FILE = "serve-stage.parquet"
+_STAGE_FILE = "serve-stage.arrow"
 
 
 @dataclass(frozen=True)
@@ -141,8 +144,13 @@ class RawEncoder:
         ]
 
     def encode(self, frame: pl.DataFrame) -> EncodedBatch:
-        """Encode transformed rows (``LINE_COLUMN`` + one column per field) into model inputs."""
-        enc = frame.select(self.encode_exprs())
+        """Encode transformed rows (``LINE_COLUMN`` + one column per field) into model inputs.
+
+        The ids of :meth:`encode_exprs`, computed as preprocessing computes them
+        (:func:`~components.data.vocab.encode_frame`: a vocabulary of a million values is looked up
+        through its cached hash index instead of a mapping rebuilt for every batch)."""
+        enc = encode_frame(frame, [self.vocabularies[n] for n in self.categorical_names]
+                           + [self.dense_stats[n] for n in self.dense_names])
         cat, dense = self.categorical_names, self.dense_names
         n = frame.height
         categorical = (
@@ -226,7 +234,7 @@ def _raise_bad_hex(table: SourceTable, hexes: frozenset[str], line: int) -> None
 
 
 def stage(table: SourceTable, encoder: RawEncoder, path: Path) -> None:
-    """Stream ``LINE_COLUMN`` + the transformed fields of ``table`` to Parquet ``path`` (input order).
+    """Stream ``LINE_COLUMN`` + the transformed fields of ``table`` to Arrow IPC ``path`` (input order).
 
     Raises ``DataFormatError(rule="hex8")`` for the first line holding a non-hex8 value where the
     format has hex8 fields.
@@ -240,9 +248,9 @@ def stage(table: SourceTable, encoder: RawEncoder, path: Path) -> None:
     if hexes:
         bad = [pl.col(c).is_not_null() & hex8_expr(pl.col(c)).is_null() for c in sorted(hexes)]
         cols.append(pl.any_horizontal(bad).alias(_BAD_HEX))
-    lf.select(cols).sink_parquet(path, compression="uncompressed", statistics=False, engine="streaming")
+    lf.select(cols).sink_ipc(path, compression="uncompressed", engine="streaming")
     if hexes:
-        hit = pl.scan_parquet(path).filter(pl.col(_BAD_HEX)).select(LINE_COLUMN).head(1).collect()
+        hit = pl.scan_ipc(path).filter(pl.col(_BAD_HEX)).select(LINE_COLUMN).head(1).collect()
         if hit.height:
             _raise_bad_hex(table, hexes, int(hit.item()))
 
@@ -263,7 +271,7 @@ def iter_encoded(
         raise ValueError(f"batch_rows must be positive, got {batch_rows}")
     path = Path(work_dir) / _STAGE_FILE
     stage(table, encoder, path)
-    staged = pl.scan_parquet(path)
+    staged = pl.scan_ipc(path)
     total = staged.select(pl.len()).collect().item()
     for offset in range(0, total, batch_rows):
         yield encoder.encode(staged.slice(offset, batch_rows).collect())

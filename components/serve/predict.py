@@ -72,7 +72,7 @@ STDOUT = "-"
 
 def resolve_runtime(model_dir: str | Path, runtime: Runtime = "auto") -> Literal["torch", "onnx"]:
     """``auto``: ONNX Runtime when ``model_dir`` holds an exported ``model.onnx`` (an export, a
-    registry version), else PyTorch. On 2 cores ORT scored the DAGFM student 2.2× faster than
+    registry version), else PyTorch. On 2 cores ORT scored the DAGFM student 2.3× faster than
     PyTorch eager in ``predict`` (benchmarks/results/predict_throughput.md); both give the same
     probabilities to float rounding (the export checks it: ``verify_onnx``)."""
     if runtime != "auto":

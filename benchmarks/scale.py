@@ -86,6 +86,7 @@ def scale_overrides(rows: int, partitions: int, slice_rows: int) -> dict[str, ob
         "data.input": "data/raw/kaggle",
         "validate.workers": 2,
         "validate.gx_max_rows": 300_000,
+        "validate.gx_chunk_rows": 300_000,  # the partition's GX sample in one pandas chunk, one GX run
         "train.in_memory": False,
         "train.max_epochs": 1,
         "train.gate.baseline_max_epochs": 1,

@@ -251,7 +251,6 @@ def iter_probabilities(
             yield scorer.probabilities(batch)
 
 
-
 def _csv_bytes(probabilities: np.ndarray) -> bytes:
     """One value a line, the shortest text that round-trips the float32 (Polars' writer)."""
     buf = io.BytesIO()

@@ -3,7 +3,8 @@
 :mod:`components.data.validate` (the gate itself) imports Great Expectations, about 4 s of CPU.
 A process that only merges partition verdicts (:func:`components.data.partitioned.validate_partitions`
 with ``validate.workers`` > 1: the workers judge, the parent publishes) needs none of GX but these
-names and helpers (publishing a report directory is :func:`components.atomic_dir.replace_dir`), so they live here and the parent never pays that import.
+names and helpers (publishing a report directory is :func:`components.atomic_dir.replace_dir`), so
+they live here and the parent never pays that import.
 """
 
 from __future__ import annotations

@@ -114,14 +114,15 @@ CASES = [("dagfm", {"interaction_type": k}) for k in TYPES] + [
 ]
 
 
-@pytest.mark.parametrize("group_min_rows", [1, 10**6])
+@pytest.mark.parametrize(("rows", "group_min_rows"), [(50, 1), (50, 10**6), (1, 1)])
 @pytest.mark.parametrize(("name", "hp"), CASES)
-def test_served_logits_equal_the_reference_interaction(name, hp, group_min_rows):
-    """Under inference_mode the models take the stacked-buffer path (grouped outer layers or not)."""
+def test_served_logits_equal_the_reference_interaction(name, hp, rows, group_min_rows):
+    """Under inference_mode the models take the stacked-buffer path (grouped outer layers or not;
+    one row: the online path of the inner and outer layers)."""
     for dtype, tol in ((torch.float64, F64), (torch.float32, F32)):
         model = _model(name, dtype=dtype, depth=3, **hp)
         model.dag.fields_per_group, model.dag.group_min_rows = 2, group_min_rows
-        cat = torch.randint(0, 9, (50, 6))
+        cat = torch.randint(0, 9, (rows, 6))
         with torch.no_grad():
             want = model.reference_interact(model.embed(cat))
         with torch.inference_mode():
@@ -181,13 +182,17 @@ def test_inference_weight_cache_follows_every_parameter_change(kind):
 
     def check():
         with torch.inference_mode():
-            emb = model.embed(cat)
-            torch.testing.assert_close(model.interact(emb), model.reference_interact(emb), **F32)
+            for rows in (cat, cat[:1]):  # a batch and the one-row path (their own cached layouts)
+                emb = model.embed(rows)
+                torch.testing.assert_close(model.interact(emb), model.reference_interact(emb), **F32)
 
     check()
     weight = model.dag.W if kind == "kernel" else model.dag.p
     with torch.no_grad():  # an in-place edit (bumps the version counter)
         weight.mul_(-1.5)
+    check()
+    with torch.no_grad():  # the readout's weight, spread over the d coordinates once (stacked_readout)
+        model.readout.weight.mul_(-2.0)
     check()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)  # an optimiser step
     model.train()

@@ -228,7 +228,10 @@ class FeatureEmbedding(nn.Module):
             return
         if self.fold_run is not None and not torch.jit.is_tracing():
             dense_lo, field_lo, n = self.fold_run
-            parts[0][:, field_lo:field_lo + n].addcmul_(values[:, dense_lo:dense_lo + n], weight[dense_lo:dense_lo + n])
+            copies, weights = values, weight
+            if n < self.num_dense:  # (slicing costs a batch-1 call ≈ 1 µs: only when some dense stay)
+                copies, weights = values[:, dense_lo:dense_lo + n], weight[dense_lo:dense_lo + n]
+            parts[0][:, field_lo:field_lo + n].addcmul_(copies, weights)
             if self.num_kept_dense:
                 parts.append(values.index_select(1, self.kept_dense) * weight.index_select(0, self.kept_dense))
             return

@@ -119,10 +119,10 @@ def test_dense_copies_fold_into_their_bucket_fields_vector_and_first_order_term(
     "sources, run",
     [
         ({"d0": "c1", "d1": "c2"}, (0, 1, 2)),  # copies d0, d1 → c1, c2: the in-place slice form
-        ({"d0": "c2", "d1": "c0"}, None),  # any other layout: the gather form
+        ({"d0": "c2", "d1": "c0"}, None),  # any other layout: the scatter-matmul form
     ],
 )
-def test_folded_copies_in_place_form_equals_the_gather_form_values_and_gradients(sources, run):
+def test_folded_copies_in_place_form_equals_the_traced_form_values_and_gradients(sources, run):
     fm = _with_copies(FeatureMap.toy([3, 5, 4], dense=3), sources)
     emb = FeatureEmbedding(fm, 4, first_order=True).double()
     assert emb.fold_run == run and emb.field_names == ["c0", "c1", "c2", "d2"]
@@ -163,9 +163,9 @@ def test_folded_copies_in_place_form_equals_the_gather_form_values_and_gradients
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the id check, run once on valid ids
         traced = torch.jit.trace(Outputs(), (cat, dense), check_trace=False)
-    along_trace = grads(lambda: Embedded(*traced(cat, dense), dense))  # the export's (gather) form
+    along_trace = grads(lambda: Embedded(*traced(cat, dense), dense))  # the export's (scatter-matmul) form
     graph = str(traced.inlined_graph)
-    assert "aten::index_select" in graph and "aten::addcmul_" not in graph
+    assert "aten::matmul" in graph and "aten::addcmul_" not in graph
     for a, b in zip(eager, along_trace, strict=True):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(traced(cat, dense)[0], expected)

@@ -25,7 +25,12 @@ What is measured, per dataset and thread count, in ONE process so every number s
   ``inference.onnx_graph_optimization`` (default ``all``) and ``intra_op_num_threads`` = threads,
   called the way ``ctrflow predict --runtime onnx`` calls it: ``session.run`` per block of
   ``inference.score_rows`` rows (:func:`components.serve.predict.in_row_blocks`; the PyTorch models
-  split a batch into the same blocks internally, ``CTRModel.block_rows``);
+  split a batch into the same blocks internally, ``CTRModel.block_rows``), with idle intra-op
+  threads asleep (``inference.onnx_spinning: false``, as ``ctrflow predict`` runs). ``--onnx-spinning
+  on`` measures onnxruntime's own default instead; here it slows everything on 2 threads (DAGFM
+  ONNX 400k → 221k samples/s, the PyTorch rows too): the spinning workers of the sessions not being
+  timed compete for the two cores. One session alone, on 2 threads and 1,024 rows, spinning took the
+  DAGFM student from 2.4 to 2.05 ms a call and the teacher from 9.3 to 8.6 ms;
 - **DeepCTR-Torch 0.3.0 DCN** (the ``[bench]`` extra; skipped with a message when it is not
   installed): its ``DCN`` with the teacher's architecture (``cross_parameterization="matrix"``, the
   teacher's cross layers and MLP widths, embedding 16, no BatchNorm), on the same rows and threads,
@@ -236,8 +241,9 @@ def measure(make_runner, rows: tuple[np.ndarray, np.ndarray], batch_sizes, runs:
     return out
 
 
-def export_sessions(models: dict, fmap, settings, threads: int, work: Path) -> dict:
-    """ONNX Runtime sessions of the serving models (``ctrflow export``'s graph), ``threads`` intra-op threads."""
+def export_sessions(models: dict, fmap, settings, threads: int, work: Path, spinning: bool = False) -> dict:
+    """ONNX Runtime sessions of the serving models (``ctrflow export``'s graph), ``threads`` intra-op
+    threads that spin while idle or not (``inference.onnx_spinning``)."""
     import onnxruntime as ort
 
     from components.serve.export import export_onnx, onnx_session_options
@@ -248,7 +254,7 @@ def export_sessions(models: dict, fmap, settings, threads: int, work: Path) -> d
         if name == REFERENCE or name.endswith(COMPILED):
             continue  # the exported graph is the student's own; compile is a PyTorch option
         path = export_onnx(model, fmap, work / f"{name}.onnx")
-        options = onnx_session_options(settings.model_copy(update={"threads": threads}))
+        options = onnx_session_options(settings.model_copy(update={"threads": threads, "onnx_spinning": spinning}))
         sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return sessions
 
@@ -281,7 +287,8 @@ def bench_dataset(name: str, processed: Path, params, args, work: Path) -> dict:
     try:
         for threads in args.threads:
             torch.set_num_threads(threads)
-            sessions = export_sessions(models, fmap, params.inference, threads, work / name)
+            sessions = export_sessions(models, fmap, params.inference, threads, work / name,
+                                       spinning=args.onnx_spinning == "on")
             runners: dict[tuple[str, str], Callable] = {}
             for m, model in models.items():
                 runners[("torch", m)] = lambda c, d, model=model: torch_runner(model, c, d)
@@ -411,7 +418,8 @@ def render(results: dict) -> str:
              "Samples/s = batch / median call time; p50 = median batch-1 latency; medians over "
              f"{results['settings']['repeats']} repeats in rotating order. Models are params.yaml's, "
              "seeded (speed does not depend on trained weight values), in their serving form "
-             "(BatchNorm folded). Rows: the dataset's processed test split.", "",
+             "(BatchNorm folded). Rows: the dataset's processed test split. onnxruntime's idle "
+             f"threads spin: {results['settings'].get('onnx_spinning', 'off')}.", "",
              "## Targets", "", "| dataset | threads | runtime | goal | value | met |", "|---|---|---|---|---|---|"]
     for g in results["goals"]:
         lines.append(f"| {g['dataset']} | {g['threads']} | {g['runtime']} | {g['goal']} | "
@@ -468,6 +476,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="also measure the teacher and DAGFM under torch.compile (inference.compile)")
     ap.add_argument("--quantize", choices=("auto", "yes", "no"), default="auto",
                     help="measure dynamic int8 on `make run`'s trained checkpoints (auto: when present)")
+    ap.add_argument("--onnx-spinning", choices=("on", "off"), default="off",
+                    help="onnxruntime's idle threads spin (on: onnxruntime's default) or sleep (off: "
+                         "inference.onnx_spinning's default, what ctrflow predict runs)")
     ap.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)

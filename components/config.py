@@ -249,6 +249,7 @@ class InferenceParams(_Section):
     compile: bool = False
     onnx_graph_optimization: Literal["all", "extended", "basic", "disabled"] = "all"
     threads: int = Field(0, ge=0)
+    onnx_spinning: bool = False
     score_rows: int = Field(1024, gt=0)
 
 

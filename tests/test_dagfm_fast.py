@@ -95,6 +95,15 @@ def test_serving_groups_outer_layers_from_group_min_rows_and_the_flop_path_never
 
 
 @pytest.mark.parametrize("kind", TYPES)
+def test_chained_readout_of_the_export_equals_the_linear_over_node_sums(kind):
+    dag = _perturbed(DAGPropagation(7, 5, 3, kind)).double()
+    states = dag.propagate(torch.randn(9, 7, 5, dtype=torch.float64))
+    readout = torch.nn.Linear(4 * 7, 1).double()
+    want = readout(dag.node_sums(states)).squeeze(1)
+    torch.testing.assert_close(dag.chained_readout(states, readout.weight, readout.bias), want, **F64)
+
+
+@pytest.mark.parametrize("kind", TYPES)
 def test_gradients_equal_the_einsum_formulas(kind):
     dag = _perturbed(DAGPropagation(5, 3, 2, kind)).double()
     e = torch.randn(6, 5, 3, dtype=torch.float64, requires_grad=True)
@@ -220,7 +229,8 @@ def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path)
 
     fmap = FeatureMap.toy([9] * 6)
     for name, hp in (("dagfm", {"interaction_type": "outer"}), ("dagfm", {"interaction_type": "inner"}),
-                     ("kd_dagfm_plus", {"interaction_type": "outer", "hidden_units": [16, 16]})):
+                     ("kd_dagfm_plus", {"interaction_type": "outer", "hidden_units": [16, 16]}),
+                     ("kd_dagfm_plus", {"interaction_type": "inner", "structure": "parallel", "hidden_units": [16]})):
         torch.manual_seed(3)
         model = build_model(name, fmap, embedding_dim=4, **hp)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)

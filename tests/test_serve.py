@@ -411,6 +411,9 @@ def test_onnx_session_uses_the_configured_optimization_level_and_threads(world, 
     assert len(nodes["disabled"]) > len(nodes["basic"]) >= len(nodes["extended"]) >= len(nodes["all"])
     default = onnx_session(export).get_session_options()
     assert default.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert default.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = onnx_session(export, InferenceParams(onnx_spinning=True)).get_session_options()
+    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 def _reference_text(model_dir: Path, raw: Path, processed: Path, settings, tmp: Path) -> str:

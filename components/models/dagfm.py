@@ -321,6 +321,20 @@ class DAGPropagation(nn.Module):
             self._spread = (key, spread.reshape(-1))
         return torch.addmv(bias, buf.view(-1, buf.shape[-1]).t(), self._spread[1])
 
+    def chained_readout(self, states: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """w · concat(s_0, …, s_L) + b ([B]) from :meth:`propagate`'s states as a chain of L+1
+        ``addmm`` (ONNX ``Gemm`` nodes, each adding its state's share to the previous one), the
+        readout weight spread over the d coordinates: what the ONNX export traces. onnxruntime ran
+        it faster than L+1 ``ReduceSum`` + ``Concat`` + ``Gemm`` (the DAGFM student, 1 thread:
+        batch 1 61.8 → 55.8 µs, 1,024 rows 3.91 → 3.78 ms)."""
+        f, d = self.num_fields, self.embedding_dim
+        w = weight.view(len(states), f)
+        z = bias.view(1, 1)
+        for t, h in enumerate(states):
+            spread = w[t][:, None].expand(f, d) if self.layout == "fdb" else w[t][None, :].expand(d, f)
+            z = torch.addmm(z, spread.reshape(1, f * d), h.reshape(f * d, -1))
+        return z.squeeze(0)
+
     def field_groups(self) -> list[tuple[int, int]]:
         """Consecutive target-field ranges [lo, hi) of about :attr:`fields_per_group` fields each."""
         f = self.num_fields
@@ -391,7 +405,10 @@ class DAGFM(CTRModel):
         if self.dag.serves(emb.vectors) and type(self.readout) is nn.Linear:  # serving: one buffer, one GEMV
             buf = self.dag.propagate_stacked(emb.vectors)
             return self.dag.stacked_readout(buf, self.readout.weight, self.readout.bias)
-        return self.readout(self.dag.node_sums(self.dag.propagate(emb.vectors))).squeeze(1)
+        states = self.dag.propagate(emb.vectors)
+        if torch.jit.is_tracing() and type(self.readout) is nn.Linear:  # the ONNX export
+            return self.dag.chained_readout(states, self.readout.weight, self.readout.bias)
+        return self.readout(self.dag.node_sums(states)).squeeze(1)
 
     def reference_interact(self, emb: Embedded) -> torch.Tensor:
         """:meth:`interact` by the einsum formulas (:meth:`DAGPropagation.reference_forward`)."""
@@ -451,8 +468,10 @@ class KDDAGFMPlus(CTRModel):
         states = self.dag.propagate(emb.vectors)
         if self.structure == "stacked":
             return self.mlp(self.dag.summed_flat(states)).squeeze(1)
-        readouts = self.dag.node_sums(states)
-        return (self.readout(readouts) + self.mlp(self.flat_vectors(emb))).squeeze(1)
+        mlp_logit = self.mlp(self.flat_vectors(emb)).squeeze(1)
+        if torch.jit.is_tracing() and type(self.readout) is nn.Linear:  # the ONNX export (DAGFM.interact)
+            return self.dag.chained_readout(states, self.readout.weight, self.readout.bias) + mlp_logit
+        return self.readout(self.dag.node_sums(states)).squeeze(1) + mlp_logit
 
     def reference_interact(self, emb: Embedded) -> torch.Tensor:
         """:meth:`interact` by the einsum formulas (:meth:`DAGPropagation.reference_forward`)."""

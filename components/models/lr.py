@@ -50,7 +50,7 @@ class LR(CTRModel):
         ``addmv`` for the dense ones, no checks, squeeze or concat (a batch-1 call took 0.07 ms through
         the generic path, a third of a DAGFM student's latency; ≈ 0.012 ms this way). Traced (the
         ONNX export) the dense term is a 2-D [B, F_dense] @ [F_dense, 1] ``MatMul``: onnxruntime
-        took 99 µs for 1,024 rows with a 1-D weight (``addmv``'s export), 6 µs with the 2-D one."""
+        took 99 µs for 1,024 rows with a 1-D [F_dense] weight, 6 µs with the 2-D one."""
         emb = self.embedding
         if emb.first_order_table is None:
             return self.interact(self.embed(categorical, dense))

@@ -222,6 +222,7 @@ def test_inference_weight_cache_follows_every_parameter_change(kind):
 
 def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path):
     """Train a KD-DAGFM student briefly, save and reload it: fast == reference, and ONNX == both."""
+    import onnx
     import onnxruntime as ort
 
     from components.serve.export import export_onnx
@@ -255,8 +256,15 @@ def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path)
             served = loaded(test)
         torch.testing.assert_close(served, ref, **F32)
         path = export_onnx(loaded, fmap, tmp_path / f"{name}-{hp['interaction_type']}.onnx")
+        # outer layers: two traces joined under an If on the row count (one row: row-vector matmuls)
+        top = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert (top == ["Shape", "Gather", "Equal", "If"]) == (hp["interaction_type"] == "outer")
+        assert not any(m.trace_one_row for m in loaded.modules() if isinstance(m, DAGPropagation))
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         names = {i.name for i in session.get_inputs()}
         feeds = {"categorical": test.numpy(), "dense": np.zeros((300, 0), np.float32)}
         (logit, _) = session.run(None, {k: v for k, v in feeds.items() if k in names})
         np.testing.assert_allclose(logit, ref.numpy(), rtol=1e-5, atol=1e-5)
+        for row in (0, 7, 299):  # one row at a time: the If's one-row branch
+            one = {k: v[row:row + 1] for k, v in feeds.items() if k in names}
+            np.testing.assert_allclose(session.run(["logit"], one)[0], ref.numpy()[row:row + 1], rtol=1e-5, atol=1e-5)

@@ -127,7 +127,9 @@ class DAGPropagation(nn.Module):
     A single row (online scoring) has its own kernels there: with one column a batched matmul takes
     BLAS's slow GEMV-per-matrix path, so inner layers run as one elementwise product and sum, and
     outer layers as row-vector GEMMs (:meth:`_one_row_outer`): the DAGFM student's batch-1 latency
-    0.18 → 0.08 ms (F = 39, d = 16, 1 thread). The FLOP counter runs under ``no_grad``, i.e. :meth:`propagate`: it
+    0.18 → 0.08 ms (F = 39, d = 16, 1 thread). The ONNX export traces the outer one-row form too
+    (``trace_one_row``, valid for one row only) and joins it to the batched graph under an ``If``
+    on the row count (:mod:`components.serve.export`). The FLOP counter runs under ``no_grad``, i.e. :meth:`propagate`: it
     counts the algorithm's FLOPs as models.md states them, including the multiply-adds with the
     mask's structural zeros that serving skips.
     """
@@ -160,6 +162,7 @@ class DAGPropagation(nn.Module):
         self._spread: tuple[tuple, torch.Tensor] | None = None  # stacked_readout's weight, cached
         self.fields_per_group = FIELDS_PER_GROUP  # outer: target fields per group (class doc)
         self.group_min_rows = GROUP_MIN_ROWS  # outer: batches smaller than this run ungrouped
+        self.trace_one_row = False  # outer: trace the one-row layers (the ONNX export's If branch)
 
     # ------------------------------------------------------------------ reference (the formulas)
     def _aggregate(self, t: int, h: torch.Tensor) -> torch.Tensor:
@@ -237,6 +240,13 @@ class DAGPropagation(nn.Module):
         states = [h0]
         if self.interaction_type == "outer":
             p, q = weights[:2]
+            if self.trace_one_row and torch.jit.is_tracing():  # the export's one-row branch (class doc)
+                p_one, q_one = weights[4]
+                rows = [h0.view(f, 1, d)]  # B = 1: [F, d, 1] and [F, 1, d] are the same memory
+                for t in range(self.depth):
+                    scores = torch.bmm(rows[-1], p_one[t]).view(f, f).t().reshape(f, 1, f)  # [F_j, 1, F_i]
+                    rows.append(rows[0] * torch.bmm(scores, q_one[t]))  # [F_j, 1, d]
+                return [h.view(f, d, 1) for h in rows]
             for t in range(self.depth):
                 scores = torch.bmm(p[t], states[-1])  # [F_i, F_j, B]
                 states.append(h0 * torch.bmm(q[t], scores.transpose(0, 1)))  # [F_j, d, B]

@@ -234,19 +234,20 @@ class DAGPropagation(nn.Module):
             for t in range(self.depth):
                 states.append(h0 * torch.bmm(p[t], states[-1]))
             return states
+        if self.interaction_type == "outer" and self.trace_one_row and torch.jit.is_tracing():
+            # the export's one-row branch (class doc); B = 1: [F, d, 1] and [F, 1, d] are the same memory
+            p_one, q_one = weights[4]
+            rows = [torch.mm(self.connect, vectors.reshape(f, d)).view(f, 1, d)]
+            for t in range(self.depth):
+                scores = torch.bmm(rows[-1], p_one[t]).view(f, f).t().reshape(f, 1, f)  # [F_j, 1, F_i]
+                rows.append(rows[0] * torch.bmm(scores, q_one[t]))  # [F_j, 1, d]
+            return [h.view(f, d, 1) for h in rows]
         # outer and kernel: [F, d, B]
         # flatten/unflatten with static sizes: an exported graph gets no Shape→Gather→Concat chains
         h0 = torch.mm(self.connect, vectors.permute(1, 2, 0).flatten(1)).view(f, d, -1)
         states = [h0]
         if self.interaction_type == "outer":
             p, q = weights[:2]
-            if self.trace_one_row and torch.jit.is_tracing():  # the export's one-row branch (class doc)
-                p_one, q_one = weights[4]
-                rows = [h0.view(f, 1, d)]  # B = 1: [F, d, 1] and [F, 1, d] are the same memory
-                for t in range(self.depth):
-                    scores = torch.bmm(rows[-1], p_one[t]).view(f, f).t().reshape(f, 1, f)  # [F_j, 1, F_i]
-                    rows.append(rows[0] * torch.bmm(scores, q_one[t]))  # [F_j, 1, d]
-                return [h.view(f, d, 1) for h in rows]
             for t in range(self.depth):
                 scores = torch.bmm(p[t], states[-1])  # [F_i, F_j, B]
                 states.append(h0 * torch.bmm(q[t], scores.transpose(0, 1)))  # [F_j, d, B]

@@ -30,7 +30,11 @@ What is measured, per dataset and thread count, in ONE process so every number s
   on`` measures onnxruntime's own default instead; here it slows everything on 2 threads (DAGFM
   ONNX 400k → 221k samples/s, the PyTorch rows too): the spinning workers of the sessions not being
   timed compete for the two cores. One session alone, on 2 threads and 1,024 rows, spinning took the
-  DAGFM student from 2.4 to 2.05 ms a call and the teacher from 9.3 to 8.6 ms;
+  DAGFM student from 2.4 to 2.05 ms a call and the teacher from 9.3 to 8.6 ms. The 2-thread ratios
+  follow the threads' wait policies more than the models (embedded, 2 threads, 2026-12-07, with
+  ``OMP_WAIT_POLICY=PASSIVE``: ONNX DAGFM/teacher at 4096 3.59× and batch-1 p50 0.44× with
+  spinning off, 4.24× and 0.80× with it on — the teacher's one-row call 0.158 vs 0.062 ms — while
+  PyTorch's tiny ops then pay a thread wake-up each: DAGFM p50 0.51 ms);
 - **DeepCTR-Torch 0.3.0 DCN** (the ``[bench]`` extra; skipped with a message when it is not
   installed): its ``DCN`` with the teacher's architecture (``cross_parameterization="matrix"``, the
   teacher's cross layers and MLP widths, embedding 16, no BatchNorm), on the same rows and threads,

@@ -39,6 +39,7 @@ the probabilities.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -96,29 +97,33 @@ def export_onnx(model: nn.Module, feature_map: FeatureMap, path: str | Path, *, 
 
     Layout and exporter: see the module docstring. Needs the ``onnx`` package.
     """
+    import onnx
+
     path = Path(path)
-    _trace_to_onnx(model, feature_map, path, rows=2, opset=opset)
+    graph = _trace_to_onnx(model, feature_map, rows=2, opset=opset)
     one_row_dags = [m for m in model.modules() if isinstance(m, DAGPropagation) and m.interaction_type == "outer"]
     if one_row_dags:  # a second trace for one row, joined to the first under an If on the row count
-        one_row = path.with_name(f".{path.name}.one-row")
         try:
             for dag in one_row_dags:
                 dag.trace_one_row = True
-            _trace_to_onnx(model, feature_map, one_row, rows=1, opset=opset)
-            _join_one_row_branch(path, one_row)
+            graph = _join_one_row_branch(graph, _trace_to_onnx(model, feature_map, rows=1, opset=opset))
         finally:
             for dag in one_row_dags:
                 dag.trace_one_row = False
-            one_row.unlink(missing_ok=True)
+    onnx.save(graph, str(path))
     return path
 
 
-def _trace_to_onnx(model: nn.Module, feature_map: FeatureMap, path: Path, *, rows: int, opset: int) -> None:
-    """``torch.onnx.export`` of ``model`` traced on ``rows`` example rows, batch dimension dynamic."""
+def _trace_to_onnx(model: nn.Module, feature_map: FeatureMap, *, rows: int, opset: int):
+    """``torch.onnx.export`` of ``model`` traced on ``rows`` example rows, batch dimension dynamic,
+    as an in-memory ``onnx.ModelProto``."""
+    import onnx
+
     n_cat, n_dense = len(feature_map.categorical_fields), len(feature_map.dense_fields)
     example = (torch.zeros((rows, n_cat), dtype=torch.int64), torch.zeros((rows, n_dense), dtype=torch.float32))
     wrapper = _Scoring(model).eval()
     batch = {0: "batch"}
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         # the legacy exporter announces its deprecation; tracing flags the embedding's id check
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -126,15 +131,16 @@ def _trace_to_onnx(model: nn.Module, feature_map: FeatureMap, path: Path, *, row
         # DLRM's constant triangle indices are non-negative, which is what this warning asks for
         warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
         torch.onnx.export(
-            wrapper, example, str(path), dynamo=False, opset_version=opset,
+            wrapper, example, buffer, dynamo=False, opset_version=opset,
             input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
             dynamic_axes={name: batch for name in (*INPUT_NAMES, *OUTPUT_NAMES)},
             do_constant_folding=True,
         )  # fmt: skip
+    return onnx.load_from_string(buffer.getvalue())
 
 
-def _join_one_row_branch(path: Path, one_row_path: Path) -> None:
-    """Rewrite ONNX file ``path`` as ``If(rows == 1, then: one_row_path's graph, else: path's graph)``.
+def _join_one_row_branch(batch, one):
+    """``If(rows == 1, then: one's graph, else: batch's graph)`` as one ``onnx.ModelProto``.
 
     The one-row graph (outer DAG layers as row-vector matmuls, :class:`DAGPropagation`) is valid for
     a single row only; the If node costs onnxruntime ≈ 2 µs a call. Initializers both graphs hold
@@ -143,13 +149,12 @@ def _join_one_row_branch(path: Path, one_row_path: Path) -> None:
     import onnx
     from onnx import helper, numpy_helper
 
-    batch, one = onnx.load(str(path)), onnx.load(str(one_row_path))
     bg, og = batch.graph, one.graph
-    known = {t.name: t.SerializeToString() for t in bg.initializer}
+    known = {t.name: t for t in bg.initializer}
     rename: dict[str, str] = {}
     one_inits = []
     for t in og.initializer:
-        if known.get(t.name) == t.SerializeToString():
+        if t.name in known and known[t.name] == t:  # (protobuf equality: no serialised copies)
             continue  # shared: the outer graph's copy
         rename[t.name] = f"one_row/{t.name}"
         copy = onnx.TensorProto()
@@ -190,7 +195,7 @@ def _join_one_row_branch(path: Path, one_row_path: Path) -> None:
                                producer_version=batch.producer_version)
     joined.ir_version = batch.ir_version
     onnx.checker.check_model(joined)
-    onnx.save(joined, str(path))
+    return joined
 
 
 def _add_metadata(path: Path, props: dict[str, str]) -> None:

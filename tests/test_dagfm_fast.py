@@ -256,7 +256,7 @@ def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path)
             served = loaded(test)
         torch.testing.assert_close(served, ref, **F32)
         path = export_onnx(loaded, fmap, tmp_path / f"{name}-{hp['interaction_type']}.onnx")
-        # outer layers: two traces joined under an If on the row count (one row: row-vector matmuls)
+        # outer layers: two traces joined under an If on the row count (one row: grouped convolutions)
         top = [n.op_type for n in onnx.load(str(path)).graph.node]
         assert (top == ["Shape", "Gather", "Equal", "If"]) == (hp["interaction_type"] == "outer")
         assert not any(m.trace_one_row for m in loaded.modules() if isinstance(m, DAGPropagation))

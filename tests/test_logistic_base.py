@@ -137,3 +137,40 @@ def test_a_student_study_key_changes_when_the_student_carries_the_base(tmp_path)
     (teacher / "model.json").write_text(json.dumps(meta))
     assert study_key("dagfm", params, teacher) != study_key("dagfm", off, teacher)
     assert study_key("fsdnet", params, teacher) == study_key("fsdnet", off, teacher)  # FSDNet never carries it
+
+
+def test_the_students_one_row_onnx_branch_folds_the_base_into_its_readout(tmp_path):
+    """The DAGFM student's one-row ONNX branch (grouped convolutions, the base in the readout's
+    Gemm) scores each row as PyTorch does; ``logit_terms`` is ``base_logit`` as x · w + b."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from components.serve.export import export_onnx
+
+    fm = FeatureMap.toy([3, 5, 4, 6], dense=2)
+    torch.manual_seed(0)
+    cat = torch.stack([torch.randint(0, n, (5,)) for n in (3, 5, 4, 6)], 1)
+    dense = torch.randn(5, 2)
+    model = build_model("dagfm", fm, embedding_dim=4, interaction_type="outer", depth=2, logistic_base=True).eval()
+    with torch.no_grad():
+        for p in model.logistic_base.parameters():
+            p.normal_()
+    base = model.logistic_base
+    x, w, b = base.logit_terms(cat, dense)
+    assert x.shape == (5, 4 + 2) and w.shape == (6,)
+    torch.testing.assert_close(x @ w + b, base.base_logit(cat, dense))
+    assert float(base.base_logit(cat, dense).abs().mean()) > 0.1  # the base is not a no-op here
+    served = prepare_for_inference(model)
+    path = export_onnx(served, fm, tmp_path / "model.onnx")
+    (branch,) = [a.g for a in onnx.load(str(path)).graph.node[-1].attribute if a.name == "then_branch"]
+    ops = [n.op_type for n in branch.node]
+    assert ops.count("Conv") == 2 * 2 and "ReduceSum" not in ops and ops.count("Gemm") == 2  # connect, readout
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(cat, dense).numpy()
+    for row in range(5):
+        feed = {"categorical": cat[row:row + 1].numpy(), "dense": dense[row:row + 1].numpy()}
+        np.testing.assert_allclose(session.run(["logit"], feed)[0], expected[row:row + 1], rtol=1e-5, atol=1e-5)
+    feed = {"categorical": cat.numpy(), "dense": dense.numpy()}  # and the batch branch
+    np.testing.assert_allclose(session.run(["logit"], feed)[0], expected, rtol=1e-5, atol=1e-5)

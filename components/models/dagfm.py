@@ -127,9 +127,13 @@ class DAGPropagation(nn.Module):
     A single row (online scoring) has its own kernels there: with one column a batched matmul takes
     BLAS's slow GEMV-per-matrix path, so inner layers run as one elementwise product and sum, and
     outer layers as row-vector GEMMs (:meth:`_one_row_outer`): the DAGFM student's batch-1 latency
-    0.18 → 0.08 ms (F = 39, d = 16, 1 thread). The ONNX export traces the outer one-row form too
-    (``trace_one_row``, valid for one row only) and joins it to the batched graph under an ``If``
-    on the row count (:mod:`components.serve.export`). The FLOP counter runs under ``no_grad``, i.e. :meth:`propagate`: it
+    0.18 → 0.08 ms (F = 39, d = 16, 1 thread). The ONNX export traces a one-row form of outer
+    layers too (``trace_one_row``, valid for one row only) and joins it to the batched graph under
+    an ``If`` on the row count (:mod:`components.serve.export`): there each half-layer is one grouped
+    1×1 ``Conv`` over the row's [1, F·d, 1] state (one group a field; onnxruntime ran a layer in
+    ≈ 7 µs, 9 µs as batched row-vector ``MatMul``; eager PyTorch's grouped convolution takes
+    ≈ 180 µs, hence the separate forms) and the readout, with the logistic base folded in, one
+    ``Concat`` + ``Gemm`` (:meth:`one_row_readout`). The FLOP counter runs under ``no_grad``, i.e. :meth:`propagate`: it
     counts the algorithm's FLOPs as models.md states them, including the multiply-adds with the
     mask's structural zeros that serving skips.
     """
@@ -234,14 +238,14 @@ class DAGPropagation(nn.Module):
             for t in range(self.depth):
                 states.append(h0 * torch.bmm(p[t], states[-1]))
             return states
-        if self.interaction_type == "outer" and self.trace_one_row and torch.jit.is_tracing():
-            # the export's one-row branch (class doc); B = 1: [F, d, 1] and [F, 1, d] are the same memory
-            p_one, q_one = weights[4]
-            rows = [torch.mm(self.connect, vectors.reshape(f, d)).view(f, 1, d)]
+        if self.traces_one_row():  # the export's one-row branch (class doc): grouped 1×1 convolutions
+            p, q = weights[:2]
+            rows = [torch.mm(self.connect, vectors.reshape(f, d)).view(1, f * d, 1)]
             for t in range(self.depth):
-                scores = torch.bmm(rows[-1], p_one[t]).view(f, f).t().reshape(f, 1, f)  # [F_j, 1, F_i]
-                rows.append(rows[0] * torch.bmm(scores, q_one[t]))  # [F_j, 1, d]
-            return [h.view(f, d, 1) for h in rows]
+                scores = torch.conv1d(rows[-1], p[t].view(f * f, d, 1), groups=f)  # [1, (F_i, F_j), 1]
+                scores = scores.view(f, f).t().reshape(1, f * f, 1)  # [1, (F_j, F_i), 1]
+                rows.append(rows[0] * torch.conv1d(scores, q[t].view(f * d, f, 1), groups=f))  # [1, (F_j, d), 1]
+            return rows  # [1, F·d, 1]: the memory of [F, d, 1] (chained_readout concatenates them as they are)
         # outer and kernel: [F, d, B]
         # flatten/unflatten with static sizes: an exported graph gets no Shape→Gather→Concat chains
         h0 = torch.mm(self.connect, vectors.permute(1, 2, 0).flatten(1)).view(f, d, -1)
@@ -342,12 +346,34 @@ class DAGPropagation(nn.Module):
         ``addmm`` (ONNX ``Gemm`` nodes, each adding its state's share to the previous one), the
         readout weight spread over the d coordinates: what the ONNX export traces. onnxruntime ran
         it faster than L+1 ``ReduceSum`` + ``Concat`` + ``Gemm`` (the DAGFM student, 1 thread:
-        batch 1 61.8 → 55.8 µs, 1,024 rows 3.91 → 3.78 ms)."""
+        batch 1 61.8 → 55.8 µs, 1,024 rows 3.91 → 3.78 ms). The one-row trace takes
+        :meth:`one_row_readout`."""
+        if self.traces_one_row():
+            return self.one_row_readout(states, weight, bias)
         spread = self._spread_readout(weight)
         z = bias.view(1, 1)
         for t, h in enumerate(states):
             z = torch.addmm(z, spread[t:t + 1], h.reshape(spread.shape[1], -1))
         return z.squeeze(0)
+
+    def one_row_readout(
+        self, states: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor,
+        linear: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """:meth:`chained_readout` of the one-row trace's states ([1, F·d, 1] each): one ``Concat``
+        and one ``Gemm`` (a single row has no batch to stream). ``linear`` = (x [1, n], w [n], b):
+        a linear term x · w + b folded into the same Gemm (the DAGFM student's logistic base,
+        :meth:`DAGFM._logits`)."""
+        flat = torch.cat(states, 1).view(1, -1)
+        spread, bias = self._spread_readout(weight).reshape(-1), bias.view(1, 1)
+        if linear is not None:
+            x, w, b = linear
+            flat, spread, bias = torch.cat([flat, x], 1), torch.cat([spread, w]), bias + b
+        return torch.addmm(bias, flat, spread.view(-1, 1)).view(1)
+
+    def traces_one_row(self) -> bool:
+        """Whether this call is the ONNX export's one-row trace (``trace_one_row``, outer layers)."""
+        return self.interaction_type == "outer" and self.trace_one_row and torch.jit.is_tracing()
 
     def field_groups(self) -> list[tuple[int, int]]:
         """Consecutive target-field ranges [lo, hi) of about :attr:`fields_per_group` fields each."""
@@ -408,6 +434,17 @@ class DAGFM(CTRModel):
         )
         self.dag = DAGPropagation(self.num_fields, embedding_dim, depth, interaction_type)
         self.readout = xavier_linear(self.num_fields * (depth + 1), 1)
+
+    def _logits(self, categorical: torch.Tensor, dense: torch.Tensor | None) -> torch.Tensor:
+        """The one-row ONNX trace folds the logistic base into the readout's Gemm
+        (:meth:`DAGPropagation.one_row_readout`): its Gather, ReduceSum, MatMul and Adds were a
+        tenth of the branch's nodes. Every other call: :meth:`CTRModel._logits`."""
+        base = self.logistic_base
+        if not (self.dag.traces_one_row() and base is not None and type(self.readout) is nn.Linear):
+            return super()._logits(categorical, dense)
+        states = self.dag.propagate(self.embed(categorical, dense).vectors)
+        linear = base.logit_terms(categorical, dense)
+        return self.dag.one_row_readout(states, self.readout.weight, self.readout.bias, linear)
 
     def layer_readouts(self, emb: Embedded) -> torch.Tensor:
         """s_t[j] = Σ_k H_t[j, k] for t = 0..L: [B, L+1, F]."""

@@ -61,3 +61,20 @@ class LR(CTRModel):
             else:
                 z = torch.addmv(z, dense, emb.first_order_dense)
         return z + self.bias
+
+    def logit_terms(
+        self, categorical: torch.Tensor, dense: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`base_logit` as a linear map (x [B, n], w [n], b): z = x · w + b, x the fields'
+        gathered weights and the dense values, w ones and the dense weights. For a caller that folds
+        z into a matmul of its own (the DAGFM student's one-row ONNX readout)."""
+        emb, x, w = self.embedding, [], []
+        if emb.first_order_table is not None:
+            x.append(emb.first_order_table.weight.view(-1)[categorical.long() + emb.offsets])
+            w.append(emb.first_order_table.weight.new_ones(len(emb.offsets)))
+        if emb.first_order_dense is not None and dense is not None:
+            x.append(dense)
+            w.append(emb.first_order_dense)
+        if not x:
+            return self.bias.new_zeros((len(categorical), 0)), self.bias.new_zeros(0), self.bias
+        return torch.cat(x, 1), torch.cat(w), self.bias

@@ -103,6 +103,21 @@ def test_chained_readout_of_the_export_equals_the_linear_over_node_sums(kind):
     torch.testing.assert_close(dag.chained_readout(states, readout.weight, readout.bias), want, **F64)
 
 
+@pytest.mark.parametrize("fields", [1, 2, 7, 39])
+def test_split_readout_of_the_export_equals_the_reference_readout(fields, monkeypatch):
+    """The exported batch graph's outer layers (field groups as separate tensors) = the formulas,
+    for 2 and 3 groups, odd field counts and a single field (an empty group is skipped)."""
+    import components.models.dagfm as dagfm
+
+    dag = _perturbed(DAGPropagation(fields, 5, 3, "outer")).double()
+    vectors = torch.randn(9, fields, 5, dtype=torch.float64)
+    readout = torch.nn.Linear(4 * fields, 1).double()
+    want = readout(torch.cat([h.sum(dim=2) for h in dag.reference_forward(vectors)], dim=1)).squeeze(1)
+    for groups in (2, 3):
+        monkeypatch.setattr(dagfm, "EXPORT_FIELD_GROUPS", groups)
+        torch.testing.assert_close(dag.split_readout(vectors, readout.weight, readout.bias), want, **F64)
+
+
 @pytest.mark.parametrize("kind", TYPES)
 def test_gradients_equal_the_einsum_formulas(kind):
     dag = _perturbed(DAGPropagation(5, 3, 2, kind)).double()
@@ -231,7 +246,8 @@ def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path)
     fmap = FeatureMap.toy([9] * 6)
     for name, hp in (("dagfm", {"interaction_type": "outer"}), ("dagfm", {"interaction_type": "inner"}),
                      ("kd_dagfm_plus", {"interaction_type": "outer", "hidden_units": [16, 16]}),
-                     ("kd_dagfm_plus", {"interaction_type": "inner", "structure": "parallel", "hidden_units": [16]})):
+                     ("kd_dagfm_plus", {"interaction_type": "inner", "structure": "parallel", "hidden_units": [16]}),
+                     ("kd_dagfm_plus", {"interaction_type": "outer", "structure": "parallel", "hidden_units": [16]})):
         torch.manual_seed(3)
         model = build_model(name, fmap, embedding_dim=4, **hp)
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -241,7 +257,7 @@ def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path)
             opt.zero_grad()
             torch.nn.functional.binary_cross_entropy_with_logits(model(cat), y).backward()
             opt.step()
-        directory = tmp_path / name / hp["interaction_type"]
+        directory = tmp_path / name / hp["interaction_type"] / hp.get("structure", "default")
         save_model(model, directory, model_name=name, hparams={"embedding_dim": 4, **hp},
                    feature_map_hash=feature_map_hash(fmap), epoch=20, metrics={})
         loaded, _ = load_model(directory, fmap)
@@ -255,7 +271,7 @@ def test_fast_path_matches_on_a_trained_checkpoint_in_pytorch_and_onnx(tmp_path)
         with torch.inference_mode():
             served = loaded(test)
         torch.testing.assert_close(served, ref, **F32)
-        path = export_onnx(loaded, fmap, tmp_path / f"{name}-{hp['interaction_type']}.onnx")
+        path = export_onnx(loaded, fmap, directory / "model.onnx")
         # outer layers: two traces joined under an If on the row count (one row: grouped convolutions)
         top = [n.op_type for n in onnx.load(str(path)).graph.node]
         assert (top == ["Shape", "Gather", "Equal", "If"]) == (hp["interaction_type"] == "outer")

@@ -249,7 +249,7 @@ class InferenceParams(_Section):
     compile: bool = False
     onnx_graph_optimization: Literal["all", "extended", "basic", "disabled"] = "all"
     threads: int = Field(0, ge=0)
-    onnx_spinning: bool = False
+    onnx_spinning: bool | Literal["within_call"] = False
     score_rows: int = Field(1024, gt=0)
 
 

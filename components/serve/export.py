@@ -216,7 +216,7 @@ def onnx_session_options(settings: InferenceParams | None = None, *, optimized_m
     """onnxruntime ``SessionOptions`` per ``settings`` (default :class:`InferenceParams()`):
     graph optimisation level ``inference.onnx_graph_optimization`` (default ``all`` =
     ``ORT_ENABLE_ALL``), intra-op threads ``inference.threads`` (0: onnxruntime's default, all
-    cores); idle threads spin only with ``inference.onnx_spinning``. ``optimized_model_path``: also save the optimised graph there (inspection, tests)."""
+    cores); idle threads spin per ``inference.onnx_spinning``. ``optimized_model_path``: also save the optimised graph there (inspection, tests)."""
     import onnxruntime as ort
 
     settings = settings or InferenceParams()
@@ -224,10 +224,14 @@ def onnx_session_options(settings: InferenceParams | None = None, *, optimized_m
     options.log_severity_level = 3  # errors only
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[settings.onnx_graph_optimization])
     options.intra_op_num_threads = settings.threads
-    # inference.onnx_spinning false (default): idle intra-op threads sleep instead of spinning, as
-    # between model calls Polars parses and encodes on the same cores (predict on 300k rows,
-    # DAGFM-inner export, 2 cores: 7.4-8.1 s vs 10.6-13.2 s); true: onnxruntime's default
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.onnx_spinning else "0")
+    # inference.onnx_spinning false: idle intra-op threads sleep instead of spinning, as between
+    # model calls Polars parses and encodes on the same cores (predict on 300k rows, DAGFM-inner
+    # export, 2 cores: 7.4-8.1 s vs 10.6-13.2 s); true: onnxruntime's default, they spin; within_call:
+    # they spin while a call runs (no wake-up between its nodes) and stop when it returns
+    spinning = settings.onnx_spinning
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if spinning is False else "1")
+    if spinning == "within_call":
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     if optimized_model_path is not None:
         options.optimized_model_filepath = str(optimized_model_path)
     return options

@@ -74,6 +74,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -225,7 +226,7 @@ def deepctr_runner(model, cat: np.ndarray, dense: np.ndarray) -> Callable[[], ob
 
 def onnx_runner(session, cat: np.ndarray, dense: np.ndarray, block_rows: int) -> Callable[[], object]:
     """ctrflow's ONNX scoring (what ``ctrflow predict --runtime onnx`` calls): blocks of ``block_rows``."""
-    from components.serve.export import onnx_probabilities
+    from components.serve.onnx_runtime import onnx_probabilities
     from components.serve.predict import in_row_blocks
 
     return lambda: in_row_blocks(partial(onnx_probabilities, session), cat, dense, block_rows)
@@ -245,22 +246,63 @@ def measure(make_runner, rows: tuple[np.ndarray, np.ndarray], batch_sizes, runs:
     return out
 
 
-def export_sessions(models: dict, fmap, settings, threads: int, work: Path, spinning: bool = False) -> dict:
-    """ONNX Runtime sessions of the serving models (``ctrflow export``'s graph), ``threads`` intra-op
-    threads that spin while idle or not (``inference.onnx_spinning``)."""
-    import onnxruntime as ort
+def export_graphs(models: dict, fmap, work: Path) -> dict[str, Path]:
+    """``ctrflow export``'s ONNX graph of each serving model (not the einsum reference, not the
+    compiled variants: the graph is the model's own), written under ``work``."""
+    from components.serve.export import export_onnx
 
-    from components.serve.export import export_onnx, onnx_session_options
-
-    sessions = {}
     work.mkdir(parents=True, exist_ok=True)
-    for name, model in models.items():
-        if name == REFERENCE or name.endswith(COMPILED):
-            continue  # the exported graph is the student's own; compile is a PyTorch option
-        path = export_onnx(model, fmap, work / f"{name}.onnx")
-        options = onnx_session_options(settings.model_copy(update={"threads": threads, "onnx_spinning": spinning}))
-        sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return sessions
+    return {name: export_onnx(model, fmap, work / f"{name}.onnx") for name, model in models.items()
+            if name != REFERENCE and not name.endswith(COMPILED)}
+
+
+def rotated(runners: dict, rows, args) -> dict:
+    """``args.repeats`` rounds of :func:`measure` over every runner, the order rotated each round."""
+    records: dict = {k: [] for k in runners}
+    keys = list(runners)
+    for rep in range(args.repeats):
+        for key in keys[rep % len(keys):] + keys[: rep % len(keys)]:  # rotate who goes first
+            records[key].append(measure(runners[key], rows, args.batch_sizes, args.runs, args.single_runs))
+    return records
+
+
+def onnx_records(graphs: dict[str, Path], rows, settings, threads: int, args, work: Path) -> dict:
+    """The ONNX rows, measured in a child process that runs nothing but onnxruntime (as a serving
+    process runs one runtime): in this one PyTorch's OpenMP threads, once they have run, slowed the
+    onnxruntime sessions measured after them (DAGFM student, 2 threads, 4096 rows: 410k vs 484k
+    samples/s, even 3 s after the last PyTorch call). The child opens each graph as ctrflow does
+    (:func:`~components.serve.onnx_runtime.open_onnx` with ``settings``, ``threads`` threads)."""
+    work.mkdir(parents=True, exist_ok=True)
+    np.save(work / "categorical.npy", rows[0])
+    np.save(work / "dense.npy", rows[1])
+    spec = {"graphs": {k: str(v) for k, v in graphs.items()}, "rows": str(work), "threads": threads,
+            "settings": settings.model_dump(mode="json"), "score_rows": settings.score_rows,
+            "repeats": args.repeats, "batch_sizes": args.batch_sizes, "runs": args.runs,
+            "single_runs": args.single_runs}
+    (work / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--onnx-worker", str(work / "spec.json")],
+                          capture_output=True, text=True, check=False, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"the ONNX measurement process failed:\n{done.stderr[-3000:]}")
+    return json.loads((work / "records.json").read_text())
+
+
+def onnx_worker(spec_path: str) -> int:
+    """The child process of :func:`onnx_records`: measure, write ``records.json`` beside the spec."""
+    from components.config import InferenceParams
+    from components.serve.onnx_runtime import open_onnx
+
+    spec = json.loads(Path(spec_path).read_text())
+    work = Path(spec["rows"])
+    rows = (np.load(work / "categorical.npy"), np.load(work / "dense.npy"))
+    settings = InferenceParams(**spec["settings"]).model_copy(update={"threads": spec["threads"]})
+    runners = {}
+    for name, path in spec["graphs"].items():
+        scorer = open_onnx(path, settings)
+        runners[name] = lambda c, d, scorer=scorer: onnx_runner(scorer, c, d, spec["score_rows"])
+    args = argparse.Namespace(**{k: spec[k] for k in ("repeats", "batch_sizes", "runs", "single_runs")})
+    (work / "records.json").write_text(json.dumps(rotated(runners, rows, args)))
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -291,23 +333,17 @@ def bench_dataset(name: str, processed: Path, params, args, work: Path) -> dict:
     try:
         for threads in args.threads:
             torch.set_num_threads(threads)
-            sessions = export_sessions(models, fmap, params.inference, threads, work / name,
-                                       spinning=args.onnx_spinning == "on")
-            runners: dict[tuple[str, str], Callable] = {}
-            for m, model in models.items():
-                runners[("torch", m)] = lambda c, d, model=model: torch_runner(model, c, d)
-            for m, session in sessions.items():
-                runners[("onnx", m)] = lambda c, d, session=session: onnx_runner(
-                    session, c, d, params.inference.score_rows)
+            runners: dict[str, Callable] = {m: (lambda c, d, model=model: torch_runner(model, c, d))
+                                            for m, model in models.items()}
             if dct is not None:
-                runners[("torch", DEEPCTR)] = lambda c, d: deepctr_runner(dct, c, d)
-            records: dict[tuple[str, str], list[dict]] = {k: [] for k in runners}
-            keys = list(runners)
-            for rep in range(args.repeats):
-                order = keys[rep % len(keys):] + keys[: rep % len(keys)]  # rotate who goes first
-                for key in order:
-                    records[key].append(measure(runners[key], rows, args.batch_sizes, args.runs, args.single_runs))
-                log(f"{name}, {threads} thread(s): repeat {rep + 1}/{args.repeats} done")
+                runners[DEEPCTR] = lambda c, d: deepctr_runner(dct, c, d)
+            records = {("torch", m): recs for m, recs in rotated(runners, rows, args).items()}
+            log(f"{name}, {threads} thread(s): PyTorch done")
+            graphs = export_graphs(models, fmap, work / name)
+            onnx = onnx_records(graphs, rows, onnx_settings(params.inference, args), threads, args,
+                                work / name / f"threads-{threads}")
+            records |= {("onnx", m): recs for m, recs in onnx.items()}
+            log(f"{name}, {threads} thread(s): ONNX Runtime done")
             per = {}
             for (runtime, m), recs in records.items():
                 per.setdefault(runtime, {})[m] = _median_of(recs)
@@ -316,6 +352,19 @@ def bench_dataset(name: str, processed: Path, params, args, work: Path) -> dict:
         torch.set_num_threads(prev)
     result["ratios"] = ratios(result)
     return result
+
+
+SPINNING = {"off": False, "on": True, "within_call": "within_call"}  # --onnx-spinning → inference.onnx_spinning
+
+
+def onnx_settings(settings, args):
+    """params.yaml ``inference:`` with ``--onnx-spinning`` / ``--onnx-one-row-threads`` applied."""
+    update = {}
+    if args.onnx_spinning != "params":
+        update["onnx_spinning"] = SPINNING[args.onnx_spinning]
+    if args.onnx_one_row_threads is not None:
+        update["onnx_one_row_threads"] = args.onnx_one_row_threads
+    return settings.model_copy(update=update)
 
 
 def ratios(result: dict) -> dict:
@@ -423,7 +472,8 @@ def render(results: dict) -> str:
              f"{results['settings']['repeats']} repeats in rotating order. Models are params.yaml's, "
              "seeded (speed does not depend on trained weight values), in their serving form "
              "(BatchNorm folded). Rows: the dataset's processed test split. onnxruntime's idle "
-             f"threads spin: {results['settings'].get('onnx_spinning', 'off')}.", "",
+             f"threads spin: {results['settings'].get('onnx_spinning', 'off')}; one-row calls' threads "
+             f"(0: the batch session's): {results['settings'].get('onnx_one_row_threads', 0)}.", "",
              "## Targets", "", "| dataset | threads | runtime | goal | value | met |", "|---|---|---|---|---|---|"]
     for g in results["goals"]:
         lines.append(f"| {g['dataset']} | {g['threads']} | {g['runtime']} | {g['goal']} | "
@@ -480,9 +530,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="also measure the teacher and DAGFM under torch.compile (inference.compile)")
     ap.add_argument("--quantize", choices=("auto", "yes", "no"), default="auto",
                     help="measure dynamic int8 on `make run`'s trained checkpoints (auto: when present)")
-    ap.add_argument("--onnx-spinning", choices=("on", "off"), default="off",
-                    help="onnxruntime's idle threads spin (on: onnxruntime's default) or sleep (off: "
-                         "inference.onnx_spinning's default, what ctrflow predict runs)")
+    ap.add_argument("--onnx-spinning", choices=("params", *SPINNING), default="params",
+                    help="onnxruntime's idle intra-op threads: sleep (off), spin (on: onnxruntime's "
+                         "default), spin while a call runs (within_call); params: inference.onnx_spinning")
+    ap.add_argument("--onnx-one-row-threads", type=int, default=None,
+                    help="threads of the one-row session (0: none) [default: inference.onnx_one_row_threads]")
     ap.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
@@ -500,16 +552,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     import onnxruntime
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--onnx-worker"]:
+        return onnx_worker(argv[1])
+
     from benchmarks.quality import prepare
     from components.config import load_params
 
     args = parse_args(argv)
     params = load_params(REPO / "params.yaml")
-    results = {"command": " ".join(["benchmarks/inference.py", *(argv if argv is not None else sys.argv[1:])]),
+    results = {"command": " ".join(["benchmarks/inference.py", *argv]),
                "host": {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
                "settings": {k: v for k, v in vars(args).items() if k not in ("work_dir", "out_dir")},
                "load_before": os.getloadavg()[0], "datasets": {}}
+    effective = onnx_settings(params.inference, args)  # what the ONNX rows ran with
+    results["settings"].update(onnx_spinning=str(effective.onnx_spinning).lower(),
+                               onnx_one_row_threads=effective.onnx_one_row_threads)
     for ds in args.datasets:
         source = "synthetic" if ds == "embedded" else ds
         try:

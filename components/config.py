@@ -249,7 +249,8 @@ class InferenceParams(_Section):
     compile: bool = False
     onnx_graph_optimization: Literal["all", "extended", "basic", "disabled"] = "all"
     threads: int = Field(0, ge=0)
-    onnx_spinning: bool | Literal["within_call"] = False
+    onnx_spinning: bool | Literal["within_call"] = "within_call"
+    onnx_one_row_threads: int = Field(1, ge=0)
     score_rows: int = Field(1024, gt=0)
 
 

@@ -75,7 +75,8 @@ def test_parse_args_always_measures_batch_1_and_4096_and_refuses_bad_values():
 def test_a_tiny_real_run_measures_every_model_in_both_runtimes(tmp_path):
     params = make_run(tmp_path / "run")
     params = params.model_copy(update={"train": params.train.model_copy(update={"embedding_dim": 4})})
-    args = argparse.Namespace(threads=[1], batch_sizes=[1, 8], repeats=1, runs=1, single_runs=3, onnx_spinning="off")
+    args = argparse.Namespace(threads=[1], batch_sizes=[1, 8], repeats=1, runs=1, single_runs=3, onnx_spinning="off",
+                              onnx_one_row_threads=None)
     res = bench_dataset("fixture", tmp_path / "run/data/processed", params, args, tmp_path / "onnx")
     per = res["threads"]["1"]
     assert set(per["torch"]) >= {TEACHER, "dagfm", "kd_dagfm_plus", "fsdnet", REFERENCE}

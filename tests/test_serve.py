@@ -19,7 +19,7 @@ from components.data.preprocess import preprocess
 from components.data.split import SPLIT_COLUMN, SPLIT_NAMES, random_split_expr
 from components.models import build_model
 from components.serve import export_model, iter_encoded, load_encoder, predict_file, verify_onnx
-from components.serve.export import ONNX_FILE, onnx_probabilities, onnx_session
+from components.serve.onnx_runtime import ONNX_FILE, onnx_probabilities, onnx_session
 from components.serve.predict import read_raw, reader_params
 from components.train.checkpoint import feature_map_hash, save_model
 
@@ -405,15 +405,54 @@ def test_onnx_session_uses_the_configured_optimization_level_and_threads(world, 
         options = session.get_session_options()
         assert options.graph_optimization_level == getattr(ort.GraphOptimizationLevel, ort_name)
         assert options.intra_op_num_threads == 1
-        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
         nodes[level] = [n.op_type for n in onnx.load(str(saved)).graph.node]
     # the saved graphs show the levels at work: higher levels fuse / fold more nodes away
     assert len(nodes["disabled"]) > len(nodes["basic"]) >= len(nodes["extended"]) >= len(nodes["all"])
     default = onnx_session(export).get_session_options()
     assert default.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    assert default.get_session_config_entry("session.intra_op.allow_spinning") == "0"
-    spinning = onnx_session(export, InferenceParams(onnx_spinning=True)).get_session_options()
-    assert spinning.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    # inference.onnx_spinning: within_call (default) spins while a call runs, false never, true always
+    for setting, spin, stop in (("within_call", "1", "1"), (False, "0", None), (True, "1", None)):
+        options = onnx_session(export, InferenceParams(onnx_spinning=setting)).get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == spin
+        if stop is not None:
+            assert options.get_session_config_entry("session.force_spinning_stop") == stop
+        else:
+            with pytest.raises(RuntimeError, match="force_spinning_stop"):  # onnxruntime: no such entry
+                options.get_session_config_entry("session.force_spinning_stop")
+    assert InferenceParams().onnx_spinning == "within_call"
+
+
+def test_single_rows_run_on_a_one_thread_session_sharing_the_embedding_tables(world, tmp_path, monkeypatch):
+    import onnx
+
+    import components.serve.onnx_runtime as rt
+    from components.config import InferenceParams
+
+    export = export_model(world["model"], tmp_path / "export", processed_dir=world["root"] / "proc")
+    monkeypatch.setattr(rt, "SHARED_MIN_BYTES", 0)  # the fixture's tables are small
+    scorer = onnx_session(export, InferenceParams(threads=2))
+    assert scorer.get_session_options().intra_op_num_threads == 2
+    assert scorer.one_row.get_session_options().intra_op_num_threads == 1
+    tables = {t.name for t in onnx.load(str(export / ONNX_FILE)).graph.initializer if "table" in t.name}
+    assert tables and set(scorer._shared) == tables  # the Gather tables, held once
+    fmap = world["fmap"]
+    rng = np.random.default_rng(0)
+    cat = np.stack([rng.integers(0, n, 6) for n in fmap.vocab_sizes], 1).astype(np.int64)
+    dense = rng.normal(size=(6, len(fmap.dense_fields))).astype(np.float32)
+    calls, one_row = [], scorer.one_row
+
+    class Spy:
+        def run(self, *args):
+            calls.append(len(args[1]["categorical"]))
+            return one_row.run(*args)
+
+    scorer.one_row = Spy()
+    batch = onnx_probabilities(scorer, cat, dense)
+    singles = [onnx_probabilities(scorer, cat[i:i + 1], dense[i:i + 1])[0] for i in range(6)]
+    assert calls == [1] * 6  # the batch went to the batch session, each single row to the one-row one
+    np.testing.assert_allclose(singles, batch, rtol=1e-6, atol=1e-7)
+    assert onnx_session(export, InferenceParams(threads=1)).one_row is None
+    assert onnx_session(export, InferenceParams(threads=2, onnx_one_row_threads=0)).one_row is None
 
 
 def _reference_text(model_dir: Path, raw: Path, processed: Path, settings, tmp: Path) -> str:

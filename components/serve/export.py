@@ -62,24 +62,18 @@ from components.data.preprocess import FEATURE_MAP_FILE, load_feature_map
 from components.data.vocab import VOCAB_DIR
 from components.models.dagfm import DAGPropagation
 from components.serve.encode import DEFAULT_BATCH_ROWS, load_encoder
+from components.serve.onnx_runtime import ONNX_FILE, onnx_probabilities, onnx_session
 from components.serve.optimize import count_batch_norms, fold_batch_norm
 from components.serve.predict import in_row_blocks, resolve_model_dir, resolve_processed_dir
 from components.train.checkpoint import MODEL_META, feature_map_hash, load_model
 
 EXPORT_FORMAT = "ctrflow-export"
 EXPORT_VERSION = 1
-ONNX_FILE = "model.onnx"
 EXPORT_META = "export.json"
 OPSET = 17
 INPUT_NAMES = ("categorical", "dense")
 OUTPUT_NAMES = ("logit", "probability")
 SMOKE_TOLERANCE = 1e-4  # max |Δ probability| onnxruntime vs PyTorch accepted at export time
-ORT_LEVELS = {  # inference.onnx_graph_optimization → onnxruntime.GraphOptimizationLevel member
-    "all": "ORT_ENABLE_ALL",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "basic": "ORT_ENABLE_BASIC",
-    "disabled": "ORT_DISABLE_ALL",
-}
 
 
 class _Scoring(nn.Module):
@@ -210,52 +204,6 @@ def _add_metadata(path: Path, props: dict[str, str]) -> None:
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
-
-
-def onnx_session_options(settings: InferenceParams | None = None, *, optimized_model_path: str | Path | None = None):
-    """onnxruntime ``SessionOptions`` per ``settings`` (default :class:`InferenceParams()`):
-    graph optimisation level ``inference.onnx_graph_optimization`` (default ``all`` =
-    ``ORT_ENABLE_ALL``), intra-op threads ``inference.threads`` (0: onnxruntime's default, all
-    cores); idle threads spin per ``inference.onnx_spinning``. ``optimized_model_path``: also save the optimised graph there (inspection, tests)."""
-    import onnxruntime as ort
-
-    settings = settings or InferenceParams()
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, ORT_LEVELS[settings.onnx_graph_optimization])
-    options.intra_op_num_threads = settings.threads
-    # inference.onnx_spinning false: idle intra-op threads sleep instead of spinning, as between
-    # model calls Polars parses and encodes on the same cores (predict on 300k rows, DAGFM-inner
-    # export, 2 cores: 7.4-8.1 s vs 10.6-13.2 s); true: onnxruntime's default, they spin; within_call:
-    # they spin while a call runs (no wake-up between its nodes) and stop when it returns
-    spinning = settings.onnx_spinning
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0" if spinning is False else "1")
-    if spinning == "within_call":
-        options.add_session_config_entry("session.force_spinning_stop", "1")
-    if optimized_model_path is not None:
-        options.optimized_model_filepath = str(optimized_model_path)
-    return options
-
-
-def onnx_session(export_dir: str | Path, settings: InferenceParams | None = None, *,
-                 optimized_model_path: str | Path | None = None):
-    """An onnxruntime CPU ``InferenceSession`` of ``<export_dir>/model.onnx`` with
-    :func:`onnx_session_options` (``settings``: params.yaml ``inference:``)."""
-    import onnxruntime as ort
-
-    path = Path(export_dir) / ONNX_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no ONNX model here; export the checkpoint first (ctrflow export)")
-    options = onnx_session_options(settings, optimized_model_path=optimized_model_path)
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_probabilities(session, categorical: np.ndarray, dense: np.ndarray) -> np.ndarray:
-    """float32 [B] probabilities from an exported graph for ids [B, F_cat] and dense [B, F_dense]."""
-    feeds = {"categorical": categorical.astype(np.int64, copy=False), "dense": dense.astype(np.float32, copy=False)}
-    names = {i.name for i in session.get_inputs()}  # the exporter drops an input the graph never reads
-    (probs,) = session.run(["probability"], {k: v for k, v in feeds.items() if k in names})
-    return np.asarray(probs, dtype=np.float32).reshape(-1)
 
 
 def _torch_probabilities(model: nn.Module, categorical: np.ndarray, dense: np.ndarray) -> np.ndarray:

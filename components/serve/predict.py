@@ -77,7 +77,7 @@ def resolve_runtime(model_dir: str | Path, runtime: Runtime = "auto") -> Literal
     probabilities to float rounding (the export checks it: ``verify_onnx``)."""
     if runtime != "auto":
         return runtime
-    from components.serve.export import ONNX_FILE
+    from components.serve.onnx_runtime import ONNX_FILE
 
     return "onnx" if (Path(model_dir) / ONNX_FILE).is_file() else "torch"
 
@@ -174,7 +174,7 @@ class Scorer:
         self.model, self.meta = load_model(model_dir, encoder.feature_map)
         self.session = None
         if runtime == "onnx":
-            from components.serve.export import onnx_session
+            from components.serve.onnx_runtime import onnx_session
 
             self.session = onnx_session(model_dir, self.settings)
         elif runtime == "torch":
@@ -189,7 +189,7 @@ class Scorer:
 
     def _score(self, categorical: np.ndarray, dense: np.ndarray) -> np.ndarray:
         if self.session is not None:
-            from components.serve.export import onnx_probabilities
+            from components.serve.onnx_runtime import onnx_probabilities
 
             return onnx_probabilities(self.session, categorical, dense)
         with torch.inference_mode():

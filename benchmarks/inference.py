@@ -21,20 +21,25 @@ What is measured, per dataset and thread count, in ONE process so every number s
   ``--threads`` threads; samples/s at each ``--batch-sizes`` (batch / median time of
   ``--runs`` calls) and the batch-1 p50 latency (median of ``--single-runs`` calls);
 - **ONNX Runtime**: the same serving model exported by :func:`components.serve.export.export_onnx`
-  (what ``ctrflow export`` writes), run by an ``InferenceSession`` with params.yaml's
-  ``inference.onnx_graph_optimization`` (default ``all``) and ``intra_op_num_threads`` = threads,
-  called the way ``ctrflow predict --runtime onnx`` calls it: ``session.run`` per block of
+  (what ``ctrflow export`` writes), opened as ctrflow opens it
+  (:func:`components.serve.onnx_runtime.open_onnx`: params.yaml's ``inference.onnx_graph_optimization``,
+  default ``all``; ``threads`` intra-op threads; idle threads per ``inference.onnx_spinning``,
+  default ``within_call``: they spin while a call runs and sleep after it; single rows on a
+  one-thread session sharing the embedding tables, ``inference.onnx_one_row_threads``) and called
+  the way ``ctrflow predict --runtime onnx`` calls it: ``session.run`` per block of
   ``inference.score_rows`` rows (:func:`components.serve.predict.in_row_blocks`; the PyTorch models
-  split a batch into the same blocks internally, ``CTRModel.block_rows``), with idle intra-op
-  threads asleep (``inference.onnx_spinning: false``, as ``ctrflow predict`` runs). ``--onnx-spinning
-  on`` measures onnxruntime's own default instead; here it slows everything on 2 threads (DAGFM
-  ONNX 400k → 221k samples/s, the PyTorch rows too): the spinning workers of the sessions not being
-  timed compete for the two cores. One session alone, on 2 threads and 1,024 rows, spinning took the
-  DAGFM student from 2.4 to 2.05 ms a call and the teacher from 9.3 to 8.6 ms. The 2-thread ratios
-  follow the threads' wait policies more than the models (embedded, 2 threads, 2026-12-07, with
-  ``OMP_WAIT_POLICY=PASSIVE``: ONNX DAGFM/teacher at 4096 3.59× and batch-1 p50 0.44× with
-  spinning off, 4.24× and 0.80× with it on — the teacher's one-row call 0.158 vs 0.062 ms — while
-  PyTorch's tiny ops then pay a thread wake-up each: DAGFM p50 0.51 ms);
+  split a batch into the same blocks internally, ``CTRModel.block_rows``). These rows are measured
+  in a child process that runs only onnxruntime, as a serving process runs one runtime: in the
+  PyTorch process, once PyTorch's OpenMP threads had run, the sessions measured after them were
+  slower (DAGFM student, 2 threads, 4096 rows: 410k vs 484k samples/s, even 3 s later).
+  ``--onnx-spinning`` / ``--onnx-one-row-threads`` override the two settings. How they move the
+  2-thread ratios (embedded, 2026-12-07, DAGFM student vs teacher): idle threads always asleep
+  (``false``) cost the student every node's wake-up (4096 rows 3.7–3.9×); always spinning
+  (``true``) with several sessions in one process lets the idle ones' workers compete for the two
+  cores (DAGFM 400k → 221k samples/s); a one-row call on the 2-thread session pays a hand-off per
+  batched matmul or grouped convolution (teacher 0.100–0.110 vs 0.086 ms, student 0.050 vs
+  0.037 ms; with spinning the teacher's one-row GEMMs split well, 0.060 ms, the student's tiny
+  ones do not: 0.56×);
 - **DeepCTR-Torch 0.3.0 DCN** (the ``[bench]`` extra; skipped with a message when it is not
   installed): its ``DCN`` with the teacher's architecture (``cross_parameterization="matrix"``, the
   teacher's cross layers and MLP widths, embedding 16, no BatchNorm), on the same rows and threads,

@@ -431,14 +431,17 @@ def test_single_rows_run_on_a_one_thread_session_sharing_the_embedding_tables(wo
     export = export_model(world["model"], tmp_path / "export", processed_dir=world["root"] / "proc")
     monkeypatch.setattr(rt, "SHARED_MIN_BYTES", 0)  # the fixture's tables are small
     scorer = onnx_session(export, InferenceParams(threads=2))
-    assert scorer.get_session_options().intra_op_num_threads == 2
-    assert scorer.one_row.get_session_options().intra_op_num_threads == 1
-    tables = {t.name for t in onnx.load(str(export / ONNX_FILE)).graph.initializer if "table" in t.name}
-    assert tables and set(scorer._shared) == tables  # the Gather tables, held once
     fmap = world["fmap"]
     rng = np.random.default_rng(0)
     cat = np.stack([rng.integers(0, n, 6) for n in fmap.vocab_sizes], 1).astype(np.int64)
     dense = rng.normal(size=(6, len(fmap.dense_fields))).astype(np.float32)
+    before = onnx_probabilities(scorer, cat, dense)
+    assert scorer.one_row is None and not scorer.shared  # rows in blocks only: no second session
+    onnx_probabilities(scorer, cat[:1], dense[:1])  # the first single row opens it
+    assert scorer.get_session_options().intra_op_num_threads == 2
+    assert scorer.one_row.get_session_options().intra_op_num_threads == 1
+    tables = {t.name for t in onnx.load(str(export / ONNX_FILE)).graph.initializer if "table" in t.name}
+    assert tables and set(scorer.shared) == tables  # the Gather tables, held once by both sessions
     calls, one_row = [], scorer.one_row
 
     class Spy:
@@ -451,6 +454,7 @@ def test_single_rows_run_on_a_one_thread_session_sharing_the_embedding_tables(wo
     singles = [onnx_probabilities(scorer, cat[i:i + 1], dense[i:i + 1])[0] for i in range(6)]
     assert calls == [1] * 6  # the batch went to the batch session, each single row to the one-row one
     np.testing.assert_allclose(singles, batch, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(batch, before, rtol=1e-6, atol=1e-7)  # the reopened batch session
     assert onnx_session(export, InferenceParams(threads=1)).one_row is None
     assert onnx_session(export, InferenceParams(threads=2, onnx_one_row_threads=0)).one_row is None
 

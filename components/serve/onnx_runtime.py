@@ -3,9 +3,9 @@ benchmarks).
 
 :func:`onnx_session` returns an :class:`OnnxScorer`: a session on ``inference.threads`` intra-op
 threads for calls of several rows and, when that is more than ``inference.onnx_one_row_threads``
-(default 1), a second session on that many threads for single rows (online scoring). Both
-sessions run the same graph; the second one takes the embedding tables from the first one's
-arrays (``SessionOptions.add_initializer``), so the pair holds them once.
+(default 1), a second session on that many threads for single rows (online scoring), opened on
+the first one. Both sessions run the same graph on one copy of the embedding tables (arrays read
+from the file, ``SessionOptions.add_initializer``).
 
 Why a one-row session: onnxruntime hands every batched matmul and grouped convolution to its
 intra-op threads whatever its size (MLAS splits the batch or group count over them), so with two
@@ -62,18 +62,41 @@ def onnx_session_options(settings: InferenceParams | None = None, *, optimized_m
 
 
 class OnnxScorer:
-    """The sessions of one exported graph (module doc): :meth:`run` sends a single row to
-    ``one_row`` when there is one, any other call to ``batch``; everything else (inputs, options,
-    profiling) is the batch session's."""
+    """The sessions of one exported graph (module doc). :meth:`run` sends a single row to the
+    one-row session, any other call to :attr:`batch`; everything else (inputs, options, profiling)
+    is the batch session's. The one-row session opens on the first single-row call (a process that
+    scores blocks of rows, ``ctrflow predict``, never pays for it): the embedding tables are then
+    read once into arrays both sessions use, and the batch session is reopened on them."""
 
-    def __init__(self, batch, one_row=None, shared: dict | None = None) -> None:
-        self.batch, self.one_row = batch, one_row
-        self._shared = shared or {}  # name → (array, OrtValue): the arrays must outlive the sessions
+    def __init__(self, path: str | Path, settings: InferenceParams, *,
+                 optimized_model_path: str | Path | None = None) -> None:
+        self.path, self.settings = Path(path), settings
+        threads = settings.threads or len(os.sched_getaffinity(0))
+        self.one_row_threads = settings.onnx_one_row_threads if 0 < settings.onnx_one_row_threads < threads else 0
+        self.batch = self._open(settings.threads, {}, optimized_model_path)
+        self.one_row = None
+        self.shared: dict = {}  # name → (array, OrtValue): the arrays must outlive the sessions
 
     def run(self, output_names, feeds: dict, run_options=None):
-        rows = len(next(iter(feeds.values())))
-        session = self.one_row if rows == 1 and self.one_row is not None else self.batch
-        return session.run(output_names, feeds, run_options)
+        if self.one_row_threads and len(next(iter(feeds.values()))) == 1:
+            if self.one_row is None:
+                self.open_one_row()
+            return self.one_row.run(output_names, feeds, run_options)
+        return self.batch.run(output_names, feeds, run_options)
+
+    def open_one_row(self) -> None:
+        """Open the one-row session (and reopen the batch one) on shared embedding tables."""
+        self.shared = _gather_tables(self.path)
+        self.batch = self._open(self.settings.threads, self.shared)
+        self.one_row = self._open(self.one_row_threads, self.shared)
+
+    def _open(self, threads: int, shared: dict, optimized_model_path=None):
+        import onnxruntime as ort
+
+        options = onnx_session_options(self.settings, threads=threads, optimized_model_path=optimized_model_path)
+        for name, (_, value) in shared.items():
+            options.add_initializer(name, value)
+        return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def __getattr__(self, name: str):
         return getattr(self.batch, name)
@@ -83,24 +106,7 @@ def open_onnx(path: str | Path, settings: InferenceParams | None = None, *,
               optimized_model_path: str | Path | None = None) -> OnnxScorer:
     """An :class:`OnnxScorer` of the ONNX file ``path`` on the CPU (``settings``: params.yaml
     ``inference:``)."""
-    import onnxruntime as ort
-
-    settings = settings or InferenceParams()
-    providers = ["CPUExecutionProvider"]
-    one_row_threads = settings.onnx_one_row_threads
-    threads = settings.threads or len(os.sched_getaffinity(0))
-    if not 0 < one_row_threads < threads:
-        options = onnx_session_options(settings, optimized_model_path=optimized_model_path)
-        return OnnxScorer(ort.InferenceSession(str(path), options, providers=providers))
-    shared = _gather_tables(path)
-    sessions = []
-    for n in (settings.threads, one_row_threads):
-        options = onnx_session_options(settings, threads=n,
-                                       optimized_model_path=optimized_model_path if n == settings.threads else None)
-        for name, (_, value) in shared.items():
-            options.add_initializer(name, value)
-        sessions.append(ort.InferenceSession(str(path), options, providers=providers))
-    return OnnxScorer(*sessions, shared=shared)
+    return OnnxScorer(path, settings or InferenceParams(), optimized_model_path=optimized_model_path)
 
 
 def _gather_tables(path: str | Path) -> dict:

@@ -251,7 +251,7 @@ class InferenceParams(_Section):
     threads: int = Field(0, ge=0)
     onnx_spinning: bool | Literal["within_call"] = "within_call"
     onnx_one_row_threads: int = Field(1, ge=0)
-    score_rows: int = Field(1024, gt=0)
+    score_rows: int = Field(512, gt=0)
 
 
 class RunParams(_Section):

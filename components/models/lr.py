@@ -70,7 +70,8 @@ class LR(CTRModel):
         z into a matmul of its own (the DAGFM student's one-row ONNX readout)."""
         emb, x, w = self.embedding, [], []
         if emb.first_order_table is not None:
-            x.append(emb.first_order_table.weight.view(-1)[categorical.long() + emb.offsets])
+            # (a gather from the [N, 1] table itself: a flattened view would be a second copy in the graph)
+            x.append(F.embedding(categorical.long() + emb.offsets, emb.first_order_table.weight).squeeze(2))
             w.append(emb.first_order_table.weight.new_ones(len(emb.offsets)))
         if emb.first_order_dense is not None and dense is not None:
             x.append(dense)

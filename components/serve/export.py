@@ -140,18 +140,24 @@ def _join_one_row_branch(batch, one):
 
     The one-row graph (outer DAG layers as grouped convolutions, :class:`DAGPropagation`) is valid for
     a single row only; the If node costs onnxruntime ≈ 2 µs a call. Initializers both graphs hold
-    under the same name with the same bytes (the embedding tables, …) are stored once, in the
+    with the same bytes (the embedding tables, under the same name; constants both traces folded,
+    such as the flattened first-order table, under names of their own) are stored once, in the
     outer graph; the rest of the one-row graph is renamed under ``one_row/``."""
     import onnx
     from onnx import helper, numpy_helper
 
     bg, og = batch.graph, one.graph
     known = {t.name: t for t in bg.initializer}
+    by_bytes = {(t.data_type, tuple(t.dims), t.raw_data): t.name for t in bg.initializer if len(t.raw_data) >= 1024}
     rename: dict[str, str] = {}
     one_inits = []
     for t in og.initializer:
         if t.name in known and known[t.name] == t:  # (protobuf equality: no serialised copies)
             continue  # shared: the outer graph's copy
+        same = by_bytes.get((t.data_type, tuple(t.dims), t.raw_data)) if len(t.raw_data) >= 1024 else None
+        if same is not None:  # a constant the exporter folded in both traces, named apart
+            rename[t.name] = same
+            continue
         rename[t.name] = f"one_row/{t.name}"
         copy = onnx.TensorProto()
         copy.CopyFrom(t)

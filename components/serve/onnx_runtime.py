@@ -31,7 +31,7 @@ ORT_LEVELS = {  # inference.onnx_graph_optimization → onnxruntime.GraphOptimiz
     "basic": "ORT_ENABLE_BASIC",
     "disabled": "ORT_DISABLE_ALL",
 }
-SHARED_MIN_BYTES = 1 << 20  # initializers the one-row session takes from the batch session: Gather tables this large
+SHARED_MIN_BYTES = 1 << 20  # initializers both sessions take from one array: gathered tables this large
 
 
 def onnx_session_options(settings: InferenceParams | None = None, *, optimized_model_path: str | Path | None = None,
@@ -110,8 +110,9 @@ def open_onnx(path: str | Path, settings: InferenceParams | None = None, *,
 
 
 def _gather_tables(path: str | Path) -> dict:
-    """The graph's large initializers read only by ``Gather`` nodes (the embedding tables), as
-    numpy arrays and onnxruntime values over them: name → (array, OrtValue)."""
+    """The graph's large initializers read only as the data of ``Gather`` / ``GatherElements`` nodes
+    (the embedding and first-order tables), as numpy arrays and onnxruntime values over them:
+    name → (array, OrtValue)."""
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -122,7 +123,7 @@ def _gather_tables(path: str | Path) -> dict:
     def walk(graph) -> None:
         for node in graph.node:
             for k, name in enumerate(node.input):
-                (gathered if node.op_type == "Gather" and k == 0 else other).add(name)
+                (gathered if node.op_type in ("Gather", "GatherElements") and k == 0 else other).add(name)
             for attr in node.attribute:
                 for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
                     walk(sub)

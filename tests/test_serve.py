@@ -453,8 +453,8 @@ def test_single_rows_run_on_a_one_thread_session_sharing_the_embedding_tables(wo
     batch = onnx_probabilities(scorer, cat, dense)
     singles = [onnx_probabilities(scorer, cat[i:i + 1], dense[i:i + 1])[0] for i in range(6)]
     assert calls == [1] * 6  # the batch went to the batch session, each single row to the one-row one
-    np.testing.assert_allclose(singles, batch, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(batch, before, rtol=1e-6, atol=1e-7)  # the reopened batch session
+    np.testing.assert_allclose(singles, batch, rtol=1e-5, atol=1e-5)  # other sessions: float rounding only
+    np.testing.assert_allclose(batch, before, rtol=1e-5, atol=1e-5)  # the reopened batch session
     assert onnx_session(export, InferenceParams(threads=1)).one_row is None
     assert onnx_session(export, InferenceParams(threads=2, onnx_one_row_threads=0)).one_row is None
 

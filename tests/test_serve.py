@@ -420,6 +420,11 @@ def test_onnx_session_uses_the_configured_optimization_level_and_threads(world, 
             with pytest.raises(RuntimeError, match="force_spinning_stop"):  # onnxruntime: no such entry
                 options.get_session_config_entry("session.force_spinning_stop")
     assert InferenceParams().onnx_spinning == "within_call"
+    from pydantic import ValidationError
+
+    for bad in ({"onnx_spinning": "sometimes"}, {"onnx_one_row_threads": -1}):
+        with pytest.raises(ValidationError, match=next(iter(bad))):
+            InferenceParams(**bad)
 
 
 def test_single_rows_run_on_a_one_thread_session_sharing_the_embedding_tables(world, tmp_path, monkeypatch):

@@ -99,6 +99,8 @@ class OnnxScorer:
         return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def __getattr__(self, name: str):
+        if name == "batch":  # not opened (yet): no recursion through this method
+            raise AttributeError(name)
         return getattr(self.batch, name)
 
 

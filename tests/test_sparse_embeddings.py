@@ -70,6 +70,60 @@ def test_lazy_adam_on_dense_gradients_equals_adam_and_adamw():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
 
 
+def test_row_l2_adds_the_l2_gradient_to_the_batch_rows_only():
+    """row_l2 = λ: a sparse step equals SparseAdam on the gradient of loss + λ/2·Σ‖w_row‖² over the
+    batch's rows; rows outside every batch never move (no decay of unseen rows)."""
+    lam = 0.05
+    ids = [torch.tensor([[1, 2, 2], [7, 1, 3]]), torch.tensor([[4, 2, 9], [9, 9, 1]])]
+    y = torch.tensor([1.0, 0.0])
+    ours, ref = Tiny(sparse=True), Tiny(sparse=True)
+    opt = LazyAdam([{"params": [ours.table.weight], "row_l2": lam}, {"params": ours.head.parameters()}], lr=0.01)
+    ref_sparse = torch.optim.SparseAdam([ref.table.weight], lr=0.01)
+    ref_dense = torch.optim.Adam(ref.head.parameters(), lr=0.01)
+    untouched = ours.table.weight[20:].clone()
+    for x in ids * 3:
+        _grads(ours, x, y)
+        opt.step()
+        _grads(ref, x, y)
+        g = ref.table.weight.grad.coalesce()
+        rows = g.indices()[0]
+        ref.table.weight.grad = torch.sparse_coo_tensor(
+            g.indices(), g.values() + lam * ref.table.weight.detach()[rows], g.shape)
+        ref_sparse.step()
+        ref_dense.step()
+    torch.testing.assert_close(ours.table.weight, ref.table.weight, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ours.head.weight, ref.head.weight, rtol=1e-6, atol=1e-7)
+    assert torch.equal(ours.table.weight[20:], untouched)
+    plain = Tiny(sparse=True)
+    opt_plain = LazyAdam(plain.parameters(), lr=0.01)
+    for x in ids * 3:
+        _grads(plain, x, y)
+        opt_plain.step()
+    assert not torch.allclose(plain.table.weight[:10], ours.table.weight[:10], atol=1e-4)  # the L2 acted
+
+
+def test_sparse_fit_takes_the_embedding_l2_from_the_optimizer_not_the_loss(tmp_path):
+    """With sparse tables the loss's penalty skips them (a whole-table term would be a dense
+    gradient) and build_optimizer hands embedding_l2 to LazyAdam's embedding group."""
+    from components.models import build_model
+    from components.train.loop import _penalty, build_optimizer
+    from tests.test_train_loop import write_split_data
+
+    fmap = write_split_data(tmp_path, n_train=300, n_valid=100)  # 4 tables + a dense field's weights
+    model = build_model("dcnv2", fmap, embedding_dim=4, hidden_units=[8], num_cross_layers=1)
+    p = TrainParams(embedding_l2=1e-3, net_l2=0.0, sparse_embeddings="on")
+    tables = tuple(enable_sparse_embeddings(model))
+    opt = build_optimizer(model, p, sparse=True)
+    assert isinstance(opt, LazyAdam) and opt.param_groups[0]["row_l2"] == 1e-3
+    assert all(g.get("row_l2", 0.0) == 0.0 for g in opt.param_groups[1:])
+    full = _penalty(model, p)
+    lazy = _penalty(model, p, tables)
+    rest = sum(float(w.pow(2).sum()) for w in model.embedding_parameters()
+               if w.requires_grad and all(w is not t for t in tables))
+    assert float(lazy) == pytest.approx(1e-3 / 2 * rest, rel=1e-5)
+    assert float(full) > float(lazy)
+
+
 def test_clip_grad_norm_matches_torch_on_the_dense_equivalent():
     x, y = torch.tensor([[1, 2, 2], [7, 1, 3]]), torch.tensor([1.0, 0.0])
     sparse, dense = Tiny(sparse=True), Tiny(sparse=False)
@@ -89,11 +143,14 @@ def test_auto_policy_and_settings_errors(tmp_path):
     assert p.sparse_embeddings == "auto" and p.sparse_min_ids == 1_000_000
     assert not wants_sparse(p, 999_999) and wants_sparse(p, 1_000_000)
     assert not wants_sparse(p, 5_000_000, distributed=True)
-    assert not wants_sparse(p.model_copy(update={"embedding_l2": 1e-5}), 5_000_000)
+    # an embedding L2 no longer keeps large tables dense: LazyAdam applies it to each batch's rows
+    assert wants_sparse(p.model_copy(update={"embedding_l2": 1e-3}), 5_000_000)
     assert wants_sparse(p.model_copy(update={"sparse_embeddings": "on"}), 10)
     assert not wants_sparse(p.model_copy(update={"sparse_embeddings": "off"}), 10**8)
     path = tmp_path / "params.yaml"
-    path.write_text("train: {sparse_embeddings: on, embedding_l2: 0.001}\n")
+    path.write_text("train: {sparse_embeddings: 'on', embedding_l2: 0.001}\n")
+    assert load_params(path).train.embedding_l2 == 0.001
+    path.write_text("train: {sparse_embeddings: 'on', distributed: {nproc: 2}}\n")
     with pytest.raises(ConfigError, match="sparse_embeddings"):
         load_params(path)
     m = Tiny(sparse=False)

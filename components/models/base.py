@@ -139,12 +139,14 @@ class CTRModel(nn.Module):
         emb_ids = {id(p) for p in self.embedding.parameters()}
         return (p for p in self.parameters() if id(p) not in emb_ids)
 
-    def l2_penalty(self, emb_l2: float = 0.0, net_l2: float = 0.0) -> torch.Tensor:
+    def l2_penalty(self, emb_l2: float = 0.0, net_l2: float = 0.0, skip=()) -> torch.Tensor:
         """FuxiCTR-style explicit L2: emb_l2/2 · Σ‖θ_emb‖² + net_l2/2 · Σ‖θ_net‖² over whole tensors.
 
-        Only trainable parameters count (a frozen embedding adds nothing). A scalar tensor; 0 when
-        both coefficients are 0.
+        Only trainable parameters count (a frozen embedding adds nothing), and none in ``skip``
+        (sparse tables whose L2 the optimiser applies per batch). A scalar tensor; 0 when both
+        coefficients are 0.
         """
+        skipped = {id(p) for p in skip}
         if emb_l2 < 0 or net_l2 < 0:
             raise ValueError(f"L2 coefficients must be >= 0, got emb_l2={emb_l2}, net_l2={net_l2}")
         ref = next(self.parameters())
@@ -155,7 +157,7 @@ class CTRModel(nn.Module):
         ):
             if coef:
                 for p in params:
-                    if p.requires_grad:
+                    if p.requires_grad and id(p) not in skipped:
                         total = total + (coef / 2.0) * p.pow(2).sum()
         return total
 

@@ -28,7 +28,8 @@ default :class:`LocalCollective` is a single process.
 
 The AdamW choice: ``net_l2`` becomes AdamW's decoupled ``weight_decay`` on the network parameters
 (embeddings get none), and ``embedding_l2`` stays an explicit penalty. With Adam both are explicit
-penalties (``model.l2_penalty``).
+penalties (``model.l2_penalty``). Tables trained with sparse gradients (``train.sparse_embeddings``)
+get their ``embedding_l2`` from :class:`~.sparse_embeddings.LazyAdam`, on each batch's rows.
 """
 
 from __future__ import annotations
@@ -212,16 +213,19 @@ def build_optimizer(model: nn.Module, params: TrainParams, sparse: bool = False)
     if sparse:
         from components.train.sparse_embeddings import LazyAdam
 
+        if groups and groups[0]["params"] is emb:  # the tables' embedding_l2, lazily on each batch's rows
+            groups[0]["row_l2"] = float(params.embedding_l2)
         return LazyAdam(groups, lr=params.lr, decoupled=params.optimizer == "adamw")
     cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=params.lr)
 
 
-def _penalty(core: nn.Module, params: TrainParams) -> torch.Tensor | None:
+def _penalty(core: nn.Module, params: TrainParams, lazy: tuple[nn.Parameter, ...] = ()) -> torch.Tensor | None:
+    """The loss's explicit L2; ``lazy``: sparse tables whose embedding_l2 LazyAdam applies per batch."""
     net_l2 = params.net_l2 if params.optimizer == "adam" else 0.0
     if params.embedding_l2 == 0 and net_l2 == 0:
         return None
-    return core.l2_penalty(params.embedding_l2, net_l2)
+    return core.l2_penalty(params.embedding_l2, net_l2, skip=lazy)
 
 
 def cpu_supports_bf16() -> bool:
@@ -347,6 +351,7 @@ def _train_epoch(
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
     _reseed_epoch(params.seed, epoch, coll.rank)
+    lazy = tuple(m.weight for m in core.modules() if isinstance(m, nn.Embedding) and m.sparse)
     n_batches = coll.common_batches(len(loader))
     if n_batches == 0:
         raise ValueError(
@@ -375,7 +380,7 @@ def _train_epoch(
             with _autocast(device, resolve_precision(device, params.precision)):
                 logits = model(batch.categorical, batch.dense)
             loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label.float())
-            penalty = _penalty(core, params)
+            penalty = _penalty(core, params, lazy)
             optimizer.zero_grad(set_to_none=True)
             (loss if penalty is None else loss + penalty).backward()
             if params.grad_clip > 0:

@@ -19,9 +19,14 @@ batch keeps its weights and moments instead of moving on its momentum), so ``aut
 for tables of at least ``train.sparse_min_ids`` ids, where dense Adam's cost dominates; below that
 every result stays exactly as before.
 
-Not combined with (``auto`` stays dense, ``on`` is refused by the config): ``embedding_l2 > 0``
-(an L2 on the whole table is a dense gradient) and data-parallel training (DDP all-reduces dense
-buckets). Gradient clipping works on both kinds (:func:`clip_grad_norm`).
+``train.embedding_l2`` on a sparse table is applied **lazily**: the L2 gradient λ·w is added to
+the rows of each batch (a group's ``row_l2``), not to every row on every step — what TorchRec's
+row-wise optimizers and TensorFlow's L2 on looked-up embeddings do. The whole-table form would be a
+dense gradient again; a row seen in a fraction p of the steps is regularised p times as often, so
+rare rows are held back less than under the dense penalty (at the sizes where ``auto`` turns this
+path on, a rare id still has thousands of rows). Not combined with data-parallel training (DDP
+all-reduces dense buckets; ``auto`` stays dense, ``on`` is refused by the config). Gradient
+clipping works on both kinds (:func:`clip_grad_norm`).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from torch import nn
 def wants_sparse(params, total_ids: int, distributed: bool = False) -> bool:
     """Whether training with ``params`` (train.* settings) uses sparse embedding gradients."""
     mode = getattr(params, "sparse_embeddings", "off")
-    if mode == "off" or distributed or getattr(params, "embedding_l2", 0.0) > 0:
+    if mode == "off" or distributed:
         return False
     return mode == "on" or total_ids >= int(getattr(params, "sparse_min_ids", 1_000_000))
 
@@ -57,6 +62,9 @@ class LazyAdam(torch.optim.Optimizer):
 
     State per parameter as :class:`torch.optim.Adam`'s: ``step``, ``exp_avg``, ``exp_avg_sq``.
     ``decoupled`` True applies a group's ``weight_decay`` as AdamW does (to dense parameters only).
+    ``row_l2`` (a group option, default 0): the lazy L2 of the module doc — on a sparse gradient the
+    batch's rows get ``row_l2 · w`` added before the update (the gradient of ``row_l2/2 · ‖w_row‖²``);
+    dense gradients ignore it (their penalty is in the loss).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -64,7 +72,7 @@ class LazyAdam(torch.optim.Optimizer):
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
-                                  "decoupled": decoupled})
+                                  "decoupled": decoupled, "row_l2": 0.0})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -89,6 +97,8 @@ class LazyAdam(torch.optim.Optimizer):
                     step_size = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
                     grad = p.grad.coalesce()
                     rows, values = grad.indices()[0], grad.values()
+                    if group.get("row_l2", 0.0):
+                        values = values.add(p.index_select(0, rows), alpha=group["row_l2"])
                     m_rows = m.index_select(0, rows).mul_(b1).add_(values, alpha=1 - b1)
                     v_rows = v.index_select(0, rows).mul_(b2).addcmul_(values, values, value=1 - b2)
                     m.index_copy_(0, rows, m_rows)

@@ -33,6 +33,7 @@ def test_two_gloo_ranks_match_single_process(tmp_path):
         model="lr",
         batch_size=256,  # the global batch: 128 rows per rank and step
         lr=0.02,
+        embedding_l2=1e-3,  # params.yaml's: every rank adds the whole tables' penalty, DDP averages the gradients
         max_epochs=3,
         patience=3,
         device="cpu",

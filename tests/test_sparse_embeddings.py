@@ -110,18 +110,22 @@ def test_sparse_fit_takes_the_embedding_l2_from_the_optimizer_not_the_loss(tmp_p
     from tests.test_train_loop import write_split_data
 
     fmap = write_split_data(tmp_path, n_train=300, n_valid=100)  # 4 tables + a dense field's weights
-    model = build_model("dcnv2", fmap, embedding_dim=4, hidden_units=[8], num_cross_layers=1)
+    model = build_model("deepfm", fmap, embedding_dim=4, hidden_units=[8])  # vectors + first order
+    emb = model.embedding
     p = TrainParams(embedding_l2=1e-3, net_l2=0.0, sparse_embeddings="on")
     tables = tuple(enable_sparse_embeddings(model))
+    assert {id(t) for t in tables} == {id(emb.table.weight), id(emb.first_order_table.weight)}
     opt = build_optimizer(model, p, sparse=True)
-    assert isinstance(opt, LazyAdam) and opt.param_groups[0]["row_l2"] == 1e-3
-    assert all(g.get("row_l2", 0.0) == 0.0 for g in opt.param_groups[1:])
-    full = _penalty(model, p)
-    lazy = _penalty(model, p, tables)
-    rest = sum(float(w.pow(2).sum()) for w in model.embedding_parameters()
-               if w.requires_grad and all(w is not t for t in tables))
-    assert float(lazy) == pytest.approx(1e-3 / 2 * rest, rel=1e-5)
-    assert float(full) > float(lazy)
+    assert isinstance(opt, LazyAdam)
+    by_l2 = {id(q): g.get("row_l2", 0.0) for g in opt.param_groups for q in g["params"]}
+    assert by_l2[id(emb.table.weight)] == 1e-3 and by_l2[id(emb.dense_weight)] == 1e-3
+    assert by_l2[id(emb.first_order_table.weight)] == 0.0 and by_l2[id(emb.first_order_dense)] == 0.0
+    assert len(by_l2) == sum(1 for q in model.parameters() if q.requires_grad)  # every parameter once
+    full, lazy = _penalty(model, p), _penalty(model, p, tables)
+    # the loss keeps the dense field's vectors only; first-order weights never get the embedding L2
+    assert float(lazy) == pytest.approx(1e-3 / 2 * float(emb.dense_weight.pow(2).sum()), rel=1e-5)
+    assert float(full) == pytest.approx(
+        1e-3 / 2 * float(emb.dense_weight.pow(2).sum() + emb.table.weight.pow(2).sum()), rel=1e-5)
 
 
 def test_clip_grad_norm_matches_torch_on_the_dense_equivalent():

@@ -365,9 +365,21 @@ def test_embedding_l2_shrinks_embeddings(data, tmp_path):
         model = build(p, fmap)
         fit(model, *loaders(d, fmap), p, tmp_path / str(l2), log=quiet)
         norms.append(
-            torch.cat([q.detach().flatten() for q in model.embedding_parameters()]).norm().item()
+            torch.cat([q.detach().flatten() for q in model.embedding.vector_parameters()]).norm().item()
         )
     assert norms[1] < 0.5 * norms[0]
+
+
+def test_embedding_l2_leaves_first_order_weights_alone(data):
+    """The penalty covers the embedding vectors only: LR (first-order weights only) gets none, FM
+    only its vectors' λ/2·‖w‖²."""
+    _, fmap = data
+    lr_model = build(params(model="lr"), fmap)
+    assert float(lr_model.l2_penalty(1e-3, 0.0)) == 0.0
+    fm = build(params(model="fm"), fmap)
+    vec = sum(float(q.pow(2).sum()) for q in fm.embedding.vector_parameters())
+    assert fm.embedding.first_order_table is not None and vec > 0
+    assert float(fm.l2_penalty(1e-3, 0.0)) == pytest.approx(1e-3 / 2 * vec, rel=1e-5)
 
 
 def test_gradient_clipping_uses_grad_clip_and_zero_disables(data, tmp_path, monkeypatch):

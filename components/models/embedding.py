@@ -164,6 +164,11 @@ class FeatureEmbedding(nn.Module):
                     torch.randn(self.num_dense) * (std if init == "normal" else 1.0)
                 )  # xavier: as a Linear(1, 1), std 1
 
+    def vector_parameters(self) -> list[nn.Parameter]:
+        """The d-dimensional vectors (categorical table, dense fields' weights): what ``embedding_l2``
+        regularises. The first-order weights are a logistic regression's and stay unpenalised."""
+        return [p for p in (getattr(self.table, "weight", None), self.dense_weight) if p is not None]
+
     def _check(self, categorical: torch.Tensor, dense: torch.Tensor) -> None:
         if categorical.dim() != 2 or categorical.shape[1] != self.num_categorical:
             raise ValueError(

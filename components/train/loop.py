@@ -213,9 +213,13 @@ def build_optimizer(model: nn.Module, params: TrainParams, sparse: bool = False)
     if sparse:
         from components.train.sparse_embeddings import LazyAdam
 
-        if groups and groups[0]["params"] is emb:  # the tables' embedding_l2, lazily on each batch's rows
-            groups[0]["row_l2"] = float(params.embedding_l2)
-        return LazyAdam(groups, lr=params.lr, decoupled=params.optimizer == "adamw")
+        if params.embedding_l2 and emb:  # the vectors' embedding_l2, lazily on each batch's rows
+            vec_ids = {id(p) for p in core.embedding.vector_parameters()}
+            first = [p for p in emb if id(p) not in vec_ids]  # first-order weights: no L2
+            groups = [dict(groups[0], params=[p for p in emb if id(p) in vec_ids],
+                           row_l2=float(params.embedding_l2)), *([dict(groups[0], params=first)] if first else []),
+                      *groups[1:]]
+        return LazyAdam([g for g in groups if g["params"]], lr=params.lr, decoupled=params.optimizer == "adamw")
     cls = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
     return cls(groups, lr=params.lr)
 

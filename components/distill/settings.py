@@ -185,6 +185,8 @@ class DistillParams(_Section):
             lr=lr,
             embedding_l2=block.embedding_l2,
             net_l2=block.net_l2,
+            # dense gradients as always (the teacher's lazy row-wise L2 path is not measured on students)
+            sparse_embeddings="off",
             max_epochs=max_epochs,
             patience=block.patience,
             lr_decay=block.lr_decay,

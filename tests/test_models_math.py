@@ -189,18 +189,20 @@ def test_embedding_init_scales():
 
 
 def test_l2_penalty_is_half_lambda_sum_of_squares_per_group():
-    m = _model("lr", FeatureMap.toy([2, 3], dense=1))
+    """emb_l2 covers the embedding vectors (table + dense fields' weights), not first-order weights."""
+    m = _model("fm", FeatureMap.toy([2, 3], dense=1), embedding_dim=2)
     with torch.no_grad():
-        m.embedding.first_order_table.weight.copy_(
-            torch.tensor([[1.0], [2.0], [0.0], [0.0], [3.0]])
-        )
-        m.embedding.first_order_dense.fill_(2.0)
+        m.embedding.table.weight.copy_(torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 0.0], [0.0, 1.0], [3.0, 0.0]]))
+        m.embedding.dense_weight.fill_(1.0)
+        m.embedding.first_order_table.weight.fill_(5.0)  # unpenalised: LR's weights
+        m.embedding.first_order_dense.fill_(5.0)
         m.bias.fill_(4.0)
     assert {id(p) for p in m.embedding_parameters()}.isdisjoint(id(p) for p in m.dense_parameters())
-    # emb: 1 + 4 + 9 + 4 = 18; net: 16
-    assert m.l2_penalty(0.1, 0.0).item() == pytest.approx(0.05 * 18)
+    # emb vectors: 1 + 4 + 1 + 9 + (1 + 1) = 17; net: 16
+    assert m.l2_penalty(0.1, 0.0).item() == pytest.approx(0.05 * 17)
     assert m.l2_penalty(0.0, 0.5).item() == pytest.approx(0.25 * 16)
-    assert m.l2_penalty(0.1, 0.5).item() == pytest.approx(0.9 + 4.0)
+    assert m.l2_penalty(0.1, 0.5).item() == pytest.approx(0.85 + 4.0)
+    assert _model("lr", FeatureMap.toy([2, 3], dense=1)).l2_penalty(0.1, 0.0).item() == 0.0
 
 
 # ---------------------------------------------------------------- LR / FM / FFM

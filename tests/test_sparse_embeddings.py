@@ -35,11 +35,13 @@ def _grads(model, ids, y):
     nn.functional.binary_cross_entropy_with_logits(model(ids), y).backward()
 
 
-def test_lazy_adam_equals_sparse_adam_on_rows_and_adam_on_dense_params():
+def _lazy_against_sparse_adam(lam: float):
+    """LazyAdam (table group ``row_l2`` = lam) and the reference — torch's SparseAdam on the table
+    with lam·w added to the batch rows' gradient, Adam on the head — after the same 6 steps."""
     ids = [torch.tensor([[1, 2, 2], [7, 1, 3]]), torch.tensor([[4, 2, 9], [9, 9, 1]])]
     y = torch.tensor([1.0, 0.0])
     ours, ref = Tiny(sparse=True), Tiny(sparse=True)
-    opt = LazyAdam(ours.parameters(), lr=0.01)
+    opt = LazyAdam([{"params": [ours.table.weight], "row_l2": lam}, {"params": ours.head.parameters()}], lr=0.01)
     ref_sparse = torch.optim.SparseAdam([ref.table.weight], lr=0.01)
     ref_dense = torch.optim.Adam(ref.head.parameters(), lr=0.01)
     untouched = ours.table.weight[20:].clone()
@@ -47,11 +49,20 @@ def test_lazy_adam_equals_sparse_adam_on_rows_and_adam_on_dense_params():
         _grads(ours, x, y)
         opt.step()
         _grads(ref, x, y)
+        g = ref.table.weight.grad.coalesce()
+        ref.table.weight.grad = torch.sparse_coo_tensor(
+            g.indices(), g.values() + lam * ref.table.weight.detach()[g.indices()[0]], g.shape,
+            check_invariants=False)
         ref_sparse.step()
         ref_dense.step()
     torch.testing.assert_close(ours.table.weight, ref.table.weight, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(ours.head.weight, ref.head.weight, rtol=1e-6, atol=1e-7)
     assert torch.equal(ours.table.weight[20:], untouched)  # rows never in a batch never move
+    return ours, opt
+
+
+def test_lazy_adam_equals_sparse_adam_on_rows_and_adam_on_dense_params():
+    ours, opt = _lazy_against_sparse_adam(0.0)
     assert set(opt.state[ours.table.weight]) == {"step", "exp_avg", "exp_avg_sq"}  # Adam's state layout
 
 
@@ -73,32 +84,8 @@ def test_lazy_adam_on_dense_gradients_equals_adam_and_adamw():
 def test_row_l2_adds_the_l2_gradient_to_the_batch_rows_only():
     """row_l2 = λ: a sparse step equals SparseAdam on the gradient of loss + λ/2·Σ‖w_row‖² over the
     batch's rows; rows outside every batch never move (no decay of unseen rows)."""
-    lam = 0.05
-    ids = [torch.tensor([[1, 2, 2], [7, 1, 3]]), torch.tensor([[4, 2, 9], [9, 9, 1]])]
-    y = torch.tensor([1.0, 0.0])
-    ours, ref = Tiny(sparse=True), Tiny(sparse=True)
-    opt = LazyAdam([{"params": [ours.table.weight], "row_l2": lam}, {"params": ours.head.parameters()}], lr=0.01)
-    ref_sparse = torch.optim.SparseAdam([ref.table.weight], lr=0.01)
-    ref_dense = torch.optim.Adam(ref.head.parameters(), lr=0.01)
-    untouched = ours.table.weight[20:].clone()
-    for x in ids * 3:
-        _grads(ours, x, y)
-        opt.step()
-        _grads(ref, x, y)
-        g = ref.table.weight.grad.coalesce()
-        rows = g.indices()[0]
-        ref.table.weight.grad = torch.sparse_coo_tensor(
-            g.indices(), g.values() + lam * ref.table.weight.detach()[rows], g.shape, check_invariants=False)
-        ref_sparse.step()
-        ref_dense.step()
-    torch.testing.assert_close(ours.table.weight, ref.table.weight, rtol=1e-6, atol=1e-7)
-    torch.testing.assert_close(ours.head.weight, ref.head.weight, rtol=1e-6, atol=1e-7)
-    assert torch.equal(ours.table.weight[20:], untouched)
-    plain = Tiny(sparse=True)
-    opt_plain = LazyAdam(plain.parameters(), lr=0.01)
-    for x in ids * 3:
-        _grads(plain, x, y)
-        opt_plain.step()
+    ours, _ = _lazy_against_sparse_adam(0.05)
+    plain, _ = _lazy_against_sparse_adam(0.0)
     assert not torch.allclose(plain.table.weight[:10], ours.table.weight[:10], atol=1e-4)  # the L2 acted
 
 

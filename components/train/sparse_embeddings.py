@@ -23,8 +23,10 @@ every result stays exactly as before.
 the rows of each batch (a group's ``row_l2``), not to every row on every step — what TorchRec's
 row-wise optimizers and TensorFlow's L2 on looked-up embeddings do. The whole-table form would be a
 dense gradient again; a row seen in a fraction p of the steps is regularised p times as often, so
-rare rows are held back less than under the dense penalty (at the sizes where ``auto`` turns this
-path on, a rare id still has thousands of rows). Not combined with data-parallel training (DDP
+rare rows — what the dense penalty holds back — are held back less. Measured on the 2M-row synthetic
+log forced sparse (DCNv2, seed 2024, test AUC): 0.8577 with this lazy L2, 0.8485 without any L2,
+0.8752 with the dense whole-table L2 (auto keeps that table dense: 190k ids). A catch-up decay of
+rows absent since their last visit is the open improvement. Not combined with data-parallel training (DDP
 all-reduces dense buckets; ``auto`` stays dense, ``on`` is refused by the config). Gradient
 clipping works on both kinds (:func:`clip_grad_norm`).
 """

@@ -47,8 +47,9 @@ def _load(ctx: click.Context):
 
     params_path = Path(ctx.obj["params"])
     if ctx.obj["params"] == "params.yaml" and not params_path.exists():
-        # Outside a ctrflow checkout (e.g. `ctrflow validate --format criteo some.txt`): built-in
-        # defaults, which equal the repository's params.yaml.
+        # Outside a ctrflow checkout (e.g. `ctrflow validate --format criteo some.txt`): the built-in
+        # (library) defaults; the repository's params.yaml differs in its measured recipe
+        # (train.logistic_base: true, train.embedding_l2: 1e-3).
         click.echo("note: no params.yaml here; using the built-in defaults", err=True)
         from components.config import Params
 

@@ -349,6 +349,31 @@ def test_export_dir_is_self_contained_and_scores_raw_lines(world, tmp_path):
         export_model(export, export)
 
 
+def test_onnx_scoring_never_imports_torch_and_still_checks_the_feature_map(world, tmp_path):
+    """`ctrflow predict` on an export: onnxruntime scores, torch stays unloaded (startup time and
+    memory of a serving process), and the checkpoint's feature-map hash is still checked."""
+    import subprocess
+    import sys
+
+    export = export_model(world["model"], tmp_path / "export", processed_dir=world["root"] / "proc")
+    in_process = tmp_path / "in.pred"
+    predict_file(export, world["raw"], in_process, runtime="onnx")
+    with pytest.raises(ValueError, match="trained on feature map"):
+        predict_file(export, world["raw"], tmp_path / "x", runtime="onnx", processed_dir=world["root"] / "proc_dense")
+    out = tmp_path / "cli.pred"
+    probe = ("import atexit, sys; atexit.register(lambda: print('torch loaded:', 'torch' in sys.modules)); "
+             "import cli; cli.main()")
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "predict", "--model", str(export),
+         "--out", str(out), str(world["raw"])],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "torch loaded: False"
+    assert out.read_bytes() == in_process.read_bytes()
+    assert len(read_probs(out)) == ROWS
+
+
 # ------------------------------------------------------------------ inference settings (components/serve/optimize.py)
 
 

@@ -8,23 +8,30 @@
   folding, optional int8 dynamic quantisation and ``torch.compile``; params.yaml ``inference:``).
 - :mod:`.export`: :func:`export_model` (a self-contained directory: ONNX graph, safetensors
   checkpoint, feature map and vocabularies) and :func:`verify_onnx` (onnxruntime vs PyTorch).
+
+Importing the package loads none of them; each name below loads its module on first use (PEP 562),
+so ``ctrflow predict`` with onnxruntime never imports torch (:mod:`.predict`).
 """
 
-from .encode import EncodedBatch, RawEncoder, iter_encoded, load_encoder
-from .export import export_model, verify_onnx
-from .optimize import fold_batch_norm, prepare_for_inference, quantization_auc_cost
-from .predict import iter_probabilities, predict_file
+from importlib import import_module
 
-__all__ = [
-    "EncodedBatch",
-    "RawEncoder",
-    "export_model",
-    "fold_batch_norm",
-    "iter_encoded",
-    "iter_probabilities",
-    "load_encoder",
-    "predict_file",
-    "prepare_for_inference",
-    "quantization_auc_cost",
-    "verify_onnx",
-]
+_EXPORTS = {
+    "EncodedBatch": "encode",
+    "RawEncoder": "encode",
+    "iter_encoded": "encode",
+    "load_encoder": "encode",
+    "export_model": "export",
+    "verify_onnx": "export",
+    "fold_batch_norm": "optimize",
+    "prepare_for_inference": "optimize",
+    "quantization_auc_cost": "optimize",
+    "iter_probabilities": "predict",
+    "predict_file": "predict",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

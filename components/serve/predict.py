@@ -26,7 +26,9 @@ Scoring: :class:`Scorer` with params.yaml ``inference:`` (``params.inference``, 
 export or registry version, which holds ``model.onnx``; PyTorch for a bare checkpoint). The PyTorch
 runtime runs
 :func:`~components.serve.optimize.prepare_for_inference`'s model (BatchNorm folded by default), the
-ONNX runtime the export's graph at the configured onnxruntime optimisation level; both with
+ONNX runtime the export's graph at the configured onnxruntime optimisation level (torch is then
+never imported: the checkpoint's ``model.json`` alone is checked against the feature map,
+:mod:`components.train.model_meta`); both with
 ``inference.threads`` threads, ``inference.score_rows`` rows per model call (:func:`in_row_blocks`;
 default 1,024: a block's activations stay in the CPU cache, DAGFM's forward measured 2–4× faster in
 small calls than in one 65,536-row call on 2 cores, and it bounds the model's scratch memory: peak
@@ -49,7 +51,6 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-import torch
 
 from components.config import InferenceParams, Params
 from components.data.feature_map import FeatureMap
@@ -63,8 +64,7 @@ from components.serve.encode import (
     iter_encoded,
     load_encoder,
 )
-from components.serve.optimize import apply_threads, prepare_for_inference
-from components.train.checkpoint import MODEL_META, load_model
+from components.train.model_meta import MODEL_META, check_feature_map
 
 Runtime = Literal["auto", "torch", "onnx"]
 STDOUT = "-"
@@ -170,14 +170,17 @@ class Scorer:
         self.encoder = encoder
         self.runtime = runtime = resolve_runtime(model_dir, runtime)
         self.settings = settings or InferenceParams()
-        # load_model checks the checkpoint's feature-map hash even when ONNX does the scoring
-        self.model, self.meta = load_model(model_dir, encoder.feature_map)
-        self.session = None
-        if runtime == "onnx":
+        self.model = self.session = None
+        if runtime == "onnx":  # torch is never imported: the checkpoint's model.json is checked alone
             from components.serve.onnx_runtime import onnx_session
 
+            self.meta = check_feature_map(model_dir, encoder.feature_map)
             self.session = onnx_session(model_dir, self.settings)
         elif runtime == "torch":
+            from components.serve.optimize import apply_threads, prepare_for_inference
+            from components.train.checkpoint import load_model
+
+            self.model, self.meta = load_model(model_dir, encoder.feature_map)
             apply_threads(self.settings)
             self.model = prepare_for_inference(self.model, self.settings)
         else:
@@ -192,6 +195,8 @@ class Scorer:
             from components.serve.onnx_runtime import onnx_probabilities
 
             return onnx_probabilities(self.session, categorical, dense)
+        import torch
+
         with torch.inference_mode():
             logits = self.model(torch.from_numpy(categorical), torch.from_numpy(dense))
             return torch.sigmoid(logits.float()).numpy()

@@ -6,6 +6,7 @@ Two kinds of files live in a training ``out_dir``:
   ``model.json`` (format tag, model name, hyperparameters, feature-map hash, epoch, metrics,
   parameter counts, and the SHA-256 of the weights file, checked on load so a weights file that does
   not belong to its metadata is refused). :func:`load_model` rebuilds the model from the registry.
+  Reading and checking ``model.json`` alone needs no torch: :mod:`.model_meta` (re-exported here).
 - **The resume state** (end of the last finished epoch): ``resume-<epoch>.safetensors`` holds the
   model weights, the optimizer's per-parameter tensors (``optim.<index>.<name>``, e.g. Adam's
   ``exp_avg``) and the torch (and CUDA) RNG states; ``resume.json`` holds the scalars given by
@@ -39,11 +40,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from components.data.feature_map import FeatureMap
+from components.train.model_meta import (  # noqa: F401  (re-exported: the checkpoint's metadata API)
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    MODEL_META,
+    MODEL_WEIGHTS,
+    check_feature_map,
+    feature_map_hash,
+    read_model_metadata,
+)
+from components.train.model_meta import read_json as _read_json
 
-CHECKPOINT_FORMAT = "ctrflow-checkpoint"
-CHECKPOINT_VERSION = 1
-MODEL_WEIGHTS = "model.safetensors"
-MODEL_META = "model.json"
 STATE_META = "resume.json"
 STATE_WEIGHTS_PATTERN = "resume-{epoch}.safetensors"
 _UMASK = os.umask(0o022)
@@ -142,13 +149,6 @@ def _load_tensors(path: Path, expected_sha256: str | None) -> dict[str, torch.Te
         raise ValueError(f"{path}: not a readable safetensors file: {e}") from e
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON: {e}") from e
-
-
 def _tensors_of(
     state_dict: Mapping[str, torch.Tensor], prefix: str = ""
 ) -> dict[str, torch.Tensor]:
@@ -162,11 +162,6 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def feature_map_hash(feature_map: FeatureMap) -> str:
-    """Hex SHA-256 of the feature map's canonical JSON (sorted keys): ties weights to their ids."""
-    return hashlib.sha256(feature_map.to_json().encode()).hexdigest()
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
@@ -191,7 +186,7 @@ def save_model(
     *,
     model_name: str,
     hparams: Mapping[str, Any],
-    feature_map_hash: str,
+    feature_map_hash: str,  # noqa: F811  (the hash itself; the module function is re-exported above)
     epoch: int,
     metrics: Mapping[str, float],
     extra: Mapping[str, Any] | None = None,
@@ -227,20 +222,6 @@ def save_model(
     return weights
 
 
-def read_model_metadata(directory: str | Path) -> dict:
-    """The ``model.json`` of a checkpoint directory (FileNotFoundError / ValueError naming the file)."""
-    path = Path(directory) / MODEL_META
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no model checkpoint here")
-    meta = _read_json(path)
-    if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(
-            f"{path}: not a {CHECKPOINT_FORMAT} v{CHECKPOINT_VERSION} checkpoint "
-            f"(format={meta.get('format')!r}, version={meta.get('version')!r})"
-        )
-    return meta
-
-
 def load_model_weights(model: nn.Module, directory: str | Path, *, strict: bool = True) -> dict:
     """Load ``model.safetensors`` into ``model`` (in place, any device); return the metadata."""
     directory = Path(directory)
@@ -265,13 +246,7 @@ def load_model(
     """
     from components.models import build_model
 
-    meta = read_model_metadata(directory)
-    fm_hash = feature_map_hash(feature_map)
-    if meta["feature_map_hash"] != fm_hash:
-        raise ValueError(
-            f"{Path(directory) / MODEL_META}: trained on feature map {meta['feature_map_hash'][:12]}…, "
-            f"but the given one hashes to {fm_hash[:12]}… (re-train after preprocessing changes)"
-        )
+    meta = check_feature_map(directory, feature_map)
     model = build_model(meta["model"], feature_map, **meta["hparams"])
     load_model_weights(model, directory)
     return model.to(device).eval(), meta

@@ -587,3 +587,33 @@ def test_kd_students_carry_the_teachers_frozen_logistic_base(world, tmp_path, ca
     with torch.no_grad():
         alone = student.interact(student.embed(cat, dense))
         torch.testing.assert_close(student(cat, dense), alone + based_teacher.logistic_base(cat, dense))
+
+
+@pytest.mark.parametrize("carry", [True, False])
+def test_fsdnet_carries_the_teachers_frozen_logistic_base_under_every_head(world, tmp_path, carry):
+    processed, fmap, _ = world
+    hp = {"embedding_dim": DIM, "num_cross_layers": 2, "logistic_base": True}
+    seed_everything(1)
+    teacher = build_model("crossnet", fmap, **hp)
+    with torch.no_grad():
+        for p in teacher.logistic_base.parameters():
+            p.normal_(0.0, 0.3)  # stands for the gate's fitted LR
+    save_model(teacher, tmp_path / "teacher", model_name="crossnet", hparams=hp,
+               feature_map_hash=feature_map_hash(fmap), epoch=1, metrics={})
+    settings = _settings(tmp_path, fsdnet={"max_epochs": 1}).model_copy(update={"logistic_base": carry})
+    metrics = run_fsdnet(processed, settings, tmp_path / "fsd", teacher_dir=tmp_path / "teacher", log=quiet)
+    student, meta = load_model(tmp_path / "fsd" / "self_distill", fmap)
+    assert metrics["hparams"].get("logistic_base", False) is carry and meta["hparams"].get("logistic_base", False) is carry
+    if not carry:
+        assert student.logistic_base is None
+        return
+    for name, tensor in teacher.logistic_base.state_dict().items():  # copied once, never trained
+        assert torch.equal(student.logistic_base.state_dict()[name], tensor), name
+    cat, dense, _ = _split_tensors(processed, fmap, "test")
+    with torch.no_grad():
+        heads, _ = student.interact_heads(student.embed(cat, dense))
+        base = teacher.logistic_base(cat, dense)
+        assert float(base.abs().mean()) > 0.1  # the base is not a no-op here
+        with_base = heads + base.unsqueeze(1)
+        torch.testing.assert_close(student.forward_heads(cat, dense)[0], with_base)  # every head stands on it
+        torch.testing.assert_close(student(cat, dense), student.combine_heads(with_base))

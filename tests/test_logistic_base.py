@@ -49,14 +49,18 @@ def test_the_logit_is_the_models_plus_the_frozen_lr_and_only_the_model_learns():
         build_model("lr", fm, logistic_base=True)
 
 
-def test_the_base_travels_with_the_checkpoint_and_the_serving_form(tmp_path):
+@pytest.mark.parametrize("name,hparams", [
+    ("deepfm", {"embedding_dim": 4, "hidden_units": [8]}),
+    ("fsdnet", {"embedding_dim": 4, "num_layers": 2, "hidden_dim": 8}),  # the base under every head
+])  # fmt: skip
+def test_the_base_travels_with_the_checkpoint_and_the_serving_form(tmp_path, name, hparams):
     fm, cat, dense = _toy()
-    model = build_model("deepfm", fm, embedding_dim=4, hidden_units=[8], logistic_base=True).eval()
+    hparams = {**hparams, "logistic_base": True}
+    model = build_model(name, fm, **hparams).eval()
     with torch.no_grad():
         for p in model.logistic_base.parameters():
             p.normal_()
-    hparams = {"embedding_dim": 4, "hidden_units": [8], "logistic_base": True}
-    save_model(model, tmp_path, model_name="deepfm", hparams=hparams, feature_map_hash=feature_map_hash(fm),
+    save_model(model, tmp_path, model_name=name, hparams=hparams, feature_map_hash=feature_map_hash(fm),
                epoch=1, metrics={})
     loaded, meta = load_model(tmp_path, fm)
     assert meta["hparams"]["logistic_base"] is True and loaded.logistic_base is not None
@@ -136,7 +140,7 @@ def test_a_student_study_key_changes_when_the_student_carries_the_base(tmp_path)
     meta["hparams"]["logistic_base"] = True
     (teacher / "model.json").write_text(json.dumps(meta))
     assert study_key("dagfm", params, teacher) != study_key("dagfm", off, teacher)
-    assert study_key("fsdnet", params, teacher) == study_key("fsdnet", off, teacher)  # FSDNet never carries it
+    assert study_key("fsdnet", params, teacher) != study_key("fsdnet", off, teacher)  # FSDNet carries it too
 
 
 def test_the_students_one_row_onnx_branch_folds_the_base_into_its_readout(tmp_path):

@@ -146,7 +146,7 @@ class DistillParams(_Section):
     seed: int = 2022
     in_memory: bool = True
     max_train_rows: int | None = Field(None, gt=0)
-    logistic_base: bool = True  # KD students carry the teacher's frozen LR when it has one (train.logistic_base)
+    logistic_base: bool = True  # the students carry the teacher's frozen LR when it has one (train.logistic_base)
     dagfm: DAGFMSettings = DAGFMSettings()
     kd_dagfm_plus: KDDAGFMPlusSettings = KDDAGFMPlusSettings()
     fsdnet: FSDNetSettings = FSDNetSettings()

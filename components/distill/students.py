@@ -45,8 +45,8 @@ def run_student(student: str, settings: DistillParams, teacher_dir: Path, proces
         return run_kd_dagfm(teacher_dir, processed_dir, settings, out_dir, student=student,
                             trial_callback=trial_callback, log=log)
     if student == "fsdnet":
-        external = settings.fsdnet.external_teacher_weight > 0
-        return run_fsdnet(processed_dir, settings, out_dir, teacher_dir=teacher_dir if external else None,
+        needs_teacher = settings.fsdnet.external_teacher_weight > 0 or settings.logistic_base
+        return run_fsdnet(processed_dir, settings, out_dir, teacher_dir=teacher_dir if needs_teacher else None,
                           trial_callback=trial_callback, log=log)
     raise ValueError(f"unknown student {student!r}; known: {[*KD_STUDENTS, 'fsdnet']}")
 
@@ -89,7 +89,7 @@ def study_key(student: str, params: Params, teacher_dir: Path) -> str:
         "space": {k: v.model_dump(mode="json") for k, v in params.tune.space_for(student).items()},
         "seed": params.distill.seed,
     }
-    if student in KD_STUDENTS and params.distill.logistic_base and (meta.get("hparams") or {}).get("logistic_base"):
+    if params.distill.logistic_base and (meta.get("hparams") or {}).get("logistic_base"):
         fields["logistic_base"] = True  # the student carries the teacher's LR: another model (absent: keys as before)
     blob = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]

@@ -15,7 +15,9 @@ fused features f_l share one dimension (the hint loss compares f_L with f_l).
 with :func:`components.distill.losses.fsdnet_loss`). ``forward`` returns one inference logit:
 ``inference="mean"`` (default, the code's evaluation) = logit of the mean of the heads'
 probabilities, logit((1/L)·Σ_l σ(z_l)), computed stably as logsumexp_l log σ(z_l) −
-logsumexp_l log σ(−z_l); ``"deepest"`` = z_L (the teacher head alone).
+logsumexp_l log σ(−z_l); ``"deepest"`` = z_L (the teacher head alone). With a logistic base
+(``build_model(..., logistic_base=True)``: the pipeline's teacher's frozen LR, ``distill.logistic_base``)
+each z_l is the head's output plus the LR logit, in training and at inference.
 
 Init: Xavier-normal Linear weights, zero biases (FuxiCTR ``reset_parameters``); the cross layers
 are the zoo's (``cross_type`` full by default as in the code; low_rank / mixture also accepted).
@@ -115,8 +117,20 @@ class FSDNet(CTRModel):
     def forward_heads(
         self, categorical: torch.Tensor, dense: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """categorical [B, F_cat], dense [B, F_dense] → (head logits [B, L], fused features list)."""
-        return self.interact_heads(self.embed(categorical, dense))
+        """categorical [B, F_cat], dense [B, F_dense] → (head logits [B, L], fused features list).
+
+        With a logistic base (``build_model(..., logistic_base=True)``) its logit is added to every
+        head's, so the heads, their self-distillation and the inference combination all see it."""
+        logits, fused = self.interact_heads(self.embed(categorical, dense))
+        if self.logistic_base is not None:
+            logits = logits + self.logistic_base.base_logit(categorical, dense).unsqueeze(1)
+        return logits, fused
+
+    def _logits(self, categorical: torch.Tensor, dense: torch.Tensor | None) -> torch.Tensor:
+        """The inference logit of :meth:`forward_heads`' heads (the base inside each head's logit)."""
+        if self.logistic_base is None:
+            return super()._logits(categorical, dense)
+        return self.combine_heads(self.forward_heads(categorical, dense)[0])
 
     def combine_heads(self, head_logits: torch.Tensor) -> torch.Tensor:
         """The inference logit [B] from head logits [B, L] under ``self.inference``."""

@@ -56,7 +56,7 @@ from components.atomic_dir import replace_dir
 from components.data.feature_map import FeatureMap
 from components.data.loader import BatchLoader, spread_row_groups
 from components.train.checkpoint import (
-    feature_map_hash,
+    check_feature_map,
     file_sha256,
     load_model,
     read_model_metadata,
@@ -72,15 +72,8 @@ DEFAULT_SPLITS = ("train", "valid", "test")
 
 def teacher_cache_key(teacher_dir: str | Path, feature_map: FeatureMap) -> str:
     """SHA-256 of the teacher's weights hash and the feature-map hash (ValueError if they mismatch)."""
-    meta = read_model_metadata(teacher_dir)
-    fm_hash = feature_map_hash(feature_map)
-    if meta["feature_map_hash"] != fm_hash:
-        raise ValueError(
-            f"{Path(teacher_dir) / 'model.json'}: the teacher was trained on feature map "
-            f"{meta['feature_map_hash'][:12]}…, the processed data hashes to {fm_hash[:12]}… "
-            "(retrain the teacher after preprocessing changes)"
-        )
-    return hashlib.sha256(f"{meta['weights_sha256']}:{fm_hash}".encode()).hexdigest()
+    meta = check_feature_map(teacher_dir, feature_map)
+    return hashlib.sha256(f"{meta['weights_sha256']}:{meta['feature_map_hash']}".encode()).hexdigest()
 
 
 def compute_logits(model: nn.Module, loader: BatchLoader, device: torch.device) -> np.ndarray:

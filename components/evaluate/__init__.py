@@ -10,6 +10,8 @@ settings module (:mod:`.settings`, read by ``components.config``) must stay ligh
 
 from __future__ import annotations
 
+from components.lazy_exports import lazy_exports
+
 _HOMES = {
     "aggregate_seeds": "aggregate",
     "compare_runs": "aggregate",
@@ -20,11 +22,4 @@ _HOMES = {
     "group_auc": "metrics",
 }
 __all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str):
-    if name in _HOMES:
-        from importlib import import_module
-
-        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _HOMES)

@@ -13,7 +13,7 @@ Importing the package loads none of them; each name below loads its module on fi
 so ``ctrflow predict`` with onnxruntime never imports torch (:mod:`.predict`).
 """
 
-from importlib import import_module
+from components.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "EncodedBatch": "encode",
@@ -29,9 +29,4 @@ _EXPORTS = {
     "predict_file": "predict",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -85,7 +85,8 @@ def run_fsdnet(
     """Train FSDNet with self-distillation on the processed splits; return (and write) the metrics.
 
     ``teacher_dir`` (a trained zoo model) is required when ``distill.fsdnet.external_teacher_weight``
-    is > 0; with ``distill.logistic_base`` its logistic base (if any) is copied, frozen, into FSDNet. ``trial_callback("self_distill", epoch, valid_auc)`` runs per epoch.
+    is > 0; with ``distill.logistic_base`` its logistic base (if any) is copied, frozen, into FSDNet.
+    ``trial_callback("self_distill", epoch, valid_auc)`` runs per epoch.
     """
     processed = Path(processed_dir)
     block = settings.fsdnet
@@ -105,13 +106,13 @@ def run_fsdnet(
     def loader(split: str, shuffle: bool, batch_size: int):
         return student_loader(processed, fmap, split, batch_size, shuffle=shuffle, settings=settings, device=dev)
 
-    teacher_base = None  # distill.logistic_base: the teacher's frozen LR under every head (its own fit)
+    teacher_base = None  # distill.logistic_base: the teacher's frozen LR, added under every head
     if settings.logistic_base and teacher_dir is not None:
         from components.train.checkpoint import load_model
 
         teacher_base = load_model(teacher_dir, fmap)[0].logistic_base
-    if teacher_base is not None:
-        hparams["logistic_base"] = True  # in the checkpoint's hparams: load_model rebuilds the base
+        if teacher_base is not None:
+            hparams["logistic_base"] = True  # in the checkpoint's hparams: load_model rebuilds the base
     seed_everything(settings.seed)
     model = build_model("fsdnet", fmap, **hparams)
     if teacher_base is not None:

@@ -39,6 +39,15 @@ Datasets (``/work/shared/data``, found as in quality.py; each skipped with a mes
 ``frappe`` = Frappe_x1 valid + test pooled into one CSV in ``--work-dir`` (``schema`` format), split
 at random 80/10/10 by ctrflow with ``preprocess.min_count=1`` (peers.md's protocol).
 
+Split variants (benchmarks/resplit.py): ``--datasets avazu10k,avazu10k@split2023,avazu10k@split2024``
+runs the same protocol on the same rows re-split with ``preprocess.seed`` 2023, 2024 (criteo117k,
+movielens100k and avazu10k; Frappe's split is fixed). The default run adds nine (``RESAMPLED_SPLITS``:
+avazu10k@split2023 … @split2031, about 5 minutes more). A dataset with variants gets a pooled row in
+the summary (ctrflow − DeepCTR-Torch test AUC: per split the mean over the seeds both libraries ran
+on every split, then the mean over the splits) and a section split by split; that row is the
+dataset's AUC verdict, as a 1,017-row test split (Avazu 10k) moves the comparison more than the
+seeds do.
+
 Targets (issue 11 §5): ctrflow's mean test AUC ≥ DeepCTR-Torch's on every dataset (and model), and
 ctrflow's training samples/s ≥ 2× DeepCTR-Torch's at batch 1024 on the CPU.
 
@@ -83,11 +92,24 @@ from benchmarks.quality import (  # noqa: E402
     log,
     prepare_real,
 )
+from benchmarks.resplit import (  # noqa: E402
+    bases_with_variants,
+    pooled_difference,
+    pooled_means,
+    split_variant,
+    variant_dir_name,
+    variant_name,
+)
 
 DEFAULT_WORK = Path(tempfile.gettempdir()) / "ctrflow-bench-peers"
 DEFAULT_OUT = REPO / "benchmarks" / "results"
 ALL_DATASETS = ("criteo117k", "movielens100k", "frappe", "avazu10k")
 ALL_MODELS = ("dcnv2", "deepfm")
+FIXED_SPLIT = ("frappe",)  # datasets without split variants (benchmarks/resplit.py)
+# the default run's extra random splits of a dataset (benchmarks/resplit.py): Avazu 10k's test split is 1,017 rows
+RESAMPLED_SPLITS = {"avazu10k": tuple(range(2023, 2032))}
+DEFAULT_DATASETS = ALL_DATASETS + tuple(variant_name(ds, seed) for ds, seeds in RESAMPLED_SPLITS.items()
+                                        for seed in seeds)
 CTRFLOW, DEEPCTR = "ctrflow", "deepctr_torch"
 LIBRARIES = (CTRFLOW, DEEPCTR)
 LIBRARY_NAMES = {CTRFLOW: "ctrflow", DEEPCTR: "DeepCTR-Torch 0.3.0"}
@@ -191,20 +213,23 @@ def prepare_frappe_pooled(work: Path, log: Callable[[str], None]) -> Prepared:
 
 
 def prepare_dataset(name: str, work: Path, log: Callable[[str], None]) -> Prepared:
-    """The dataset's ctrflow split (see PROTOCOL); FileNotFoundError when its files are absent."""
-    why = missing_data(name)
+    """The dataset's ctrflow split (see PROTOCOL); FileNotFoundError when its files are absent.
+    ``name`` may be a split variant ``<dataset>@split<seed>`` (benchmarks/resplit.py) of criteo117k,
+    movielens100k or avazu10k: the same protocol with ``preprocess.seed`` = that seed."""
+    base, split_seed = split_variant(name)
+    why = missing_data(base)
     if why:
-        raise FileNotFoundError(why)
+        raise FileNotFoundError(why.replace(f"[{base}]", f"[{name}]", 1))
     if name == "frappe":
         prep = prepare_frappe_pooled(work, log)
-    elif name == "movielens100k":
+    elif base == "movielens100k":
         prep = prepare_real(name, work, log, extra={"preprocess.drop_neutral_rating": False},
-                            dir_name="movielens100k_keep3")
+                            dir_name=f"{variant_dir_name(name)}_keep3")
     else:
         prep = prepare_real(name, work, log)
     fmap = json.loads((prep.processed / "feature_map.json").read_text())
     pp = fmap["params"]
-    prep.info["protocol"] = PROTOCOL[name]
+    prep.info["protocol"] = PROTOCOL[base] + (f", split with `preprocess.seed={split_seed}`" if split_seed else "")
     keys = ["split", "split_ratios", "seed", "min_count", "numeric"]
     if fmap.get("format") == "movielens":
         keys += ["rating_threshold", "drop_neutral_rating"]
@@ -534,6 +559,39 @@ def compare(agg: dict) -> dict:
     return out
 
 
+def pooled_comparisons(runs: list[dict]) -> dict:
+    """{dataset: {model: ...}} for every dataset run on several random splits (its ``@split``
+    variants, benchmarks/resplit.py): ctrflow − DeepCTR-Torch test AUC / LogLoss pooled over the
+    splits (the seeds both libraries ran on every split), split by split, and the AUC verdict."""
+    out: dict = {}
+    for base in bases_with_variants(r["dataset"] for r in runs):
+        for model in _ordered({r["model"] for r in runs}, ALL_MODELS):
+            groups = {lib: (lambda r, lib=lib, model=model: r["library"] == lib and r["model"] == model)
+                      for lib in LIBRARIES}
+            pool = pooled_means(runs, base, groups)
+            if pool is None:
+                continue
+            auc = pooled_difference(pool, CTRFLOW, DEEPCTR)
+            out.setdefault(base, {})[model] = {
+                "splits": pool["splits"], "seeds": pool["seeds"],
+                "test_auc": {lib: pool["groups"][lib]["test_auc"] for lib in LIBRARIES},
+                "test_logloss": {lib: pool["groups"][lib]["test_logloss"] for lib in LIBRARIES},
+                "auc_diff": auc["diff"], "auc_diff_per_split": auc["per_split"],
+                "splits_ahead": auc["splits_ahead"],
+                "logloss_diff": pooled_difference(pool, CTRFLOW, DEEPCTR, "test_logloss")["diff"],
+                "auc_pass": auc["diff"] >= 0,
+            }
+    return out
+
+
+def pooled_lines(pooled: dict) -> list[str]:
+    """One printable line per pooled dataset/model comparison."""
+    return [f"{ds:14s} {model:7s} over {len(c['splits'])} splits: Δ test AUC ctrflow − DeepCTR-Torch "
+            f"{c['auc_diff']:+.4f} ({'PASS' if c['auc_pass'] else 'MISS'}, ≥ 0; ahead on {c['splits_ahead']}/"
+            f"{len(c['splits'])} splits), Δ LogLoss {c['logloss_diff']:+.4f}"
+            for ds, models in pooled.items() for model, c in models.items()]
+
+
 def ratio_lines(cmp: dict) -> list[str]:
     """One printable line per dataset/model comparison."""
     lines = []
@@ -575,6 +633,8 @@ def render_markdown(results: dict) -> str:
         lines += ["| dataset | model | ctrflow test AUC | DeepCTR-Torch test AUC | Δ AUC | AUC ≥ DeepCTR's | "
                   "samples/s ratio | ≥ 2× |", "|---|---|---|---|---|---|---|---|"]
         for ds, models in cmp.items():
+            if split_variant(ds)[1] is not None:
+                continue  # in its dataset's pooled rows
             for model, c in models.items():
                 a = agg[ds][model]
                 lines.append(f"| {ds} | {model} | {_pm(a[CTRFLOW], 'test_auc')} | {_pm(a[DEEPCTR], 'test_auc')} | "
@@ -589,6 +649,21 @@ def render_markdown(results: dict) -> str:
                       "for the target's)."]
     else:
         lines.append("No dataset has runs of both libraries yet.")
+    pooled = results.get("pooled") or {}
+    if pooled:
+        lines += ["", "Pooled over random splits (benchmarks/resplit.py: the same rows split by ctrflow with other "
+                  "`preprocess.seed`s, both libraries on each; per split the mean over the common seeds, then the "
+                  "mean over the splits). Where a dataset has this row, it is that dataset's AUC verdict: its "
+                  "test split is small enough that one split's rows move the comparison more than the seeds do "
+                  "(the section below shows it split by split).", "",
+                  "| dataset | model | splits × seeds | ctrflow test AUC | DeepCTR-Torch test AUC | Δ AUC | "
+                  "splits ahead | Δ LogLoss | AUC ≥ DeepCTR's |", "|---|---|---|---|---|---|---|---|---|"]
+        for ds, models in pooled.items():
+            for model, c in models.items():
+                lines.append(f"| {ds} | {model} | {len(c['splits'])} × {len(c['seeds'])} | "
+                             f"{c['test_auc'][CTRFLOW]:.4f} | {c['test_auc'][DEEPCTR]:.4f} | {c['auc_diff']:+.4f} | "
+                             f"{c['splits_ahead']}/{len(c['splits'])} | {c['logloss_diff']:+.4f} | "
+                             f"{'**PASS**' if c['auc_pass'] else '**MISS**'} |")
     lines += ["", "## How it was run", ""]
     lines += [f"- `{inv['command']}` ({inv['started']}, {inv.get('runs_done', 0)} runs"
               + ("" if "load_avg_end" in inv else "; stopped before its end") + ")"
@@ -631,6 +706,8 @@ def render_markdown(results: dict) -> str:
               "pass `l2_reg_linear` to its base model, which then puts L2 1e-5 on the linear part; the benchmark sets "
               "every registered regularisation strength to 0 after building the model.", ""]
     for ds, models in agg.items():
+        if split_variant(ds)[1] is not None:
+            continue  # a split variant: in its dataset's pooled section
         info = results["datasets"].get(ds, {})
         lines += [f"## {ds}", ""]
         if info.get("protocol"):
@@ -669,6 +746,19 @@ def render_markdown(results: dict) -> str:
         if mixed:
             lines.append(f"- Warning: the seeds of {mixed} ran under different settings (see peers.json).")
         lines.append("")
+    for ds, models in pooled.items():
+        splits = next(iter(models.values()))["splits"]
+        lines += [f"## {ds} over {len(splits)} random splits", "",
+                  "Test AUC, ctrflow − DeepCTR-Torch, per split (mean over the seeds both ran on every split; "
+                  "`default` = params.yaml's `preprocess.seed`, the split of the section above):", "",
+                  "| model | seeds | " + " | ".join("default" if d == ds else f"seed {split_variant(d)[1]}"
+                                                    for d in splits) + " | pooled |",
+                  "|---|---|" + "---|" * (len(splits) + 1)]
+        for model, c in models.items():
+            lines.append(f"| {model} | {', '.join(map(str, c['seeds']))} | "
+                         + " | ".join(f"{c['auc_diff_per_split'][d]:+.4f}" for d in splits)
+                         + f" | **{c['auc_diff']:+.4f}** |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -676,6 +766,7 @@ def write_outputs(results: dict, out_dir: Path) -> None:
     """Recompute aggregates and comparisons, then write peers.json and peers.md atomically."""
     results["aggregates"] = aggregate(results)
     results["comparisons"] = compare(results["aggregates"])
+    results["pooled"] = pooled_comparisons(results["runs"])
     _atomic(out_dir / RESULTS_JSON, json.dumps(results, indent=2, default=str) + "\n")
     _atomic(out_dir / RESULTS_MD, render_markdown(results))
 
@@ -684,10 +775,20 @@ def write_outputs(results: dict, out_dir: Path) -> None:
 # CLI
 
 
+def _known_dataset(name: str) -> bool:
+    try:
+        base, split_seed = split_variant(name)
+    except ValueError:
+        return False
+    return base in ALL_DATASETS and (split_seed is None or base not in FIXED_SPLIT)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", type=_csv, default=list(ALL_DATASETS), help=f"subset of {','.join(ALL_DATASETS)}")
+    p.add_argument("--datasets", type=_csv, default=list(DEFAULT_DATASETS),
+                   help=f"subset of {','.join(ALL_DATASETS)}, or split variants <dataset>@split<seed> "
+                        f"[the four, and avazu10k@split2023 … @split2031]")
     p.add_argument("--models", type=_csv, default=list(ALL_MODELS), help=f"subset of {','.join(ALL_MODELS)}")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in _csv(s)], default=list(DEFAULT_SEEDS),
                    help="train seeds [2024,2025,2026]")
@@ -702,9 +803,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fresh", action="store_true", help="re-run runs already present in peers.json")
     p.add_argument("--report-only", action="store_true", help="only re-render peers.md/json from peers.json")
     args = p.parse_args(argv)
-    bad = [d for d in args.datasets if d not in ALL_DATASETS]
+    bad = [d for d in args.datasets if not _known_dataset(d)]
     if bad:
-        p.error(f"unknown dataset(s) {bad}; choose from {list(ALL_DATASETS)}")
+        p.error(f"unknown dataset(s) {bad}; choose from {list(ALL_DATASETS)} or a split variant "
+                f"<dataset>@split<seed> of {', '.join(d for d in ALL_DATASETS if d not in FIXED_SPLIT)}")
     bad = [m for m in args.models if m not in ALL_MODELS]
     if bad:
         p.error(f"unknown model(s) {bad}; choose from {list(ALL_MODELS)} (the models both libraries have)")
@@ -721,7 +823,7 @@ def main(argv: list[str] | None = None) -> None:
     results.setdefault("recipe", {})
     if args.report_only:
         write_outputs(results, args.out_dir)
-        print("\n".join(ratio_lines(results["comparisons"])))
+        print("\n".join(ratio_lines(results["comparisons"]) + pooled_lines(results["pooled"])))
         print(f"re-rendered {args.out_dir / RESULTS_MD} from {out_json}")
         return
     dc, why = import_deepctr()
@@ -763,7 +865,7 @@ def main(argv: list[str] | None = None) -> None:
             log(line)
     inv["load_avg_end"] = round(os.getloadavg()[0], 2)
     write_outputs(results, args.out_dir)
-    print("\n".join(ratio_lines(results["comparisons"])), flush=True)
+    print("\n".join(ratio_lines(results["comparisons"]) + pooled_lines(results["pooled"])), flush=True)
     log(f"results → {out_json} and {args.out_dir / RESULTS_MD}")
 
 

@@ -179,7 +179,9 @@ def test_the_recipe_is_params_yaml_read_at_run_time_and_its_hash_is_part_of_the_
 
 def test_parse_args_defaults_and_refusals():
     args = parse_args([])
-    assert args.datasets == ["criteo117k", "movielens100k", "frappe", "avazu10k"]
+    # the four samples, then Avazu 10k's nine extra random splits (its verdict is pooled over them)
+    assert args.datasets == ["criteo117k", "movielens100k", "frappe", "avazu10k"] + [
+        f"avazu10k@split{s}" for s in range(2023, 2032)]
     assert args.models == ["dcnv2", "deepfm"] and args.seeds == [2024, 2025, 2026] and args.threads == 2
     assert args.max_epochs is None and args.batch_size is None
     for bad in (["--datasets", "synthetic"], ["--models", "xdeepfm"], ["--threads", "0"]):

@@ -94,6 +94,7 @@ from benchmarks.quality import (  # noqa: E402
 )
 from benchmarks.resplit import (  # noqa: E402
     bases_with_variants,
+    known_dataset,
     pooled_difference,
     pooled_means,
     split_variant,
@@ -776,11 +777,7 @@ def write_outputs(results: dict, out_dir: Path) -> None:
 
 
 def _known_dataset(name: str) -> bool:
-    try:
-        base, split_seed = split_variant(name)
-    except ValueError:
-        return False
-    return base in ALL_DATASETS and (split_seed is None or base not in FIXED_SPLIT)
+    return known_dataset(name, ALL_DATASETS, [d for d in ALL_DATASETS if d not in FIXED_SPLIT])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

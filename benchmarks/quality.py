@@ -79,6 +79,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.resplit import (  # noqa: E402  (needs REPO on sys.path)
     bases_with_variants,
+    known_dataset,
     pooled_difference,
     pooled_means,
     split_variant,
@@ -1024,11 +1025,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _known_dataset(name: str) -> bool:
-    try:
-        base, split_seed = split_variant(name)
-    except ValueError:
-        return False
-    return base in ALL_DATASETS and (split_seed is None or base in REAL_SOURCES)
+    return known_dataset(name, ALL_DATASETS, REAL_SOURCES)
 
 
 def main(argv: list[str] | None = None) -> None:

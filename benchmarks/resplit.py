@@ -41,6 +41,15 @@ def split_variant(name: str) -> tuple[str, int | None]:
     return m["base"], int(m["seed"])
 
 
+def known_dataset(name: str, datasets: Iterable[str], resplittable: Iterable[str]) -> bool:
+    """``name`` is one of ``datasets``, or a well-formed split variant of one of ``resplittable``."""
+    try:
+        base, split_seed = split_variant(name)
+    except ValueError:
+        return False
+    return base in set(datasets) and (split_seed is None or base in set(resplittable))
+
+
 def variant_name(base: str, seed: int) -> str:
     """The dataset name of ``base`` split with ``preprocess.seed = seed``."""
     return f"{base}{SPLIT_TAG}{seed}"

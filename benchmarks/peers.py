@@ -230,7 +230,7 @@ def prepare_dataset(name: str, work: Path, log: Callable[[str], None]) -> Prepar
         prep = prepare_real(name, work, log)
     fmap = json.loads((prep.processed / "feature_map.json").read_text())
     pp = fmap["params"]
-    prep.info["protocol"] = PROTOCOL[base] + (f", split with `preprocess.seed={split_seed}`" if split_seed else "")
+    prep.info["protocol"] = PROTOCOL[base] + (f", split with `preprocess.seed={split_seed}`" if split_seed is not None else "")
     keys = ["split", "split_ratios", "seed", "min_count", "numeric"]
     if fmap.get("format") == "movielens":
         keys += ["rating_threshold", "drop_neutral_rating"]

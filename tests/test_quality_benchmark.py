@@ -1,4 +1,5 @@
-"""benchmarks/quality.py's results file when two invocations run at once: neither loses the other's runs."""
+"""benchmarks/quality.py: the results file when two invocations run at once (neither loses the other's runs),
+and the epoch caps that define a run."""
 
 from __future__ import annotations
 
@@ -37,3 +38,18 @@ def test_merge_from_disk_without_a_file_changes_nothing(tmp_path):
     mine = {"runs": [_run("frappe", "lr", "t", 0.9)], "invocations": []}
     quality.merge_from_disk(mine, tmp_path / "absent.json")
     assert mine == {"runs": [_run("frappe", "lr", "t", 0.9)], "invocations": []}
+
+
+def test_the_lr_row_is_capped_like_the_gates_lr_and_max_epochs_still_overrides(monkeypatch):
+    from components.config import load_params
+
+    train = load_params(quality.REPO / "params.yaml").train
+    assert quality._yaml_caps() == (train.max_epochs, train.gate.baseline_max_epochs)
+    monkeypatch.setattr(quality, "_yaml_caps", lambda: (20, 77))  # tell the two caps apart
+    args = quality.parse_args(["--datasets", "avazu10k@split3"])
+    assert quality.run_settings("avazu10k@split3", "lr", args)["train.max_epochs"] == 77
+    assert quality.run_settings("avazu10k@split3", "dcnv2", args)["train.max_epochs"] == 20
+    args = quality.parse_args(["--max-epochs", "avazu10k=5,avazu10k/lr=4"])
+    assert quality.run_settings("avazu10k@split3", "lr", args)["train.max_epochs"] == 4  # a variant has its dataset's caps
+    assert quality.run_settings("avazu10k", "dcnv2", args)["train.max_epochs"] == 5
+    assert quality.run_settings("criteo117k", "lr", quality.parse_args(["--max-epochs", "3"]))["train.max_epochs"] == 3

@@ -6,8 +6,10 @@ reference. Every train_teacher run therefore also
 
 - fits **LR** (the zoo's ``lr``: one weight per categorical id and dense field) on the same split
   with the teacher's batch size and seed and the gate's own optimiser settings
-  (``train.gate.baseline_*``: by default Adam 1e-3, up to 20 epochs, patience 2 — LR's best recipe
-  on our samples, so the gate compares against a well-trained LR, not an easy one);
+  (``train.gate.baseline_*``: by default Adam 1e-3, up to 20 epochs, patience 2 — a higher rate
+  overfits Criteo; on the small samples, MovieLens-100K, Frappe and Avazu 10k, LR is still improving
+  at the cap, a converged LR would make the gate stricter but, as the teachers' frozen base, makes
+  DCNv2 collapse onto it: benchmarks/results/quality.md, observation 10);
 - scores the **constant predictor** (the training split's CTR for every row).
 
 The teacher passes when its valid AUC exceeds LR's by at least ``train.gate.min_auc_gain`` *and*

@@ -69,6 +69,22 @@ def _tail(path: Path, n: int = 4000) -> str:
     return path.read_text(errors="replace")[-n:] if path.exists() else f"({path} missing)"
 
 
+class _RetryingClient(httpx.Client):
+    """An API client that retries a 503, as Prefect's own client does: the server answers 503 while
+    its SQLite database is locked (right after `prefect deploy` the scheduler writes the cron's runs;
+    one CI run's create_flow_run met it on a loaded 2-core box)."""
+
+    TRIES = 10
+
+    def request(self, method, url, **kwargs):
+        for attempt in range(self.TRIES):
+            response = super().request(method, url, **kwargs)
+            if response.status_code != 503 or attempt == self.TRIES - 1:
+                return response
+            time.sleep(1.0 + 0.5 * attempt)
+        return response
+
+
 @pytest.fixture(scope="module")
 def nightly(tmp_path_factory):
     """Server + pool + `prefect deploy` + one API-triggered run executed by a worker; yields what the
@@ -111,7 +127,7 @@ def nightly(tmp_path_factory):
     try:
         server = _start([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)], tmp, env,
                         tmp / "server.log")
-        http = httpx.Client(base_url=api, timeout=30)
+        http = _RetryingClient(base_url=api, timeout=30)
         deadline = time.monotonic() + 180
         while True:
             assert server.poll() is None, f"server exited:\n{_tail(tmp / 'server.log')}"

@@ -197,6 +197,7 @@ class TrainParams(_Section):
     lr: float = Field(1e-3, gt=0)
     embedding_lr_scale: float = Field(1.0, gt=0)
     embedding_l2: float = Field(0.0, ge=0)  # params.yaml: 1e-3 (the measured default recipe)
+    first_order_l2: bool | Literal["auto"] = False  # params.yaml: auto (over a converged logistic base)
     net_l2: float = Field(0.0, ge=0)
     sparse_embeddings: Literal["auto", "on", "off"] = "auto"  # sparse grads + lazy Adam (large tables)
     sparse_min_ids: int = Field(1_000_000, ge=0)  # auto: on from this many embedding ids

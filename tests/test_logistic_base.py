@@ -178,3 +178,81 @@ def test_the_students_one_row_onnx_branch_folds_the_base_into_its_readout(tmp_pa
         np.testing.assert_allclose(session.run(["logit"], feed)[0], expected[row:row + 1], rtol=1e-5, atol=1e-5)
     feed = {"categorical": cat.numpy(), "dense": dense.numpy()}  # and the batch branch
     np.testing.assert_allclose(session.run(["logit"], feed)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_first_order_l2_puts_the_first_order_weights_under_the_embedding_penalty():
+    fm, _, _ = _toy()
+    model = build_model("deepfm", fm, embedding_dim=4, hidden_units=[8])
+    vec = sum(float(q.detach().pow(2).sum()) for q in model.embedding.vector_parameters())
+    first = model.embedding.first_order_parameters()
+    assert len(first) == 2  # the categorical ids' weights and the dense fields'
+    with torch.no_grad():
+        for q in first:
+            q.fill_(0.5)  # large next to the N(0, 1e-4) vectors: the two sums differ by orders
+    lin = sum(float(q.detach().pow(2).sum()) for q in first)
+    assert float(model.l2_penalty(1e-3)) == pytest.approx(1e-3 / 2 * vec, rel=1e-5)
+    model.embedding.first_order_l2 = True
+    assert float(model.l2_penalty(1e-3)) == pytest.approx(1e-3 / 2 * (vec + lin), rel=1e-5)
+    # the lazy optimiser of sparse tables puts them in its L2 group the same way
+    from components.train.loop import build_optimizer
+
+    opt = build_optimizer(model, params(model="deepfm", embedding_l2=1e-3), sparse=True)
+    (l2_group,) = [g for g in opt.param_groups if g.get("row_l2")]
+    assert {id(q) for q in first} <= {id(q) for q in l2_group["params"]}
+    model.embedding.first_order_l2 = False
+    opt = build_optimizer(model, params(model="deepfm", embedding_l2=1e-3), sparse=True)
+    (l2_group,) = [g for g in opt.param_groups if g.get("row_l2")]
+    assert not {id(q) for q in first} & {id(q) for q in l2_group["params"]}
+
+
+def test_first_order_l2_auto_follows_whether_the_base_lr_converged():
+    from components.train.teacher import FittedLR, resolve_first_order_l2
+
+    converged, capped = FittedLR(None, 4, 6, 20), FittedLR(None, 20, 20, 20)
+    assert converged.converged and not capped.converged
+    auto = params(first_order_l2="auto")
+    assert resolve_first_order_l2(auto, converged) is True
+    assert resolve_first_order_l2(auto, capped) is False
+    assert resolve_first_order_l2(auto, None) is False  # no logistic base: nothing to be a residual of
+    assert resolve_first_order_l2(params(first_order_l2=True), capped) is True
+    assert resolve_first_order_l2(params(first_order_l2=False), converged) is False
+    with pytest.raises(ValueError):
+        params(first_order_l2="sometimes")
+
+
+@pytest.mark.parametrize("cap,applied", [(60, True), (1, False)])
+def test_the_teacher_penalises_its_first_order_weights_only_over_a_converged_lr(tmp_path, cap, applied):
+    """A DeepFM teacher with ``first_order_l2: auto``: the gate's LR early-stops well inside a cap of
+    60 epochs (converged: penalty on) and is stopped by a cap of 1 (penalty off); the record of the
+    LR's fit lies beside its checkpoint and the teacher's metrics say which it was."""
+    import json
+
+    d = tmp_path / "data"
+    d.mkdir()
+    write_split_data(d, n_train=3000, n_valid=1000, seed=5)
+    common = dict(model="deepfm", model_params={"hidden_units": [8]}, max_epochs=2, logistic_base=True,
+                  embedding_l2=0.5, first_order_l2="auto",
+                  gate={"baseline_lr": 0.05, "baseline_max_epochs": cap, "baseline_patience": 1})
+    logs: list[str] = []
+    out = tmp_path / "auto"
+    res = train_teacher(params(**common, out_dir=str(out), metrics=str(tmp_path / "m.json"),
+                               curve=str(tmp_path / "c.csv")), d, resume=False, log=logs.append)
+    rec = json.loads((res.model_dir / BASELINE_DIR / "fit.json").read_text())
+    assert rec["max_epochs"] == cap and rec["converged"] is applied
+    assert rec["epochs"] == res.metrics["baselines"]["lr"]["epochs"]
+    assert (rec["epochs"] < cap) is applied
+    assert res.metrics["first_order_l2"] is applied
+    assert any(line.startswith("first-order L2: the base LR converged") for line in logs) is applied
+    # the penalty acts: the same teacher with it forced off ends with larger first-order weights
+    off = train_teacher(params(**{**common, "first_order_l2": False}, out_dir=str(tmp_path / "off"),
+                               metrics=str(tmp_path / "m2.json"), curve=str(tmp_path / "c2.csv")),
+                        d, resume=False, log=lambda _m: None)
+    assert off.metrics["first_order_l2"] is False
+    fmap = FeatureMap.load(Path(d) / "feature_map.json")
+
+    def first_order_norm(model_dir):
+        model, _ = load_model(model_dir, fmap)
+        return sum(float(q.pow(2).sum()) for q in model.embedding.first_order_parameters())
+
+    ratio = first_order_norm(res.model_dir) / first_order_norm(off.model_dir)
+    assert (ratio < 0.5) if applied else ratio == pytest.approx(1.0, rel=1e-4)

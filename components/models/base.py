@@ -142,8 +142,9 @@ class CTRModel(nn.Module):
     def l2_penalty(self, emb_l2: float = 0.0, net_l2: float = 0.0, skip=()) -> torch.Tensor:
         """FuxiCTR-style explicit L2: emb_l2/2 · Σ‖θ_emb‖² + net_l2/2 · Σ‖θ_net‖² over whole tensors.
 
-        θ_emb: the embedding vectors (``FieldEmbedding.vector_parameters``), not the first-order
-        weights — with them in, the recipe's 1e-3 cost LR itself 0.03 AUC on Frappe and FM 0.015 on
+        θ_emb: ``FeatureEmbedding.penalised_parameters`` — the embedding vectors, and the
+        first-order weights only with ``embedding.first_order_l2`` (``train.first_order_l2``): with
+        them always in, the recipe's 1e-3 cost LR itself 0.03 AUC on Frappe and FM 0.015 on
         MovieLens (benchmarks/results/quality.md). Only trainable parameters count (a frozen
         embedding adds nothing), and none in ``skip`` (sparse tables whose L2 the optimiser applies
         per batch). A scalar tensor; 0 when both coefficients are 0.
@@ -154,7 +155,7 @@ class CTRModel(nn.Module):
         ref = next(self.parameters())
         total = torch.zeros((), dtype=ref.dtype, device=ref.device)
         for coef, params in (
-            (emb_l2, self.embedding.vector_parameters()),
+            (emb_l2, self.embedding.penalised_parameters()),
             (net_l2, self.dense_parameters()),
         ):
             if coef:

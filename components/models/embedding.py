@@ -16,7 +16,9 @@ Layout
   DCNv2 0.7558 folded vs 0.7560 as 13 fields of their own (0.7515 without the copies), at 28 %
   fewer teacher samples/s for the separate fields.
 - ``first_order=True`` adds the linear terms (dim 1): a weight per categorical id and per dense field.
-  They come back per field ([B, F]); the model adds its own global bias.
+  They come back per field ([B, F]); the model adds its own global bias. ``embedding_l2`` leaves
+  them alone unless :attr:`FeatureEmbedding.first_order_l2` is set (a training setting, not part
+  of the architecture: ``train.first_order_l2``, components/train/teacher.py).
 - ``embedding_dim=0`` builds no vector table (LR).
 
 Init (``init``):
@@ -148,6 +150,7 @@ class FeatureEmbedding(nn.Module):
 
         self.first_order_table = self.first_order_dense = None
         self.first_order = first_order
+        self.first_order_l2 = False  # embedding_l2 on the first-order weights too (penalised_parameters)
         if first_order:
             if total:
                 self.first_order_table = nn.Embedding(total, 1)
@@ -165,9 +168,19 @@ class FeatureEmbedding(nn.Module):
                 )  # xavier: as a Linear(1, 1), std 1
 
     def vector_parameters(self) -> list[nn.Parameter]:
-        """The d-dimensional vectors (categorical table, dense fields' weights): what ``embedding_l2``
-        regularises. The first-order weights are a logistic regression's and stay unpenalised."""
+        """The d-dimensional vectors (categorical table, dense fields' weights)."""
         return [p for p in (getattr(self.table, "weight", None), self.dense_weight) if p is not None]
+
+    def first_order_parameters(self) -> list[nn.Parameter]:
+        """The first-order weights (categorical ids, dense fields), empty without ``first_order``."""
+        return [p for p in (getattr(self.first_order_table, "weight", None), self.first_order_dense)
+                if p is not None]
+
+    def penalised_parameters(self) -> list[nn.Parameter]:
+        """What ``embedding_l2`` regularises: the vectors, and the first-order weights only when
+        :attr:`first_order_l2` is set (``train.first_order_l2``; by default they are a logistic
+        regression's and stay unpenalised)."""
+        return self.vector_parameters() + (self.first_order_parameters() if self.first_order_l2 else [])
 
     def _check(self, categorical: torch.Tensor, dense: torch.Tensor) -> None:
         if categorical.dim() != 2 or categorical.shape[1] != self.num_categorical:

@@ -214,8 +214,8 @@ def build_optimizer(model: nn.Module, params: TrainParams, sparse: bool = False)
         from components.train.sparse_embeddings import LazyAdam
 
         if params.embedding_l2 and emb:  # the vectors' embedding_l2, lazily on each batch's rows
-            vec_ids = {id(p) for p in core.embedding.vector_parameters()}
-            first = [p for p in emb if id(p) not in vec_ids]  # first-order weights: no L2
+            vec_ids = {id(p) for p in core.embedding.penalised_parameters()}
+            first = [p for p in emb if id(p) not in vec_ids]  # first-order weights (unless first_order_l2): no L2
             groups = [dict(groups[0], params=[p for p in emb if id(p) in vec_ids],
                            row_l2=float(params.embedding_l2)), *([dict(groups[0], params=first)] if first else []),
                       *groups[1:]]

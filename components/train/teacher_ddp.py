@@ -40,6 +40,7 @@ from components.data.feature_map import FeatureMap
 from .gate import BASELINE_DIR
 from .teacher import (
     TeacherResult,
+    apply_first_order_l2,
     discard_incomplete,
     finish_teacher,
     fit_gate_lr,
@@ -118,6 +119,7 @@ def train_teacher_distributed(params: Params, train: TrainParams | None = None, 
             if model.logistic_base is not None:  # fitted here, before torchrun: every rank loads it
                 lr = fit_gate_lr(tp.model_copy(update={"out_dir": str(staged)}), processed, fmap, dev)
                 log(f"logistic base: the gate's LR fitted (best epoch {lr.best_epoch}) into {staged / BASELINE_DIR}")
+            apply_first_order_l2(model, tp, lr, log)  # logs the decision; each rank reads it from fit.json
             started = time.perf_counter()
             run_torchrun(dp, args, report_dir=report, threads=threads, log=log)
             wall = time.perf_counter() - started

@@ -159,7 +159,7 @@ class GateParams(_Section):
     min_auc_gain: float = 0.0
     on_fail: Literal["fail", "warn"] = "fail"
     baseline_lr: float = Field(1e-3, gt=0)
-    baseline_max_epochs: int = Field(20, ge=1)
+    baseline_max_epochs: int = Field(20, ge=1)  # params.yaml: 100 (LR to convergence)
     baseline_patience: int = Field(2, ge=1)
 
 
@@ -192,6 +192,7 @@ class TrainParams(_Section):
     embedding_dim: int = Field(16, gt=0)
     model_params: dict = {}
     logistic_base: bool = False  # params.yaml: true (a frozen gate LR under the teacher's logit)
+    logistic_base_max_epochs: int = Field(20, ge=1)  # the base: the gate LR's best of its first N epochs
     batch_size: int | Literal["auto"] = "auto"
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)

@@ -11,7 +11,7 @@ from components.data.feature_map import FeatureMap
 from components.models import build_model
 from components.serve.optimize import prepare_for_inference
 from components.train.checkpoint import feature_map_hash, load_model, load_model_weights, save_model
-from components.train.gate import BASELINE_DIR
+from components.train.gate import BASELINE_DIR, LOGISTIC_BASE_DIR
 from components.train.teacher import teacher_hparams, train_teacher
 from tests.test_train_loop import params, write_split_data
 
@@ -102,13 +102,60 @@ def test_the_teacher_is_built_on_the_gates_lr_which_stays_frozen(tmp_path):
     teacher, _ = load_model(res.model_dir, fmap)
     gate_lr = build_model("lr", fmap, embedding_dim=p.embedding_dim)
     load_model_weights(gate_lr, res.model_dir / BASELINE_DIR)
-    # the teacher's base is bit for bit the LR the gate scored: copied once, never trained
+    assert m["baselines"]["lr"]["max_epochs"] == 20 and m["baselines"]["lr"]["best_epoch"] <= 20
+    # the gate's LR ran no longer than the base's 20 epochs: the teacher's base is bit for bit the LR
+    # the gate scored (its checkpoint also in logistic_base/), copied once, never trained
     for name, tensor in gate_lr.state_dict().items():
         assert torch.equal(teacher.logistic_base.state_dict()[name], tensor), name
     assert any(float(t.abs().max()) > 0 for t in gate_lr.state_dict().values())
+    assert (res.model_dir / LOGISTIC_BASE_DIR / "model.safetensors").read_bytes() == \
+        (res.model_dir / BASELINE_DIR / "model.safetensors").read_bytes()
     # and the gate's LR was fitted once: its record is the one the teacher was built on
     lr_meta = (res.model_dir / BASELINE_DIR / "model.json").read_text()
     assert f'"epoch": {m["baselines"]["lr"]["best_epoch"]}' in lr_meta
+    assert m["baselines"]["lr"]["base_best_epoch"] == m["baselines"]["lr"]["best_epoch"]
+
+
+def test_the_base_is_the_lrs_early_fit_while_the_gate_compares_with_the_converged_one(tmp_path):
+    """``logistic_base_max_epochs: 2`` under a gate LR that goes on improving: the teacher's base is
+    the checkpoint of the LR's best of its first 2 epochs, the gate scores the fit's final best, and
+    the report's gate line says which is which."""
+    import json
+    from types import SimpleNamespace
+
+    from components.report.tables import gate_line
+
+    d = tmp_path / "data"
+    d.mkdir()
+    write_split_data(d, n_train=3000, n_valid=1000, seed=5)
+    p = params(model="fm", max_epochs=1, logistic_base=True, logistic_base_max_epochs=2,
+               gate={"baseline_lr": 2e-3, "baseline_max_epochs": 8, "on_fail": "warn"},
+               out_dir=str(tmp_path / "teacher"), metrics=str(tmp_path / "teacher.json"),
+               curve=str(tmp_path / "curve.csv"))
+    res = train_teacher(p, d, resume=False, log=lambda _m: None)
+    lr_rec = res.metrics["baselines"]["lr"]
+    assert lr_rec["best_epoch"] > 2, lr_rec  # the LR was still improving after epoch 2 (the premise)
+    assert lr_rec["base_max_epochs"] == 2 and lr_rec["base_best_epoch"] in (1, 2)
+    fit_rec = json.loads((res.model_dir / BASELINE_DIR / "fit.json").read_text())
+    assert fit_rec["base_best_epoch"] == lr_rec["base_best_epoch"] and fit_rec["base_converged"] is False
+    fmap = FeatureMap.load(Path(d) / "feature_map.json")
+    teacher, _ = load_model(res.model_dir, fmap)
+    base, gate_lr = (build_model("lr", fmap, embedding_dim=p.embedding_dim) for _ in range(2))
+    base_meta = load_model_weights(base, res.model_dir / LOGISTIC_BASE_DIR)
+    load_model_weights(gate_lr, res.model_dir / BASELINE_DIR)
+    assert base_meta["epoch"] == lr_rec["base_best_epoch"]
+    for name, tensor in base.state_dict().items():
+        assert torch.equal(teacher.logistic_base.state_dict()[name], tensor), name
+    weights = base.embedding.first_order_table.weight
+    assert not torch.equal(weights, gate_lr.embedding.first_order_table.weight)
+    # the gate scored the converged LR: its valid AUC is the one in the record, above the base's
+    from components.train.teacher import score_splits
+
+    assert score_splits(gate_lr, p, d, fmap, torch.device("cpu"))["valid"]["auc"] == pytest.approx(lr_rec["valid"]["auc"], abs=1e-6)
+    assert lr_rec["valid"]["auc"] > score_splits(base, p, d, fmap, torch.device("cpu"))["valid"]["auc"]
+    line = gate_line(SimpleNamespace(teacher=res.metrics))
+    assert f"this LR's fit at epoch {lr_rec['base_best_epoch']} (its best of the first 2; the gate's LR: " \
+           f"epoch {lr_rec['best_epoch']})" in line
 
 
 def test_the_gate_line_says_the_teacher_stands_on_the_lr():
@@ -190,9 +237,9 @@ def test_first_order_l2_puts_the_first_order_weights_under_the_embedding_penalty
         for q in first:
             q.fill_(0.5)  # large next to the N(0, 1e-4) vectors: the two sums differ by orders
     lin = sum(float(q.detach().pow(2).sum()) for q in first)
-    assert float(model.l2_penalty(1e-3)) == pytest.approx(1e-3 / 2 * vec, rel=1e-5)
+    assert float(model.l2_penalty(1e-3).detach()) == pytest.approx(1e-3 / 2 * vec, rel=1e-5)
     model.embedding.first_order_l2 = True
-    assert float(model.l2_penalty(1e-3)) == pytest.approx(1e-3 / 2 * (vec + lin), rel=1e-5)
+    assert float(model.l2_penalty(1e-3).detach()) == pytest.approx(1e-3 / 2 * (vec + lin), rel=1e-5)
     # the lazy optimiser of sparse tables puts them in its L2 group the same way
     from components.train.loop import build_optimizer
 
@@ -208,10 +255,15 @@ def test_first_order_l2_puts_the_first_order_weights_under_the_embedding_penalty
 def test_first_order_l2_auto_follows_whether_the_base_lr_converged():
     from components.train.teacher import FittedLR, resolve_first_order_l2
 
-    converged, capped = FittedLR(None, 4, 6, 20), FittedLR(None, 20, 20, 20)
-    assert converged.converged and not capped.converged
+    converged = FittedLR(None, 4, 6, 100, 20, 4)  # early stop at epoch 6: the base is that LR
+    late = FittedLR(None, 57, 59, 100, 20, 20)  # converged at 57: the base (best of 20) is not
+    capped = FittedLR(None, 20, 20, 20, 20, 20)  # stopped by the cap, still improving
+    assert converged.base_converged and converged.converged
+    assert late.converged and not late.base_converged
+    assert not capped.converged and not capped.base_converged
     auto = params(first_order_l2="auto")
     assert resolve_first_order_l2(auto, converged) is True
+    assert resolve_first_order_l2(auto, late) is False
     assert resolve_first_order_l2(auto, capped) is False
     assert resolve_first_order_l2(auto, None) is False  # no logistic base: nothing to be a residual of
     assert resolve_first_order_l2(params(first_order_l2=True), capped) is True

@@ -140,7 +140,14 @@ def gate_line(art: RunArtifacts) -> str | None:
         return None
     tail = "" if g["passed"] else f" (train.gate.on_fail: {g['on_fail']})"
     if ((art.teacher or {}).get("hparams") or {}).get("logistic_base"):
-        tail += "; the teacher holds this LR as its frozen logistic base (train.logistic_base)"
+        lr = ((art.teacher or {}).get("baselines") or {}).get("lr") or {}
+        base, best = lr.get("base_best_epoch"), lr.get("best_epoch")
+        if base and best and base != best:  # the base stopped before the gate's LR converged
+            tail += (f"; the teacher holds this LR's fit at epoch {base} (its best of the first "
+                     f"{lr.get('base_max_epochs')}; the gate's LR: epoch {best}) as its frozen logistic "
+                     f"base (train.logistic_base)")
+        else:
+            tail += "; the teacher holds this LR as its frozen logistic base (train.logistic_base)"
     return g["message"] + tail
 
 

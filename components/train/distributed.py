@@ -252,7 +252,7 @@ def train_from_params(
         device=device,
     )
     seed_everything(tp.seed)
-    from components.train.gate import BASELINE_DIR
+    from components.train.gate import BASELINE_DIR, LOGISTIC_BASE_DIR
     from components.train.teacher import (
         apply_first_order_l2,
         install_logistic_base,
@@ -264,13 +264,13 @@ def train_from_params(
     model = build_model(tp.model, fmap, **hparams)
     fitted = None
     if model.logistic_base is not None:  # the coordinator fitted the gate's LR before torchrun
-        base_dir = Path(out_dir or tp.out_dir) / BASELINE_DIR
+        base_dir = Path(out_dir or tp.out_dir) / LOGISTIC_BASE_DIR
         if not (base_dir / "model.json").is_file():
             raise FileNotFoundError(
                 f"{base_dir}: no fitted LR for train.logistic_base (the train_teacher stage fits it before "
                 f"launching the ranks; by hand, run the stage or set train.logistic_base: false)")
         install_logistic_base(model, base_dir)
-        fitted = read_fitted_lr(base_dir)
+        fitted = read_fitted_lr(Path(out_dir or tp.out_dir) / BASELINE_DIR)
     apply_first_order_l2(model, tp, fitted, log=lambda _m: None)  # every rank alike (the coordinator logs)
     return fit_ddp(
         model,

@@ -6,10 +6,12 @@ reference. Every train_teacher run therefore also
 
 - fits **LR** (the zoo's ``lr``: one weight per categorical id and dense field) on the same split
   with the teacher's batch size and seed and the gate's own optimiser settings
-  (``train.gate.baseline_*``: by default Adam 1e-3, up to 20 epochs, patience 2 — a higher rate
-  overfits Criteo; on the small samples, MovieLens-100K, Frappe and Avazu 10k, LR is still improving
-  at the cap, a converged LR would make the gate stricter but, as the teachers' frozen base, makes
-  DCNv2 collapse onto it: benchmarks/results/quality.md, observation 10);
+  (``train.gate.baseline_*``: params.yaml's Adam 1e-3, up to 100 epochs, patience 2 — a higher
+  rate overfits Criteo; at 20 epochs LR was still improving on MovieLens-100K, Frappe and Avazu 10k,
+  it converges at epochs 57–61 there: benchmarks/results/quality.md, observation 10). With
+  ``train.logistic_base`` the teacher's frozen base comes from the same fit, stopped earlier
+  (``train.logistic_base_max_epochs``, 20): over the converged LR DCNv2 collapses onto it on
+  MovieLens-100K. So the gate compares with the converged LR, the network learns over the early one;
 - scores the **constant predictor** (the training split's CTR for every row).
 
 The teacher passes when its valid AUC exceeds LR's by at least ``train.gate.min_auc_gain`` *and*
@@ -33,6 +35,10 @@ from components.data.feature_map import FeatureMap
 
 BASELINE_DIR = "baseline_lr"
 """Subdirectory of ``train.out_dir`` holding the gate's LR checkpoint."""
+
+LOGISTIC_BASE_DIR = "logistic_base"
+"""Subdirectory of ``train.out_dir`` holding the teacher's frozen logistic base: the gate LR's best
+weights of its first ``train.logistic_base_max_epochs`` epochs (components/train/teacher.py)."""
 
 
 class GateFailed(RuntimeError):

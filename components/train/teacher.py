@@ -4,8 +4,9 @@ Reads ``<preprocess.out_dir>/feature_map.json`` and its splits, trains ``train.m
 recipe of :func:`components.train.loop.fit`, then scores the validation and test splits with the
 restored best weights. Writes:
 
-- ``train.out_dir``: ``model.safetensors`` + ``model.json``, the resume state of the last epoch and
-  the gate's ``baseline_lr/``;
+- ``train.out_dir``: ``model.safetensors`` + ``model.json``, the resume state of the last epoch,
+  the gate's ``baseline_lr/`` (with ``fit.json``, its epoch counts) and the teacher's
+  ``logistic_base/``;
 - ``train.metrics``: valid/test AUC and LogLoss, epochs, best epoch, samples/s, parameter counts;
 - ``train.curve``: one CSV row per validation evaluation (epoch, epochs_done, lr, train_loss,
   valid_auc, valid_logloss, samples_per_s, seconds) for DVC plots.
@@ -16,8 +17,10 @@ Every run also fits the baseline gate's LR and scores the constant predictor on 
 after these files are written, so a user can read why.
 
 With ``train.logistic_base`` (params.yaml default on) the gate's LR is fitted *first* and the
-teacher is built with it as a frozen logistic base (:mod:`components.models.base`): the network
-learns the residual over LR, and the gate then judges the teacher against that same LR. Measured on
+teacher is built with its best weights of the first ``train.logistic_base_max_epochs`` epochs as a
+frozen logistic base (:mod:`components.models.base`, ``<out_dir>/logistic_base``): the network
+learns the residual over LR; the gate judges the teacher against the same fit run to convergence
+(``baseline_lr``; the same weights where LR converges within those epochs). Measured on
 Criteo 117k (3 seeds, DCNv2, 1 thread): valid AUC above LR on every seed (+0.0004 / +0.0006 / +0.0009; the
 plain DCNv2 was −0.0014 / −0.0003 / +0.0010), test AUC 0.7562 vs 0.7558.
 
@@ -166,13 +169,18 @@ def teacher_hparams(params: TrainParams) -> dict:
 
 @dataclass(frozen=True)
 class FittedLR:
-    """The baseline gate's LR after :func:`fit_gate_lr`: best weights loaded, its epoch counts and
-    the epoch cap it ran under (``train.gate.baseline_max_epochs``)."""
+    """The baseline gate's LR after :func:`fit_gate_lr`: best weights loaded, its epoch counts, the
+    epoch cap it ran under (``train.gate.baseline_max_epochs``) and the teacher's logistic base
+    taken from the same fit: the best weights of its first ``base_max_epochs`` epochs
+    (``train.logistic_base_max_epochs``), in ``base_model`` (None when the fit made no base)."""
 
     model: Any
     best_epoch: int
     epochs: int
     max_epochs: int
+    base_max_epochs: int = 0
+    base_best_epoch: int = 0
+    base_model: Any = None
 
     @property
     def converged(self) -> bool:
@@ -180,34 +188,47 @@ class FittedLR:
         validation); False when it ran into the cap, still improving."""
         return self.epochs < self.max_epochs
 
+    @property
+    def base_converged(self) -> bool:
+        """True when the logistic base is the converged LR itself: the fit stopped early and its
+        best epoch lies within the base's epochs."""
+        return self.converged and self.best_epoch <= self.base_max_epochs
+
+    def record(self) -> dict:
+        """What ``baseline_lr/fit.json`` holds (:func:`read_fitted_lr` reads it back)."""
+        return {"best_epoch": self.best_epoch, "epochs": self.epochs, "max_epochs": self.max_epochs,
+                "converged": self.converged, "base_max_epochs": self.base_max_epochs,
+                "base_best_epoch": self.base_best_epoch, "base_converged": self.base_converged}
+
 
 LR_FIT_FILE = "fit.json"  # beside the gate LR's checkpoint: its epoch counts (the DDP ranks read it)
 
 
 def resolve_first_order_l2(params: TrainParams, lr: FittedLR | None) -> bool:
     """``train.first_order_l2`` resolved: ``true`` / ``false`` as set; ``auto`` is true only over
-    a logistic base whose LR converged (:attr:`FittedLR.converged`).
+    a logistic base that is the converged LR (:attr:`FittedLR.base_converged`).
 
     Why: a model with first-order weights of its own (DeepFM, FM, xDeepFM, Wide&Deep, …) over the
     frozen LR learns a first-order *residual*. Over a converged LR there is none worth learning and
     unpenalised those weights only fit noise: Criteo 117k DeepFM 3 seeds 0.7571 / LogLoss 0.4852
-    (= LR's) → 0.7577 / 0.4843 with the penalty, the embedded 100k log DeepFM 0.7741 → 0.7770, FM
-    0.7515 → 0.7565. Over an LR stopped by its epoch cap (MovieLens-100K, Frappe, Avazu 10k) the
+    (= LR's) → 0.7576 / 0.4843 with the penalty, the embedded 100k log DeepFM 0.7741 → 0.7770, FM
+    0.7515 → 0.7565. Over a base stopped by its epoch budget (MovieLens-100K, Frappe, Avazu 10k) the
     residual makes up what LR had no epochs for, and the penalty cost MovieLens DeepFM 0.0014 and
     Frappe 0.0023 (benchmarks/results/quality.md)."""
     if params.first_order_l2 != "auto":
         return bool(params.first_order_l2)
-    return lr is not None and lr.converged
+    return lr is not None and lr.base_converged
 
 
-def read_fitted_lr(base_dir: str | Path, model=None) -> FittedLR | None:
-    """The :class:`FittedLR` record :func:`fit_gate_lr` left in ``base_dir`` (``model`` as given),
-    None when there is none (a checkpoint fitted before the record existed)."""
-    path = Path(base_dir) / LR_FIT_FILE
+def read_fitted_lr(lr_dir: str | Path, model=None) -> FittedLR | None:
+    """The :class:`FittedLR` record :func:`fit_gate_lr` left in ``lr_dir`` (the gate LR's
+    directory; ``model`` as given, no base model), None when there is none."""
+    path = Path(lr_dir) / LR_FIT_FILE
     if not path.is_file():
         return None
     rec = json.loads(path.read_text())
-    return FittedLR(model, int(rec["best_epoch"]), int(rec["epochs"]), int(rec["max_epochs"]))
+    return FittedLR(model, int(rec["best_epoch"]), int(rec["epochs"]), int(rec["max_epochs"]),
+                    int(rec.get("base_max_epochs", 0)), int(rec.get("base_best_epoch", 0)))
 
 
 def apply_first_order_l2(model, params: TrainParams, lr: FittedLR | None, log=print) -> bool:
@@ -216,40 +237,79 @@ def apply_first_order_l2(model, params: TrainParams, lr: FittedLR | None, log=pr
     on = resolve_first_order_l2(params, lr) and bool(model.embedding.first_order_parameters())
     model.embedding.first_order_l2 = on
     if on and params.first_order_l2 == "auto":
-        log(f"first-order L2: the base LR converged (epoch {lr.epochs} of {lr.max_epochs}), so the "
-            f"model's own first-order weights get train.embedding_l2 too (train.first_order_l2: auto)")
+        log(f"first-order L2: the base LR converged (epoch {lr.best_epoch}, stopped at {lr.epochs} of "
+            f"{lr.max_epochs}), so the model's own first-order weights get train.embedding_l2 too "
+            f"(train.first_order_l2: auto)")
     return on
 
 
-def fit_gate_lr(params: TrainParams, processed_dir: str | Path, fmap: FeatureMap, dev) -> FittedLR:
+def _copy_checkpoint(src: Path, dst: Path) -> None:
+    """Copy the checkpoint (weights + metadata) in ``src`` to ``dst``, replacing what is there."""
+    from components.train.checkpoint import MODEL_META, read_model_metadata
+
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy2(src / MODEL_META, tmp / MODEL_META)
+    shutil.copy2(src / read_model_metadata(src)["weights_file"], tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+def fit_gate_lr(params: TrainParams, processed_dir: str | Path, fmap: FeatureMap, dev, *,
+                with_base: bool = True) -> FittedLR:
     """Fit the gate's LR (:func:`components.train.gate.baseline_params`: the teacher's batch size and
-    seed, the gate's optimiser settings) into ``<params.out_dir>/baseline_lr``."""
+    seed, the gate's optimiser settings, up to ``train.gate.baseline_max_epochs``) into
+    ``<params.out_dir>/baseline_lr``, its epoch counts into ``baseline_lr/fit.json``.
+
+    ``with_base``: the same fit also leaves the teacher's logistic base in
+    ``<params.out_dir>/logistic_base``: its best weights of the first ``train.logistic_base_max_epochs``
+    epochs (the checkpoint on disk at that epoch's end), or the whole fit's best when that lies
+    within them. Why two: the gate compares the teacher with LR trained to convergence, while the
+    network learns best over a base stopped early on the small samples (MovieLens-100K: DCNv2 over
+    the converged LR collapses onto it, 0.8447 against 0.8662 over the 20-epoch one;
+    benchmarks/results/quality.md, observation 10)."""
     from components.models import build_model
+    from components.train.checkpoint import load_model_weights
     from components.train.loop import fit, seed_everything
 
     processed = Path(processed_dir)
     lr_params = gate.baseline_params(params)
+    lr_dir = Path(lr_params.out_dir)
+    base_dir = Path(params.out_dir) / gate.LOGISTIC_BASE_DIR
+    base_cap = min(params.logistic_base_max_epochs, lr_params.max_epochs)
+    shutil.rmtree(base_dir, ignore_errors=True)
+
+    def snapshot(record: dict) -> None:  # the best of the first base_cap epochs is on disk now
+        if with_base and record.get("epochs_done") == base_cap:
+            _copy_checkpoint(lr_dir, base_dir)
+
     seed_everything(lr_params.seed)
     lr_model = build_model("lr", fmap, embedding_dim=params.embedding_dim)
     device = str(dev)
     lr_fit = fit(lr_model, _split_loader(params, processed, fmap, "train", True, device),
                  _split_loader(params, processed, fmap, "valid", False, device), lr_params,
-                 lr_params.out_dir, resume=False, hparams={"embedding_dim": params.embedding_dim},
-                 log=lambda _m: None, pause_name="baseline_lr.batch")
-    fitted = FittedLR(lr_model, lr_fit.best_epoch, lr_fit.epochs_run, lr_params.max_epochs)
-    _atomic_text(Path(lr_params.out_dir) / LR_FIT_FILE, json.dumps(
-        {"best_epoch": fitted.best_epoch, "epochs": fitted.epochs, "max_epochs": fitted.max_epochs,
-         "converged": fitted.converged}, indent=2) + "\n")
+                 lr_dir, resume=False, hparams={"embedding_dim": params.embedding_dim},
+                 log=lambda _m: None, pause_name="baseline_lr.batch", on_epoch_end=snapshot)
+    base_model, base_best = None, 0
+    if with_base:
+        if lr_fit.best_epoch <= base_cap:  # the whole fit's best: the base is the gate's LR itself
+            _copy_checkpoint(lr_dir, base_dir)
+        base_model = build_model("lr", fmap, embedding_dim=params.embedding_dim)
+        base_best = int(load_model_weights(base_model, base_dir)["epoch"])
+    fitted = FittedLR(lr_model, lr_fit.best_epoch, lr_fit.epochs_run, lr_params.max_epochs,
+                      base_cap if with_base else 0, base_best, base_model)
+    _atomic_text(lr_dir / LR_FIT_FILE, json.dumps(fitted.record(), indent=2) + "\n")
     return fitted
 
 
 def install_logistic_base(model, lr: FittedLR | str | Path) -> None:
-    """Copy the fitted LR (a :class:`FittedLR` or the directory of its checkpoint) into ``model``'s
-    frozen logistic base."""
+    """Copy the logistic base of the fitted LR (a :class:`FittedLR`, or the directory of the base's
+    checkpoint, ``<train.out_dir>/logistic_base``) into ``model``'s frozen logistic base."""
     from components.train.checkpoint import load_model_weights
 
     if isinstance(lr, FittedLR):
-        model.load_logistic_base(lr.model)
+        model.load_logistic_base(lr.base_model)
     else:
         load_model_weights(model.logistic_base, lr)
 
@@ -279,9 +339,12 @@ def baseline_gate(params: TrainParams, processed_dir: str | Path, fmap: FeatureM
     processed = Path(processed_dir)
     lr_params = gate.baseline_params(params)
     if lr is None:
-        lr = fit_gate_lr(params, processed, fmap, dev)
+        lr = fit_gate_lr(params, processed, fmap, dev, with_base=False)
     baselines = {"lr": {**score_splits(lr.model, params, processed, fmap, dev),
-                        "best_epoch": lr.best_epoch, "epochs": lr.epochs, "lr": lr_params.lr},
+                        "best_epoch": lr.best_epoch, "epochs": lr.epochs, "lr": lr_params.lr,
+                        "max_epochs": lr.max_epochs, "converged": lr.converged,
+                        **({"base_best_epoch": lr.base_best_epoch, "base_max_epochs": lr.base_max_epochs}
+                           if lr.base_max_epochs else {})},
                  "constant": gate.constant_predictor(processed, fmap)}
     verdict = gate.judge(teacher_valid, baselines["lr"]["valid"], baselines["constant"]["valid"],
                          min_auc_gain=params.gate.min_auc_gain, on_fail=params.gate.on_fail)
@@ -414,8 +477,9 @@ def train_teacher(params: TrainParams, processed_dir: str | Path, *, resume: boo
             started = time.perf_counter()
             lr = fit_gate_lr(stage_params, processed, fmap, dev)
             install_logistic_base(model, lr)
-            log(f"logistic base: the gate's LR fitted in {time.perf_counter() - started:.1f}s "
-                f"(best epoch {lr.best_epoch}); the teacher learns the residual over it")
+            log(f"logistic base: the gate's LR fitted in {time.perf_counter() - started:.1f}s (best epoch "
+                f"{lr.best_epoch} of {lr.epochs}); the teacher learns the residual over its best of the first "
+                f"{lr.base_max_epochs} epochs (epoch {lr.base_best_epoch})")
         apply_first_order_l2(model, params, lr, log)
         train = _split_loader(params, processed, fmap, "train", True, device)
         valid = _split_loader(params, processed, fmap, "valid", False, device)

@@ -37,7 +37,7 @@ import yaml
 from components.config import Params, TrainParams
 from components.data.feature_map import FeatureMap
 
-from .gate import BASELINE_DIR
+from .gate import BASELINE_DIR, LOGISTIC_BASE_DIR
 from .teacher import (
     TeacherResult,
     apply_first_order_l2,
@@ -118,7 +118,9 @@ def train_teacher_distributed(params: Params, train: TrainParams | None = None, 
             lr = None
             if model.logistic_base is not None:  # fitted here, before torchrun: every rank loads it
                 lr = fit_gate_lr(tp.model_copy(update={"out_dir": str(staged)}), processed, fmap, dev)
-                log(f"logistic base: the gate's LR fitted (best epoch {lr.best_epoch}) into {staged / BASELINE_DIR}")
+                log(f"logistic base: the gate's LR fitted (best epoch {lr.best_epoch}) into {staged / BASELINE_DIR}, "
+                    f"the base (its best of the first {lr.base_max_epochs} epochs: epoch {lr.base_best_epoch}) "
+                    f"into {staged / LOGISTIC_BASE_DIR}")
             apply_first_order_l2(model, tp, lr, log)  # logs the decision; each rank reads it from fit.json
             started = time.perf_counter()
             run_torchrun(dp, args, report_dir=report, threads=threads, log=log)

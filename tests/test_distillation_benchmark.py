@@ -282,3 +282,30 @@ def test_a_dataset_without_teacher_runs_is_not_measured_rather_than_not_judged(t
     g = results["goals"]["frappe"]
     assert g["judged"] is True and g["kd"]["met"] is None
     assert "| frappe | not measured |" in (tmp_path / "distillation.md").read_text()
+
+
+def test_no_goal_is_judged_against_a_teacher_that_failed_the_baseline_gate(tmp_path):
+    from benchmarks.distillation import teacher_gate_record
+
+    rec = teacher_gate_record({"gate": {"passed": False, "auc_gain_over_lr": -0.01},
+                               "baselines": {"lr": {"best_epoch": 57, "epochs": 59, "max_epochs": 100}}})
+    assert rec["passed"] is False and rec["valid_auc_gain"] == pytest.approx(-0.01)
+    assert (rec["lr_best_epoch"], rec["lr_epochs"], rec["lr_max_epochs"]) == (57, 59, 100)
+    assert teacher_gate_record({}) is None
+    results = _results()
+    teachers = [r for r in results["runs"] if r["model"] == "teacher"]
+    teachers[0]["baseline_gate"] = {"passed": True, "valid_auc_gain": 0.004}
+    teachers[1]["baseline_gate"] = rec  # seed 2 lost to LR on valid
+    write_outputs(results, tmp_path)
+    g = results["goals"]["frappe"]
+    assert g["judged"] is False and g["gate_failed_seeds"] == [2] and g["gate_passed_seeds"] == [1]
+    assert g["kd"]["met"] is None and g["fsdnet"]["met"] is None  # dagfm_outer's Δ alone would meet goal 1
+    md = (tmp_path / "distillation.md").read_text()
+    assert "| frappe | not judged (teacher failed the baseline gate: seeds 2) |" in md
+    assert "seed 1: passed (+0.0040); seed 2: FAILED (-0.0100), LR 59 epochs of 100" in md
+    assert "Neither goal is judged here: the teacher failed the baseline gate (seeds 2)" in md
+    # both seeds passing: judged as before, the gate line still shown
+    teachers[1]["baseline_gate"] = {"passed": True, "valid_auc_gain": 0.002}
+    write_outputs(results, tmp_path)
+    assert results["goals"]["frappe"]["judged"] is True and results["goals"]["frappe"]["kd"]["met"] is True
+    assert "seed 2: passed (+0.0020)" in (tmp_path / "distillation.md").read_text()

@@ -48,7 +48,7 @@ def criteo_run(tmp_path_factory, shared_data_module):
     return train_teacher(params.train, params.preprocess.out_dir, resume=False, log=lambda _m: None).metrics
 
 
-def test_default_dcnv2_on_criteo_117k_reaches_lr_and_beats_the_constant(criteo_run):
+def test_default_dcnv2_on_criteo_117k_beats_lr_and_the_constant(criteo_run):
     m = criteo_run
     lr, const = m["baselines"]["lr"], m["baselines"]["constant"]
     assert m["model"] == "dcnv2" and m["batch_size"] == 512  # auto: 93,820 training rows
@@ -56,14 +56,13 @@ def test_default_dcnv2_on_criteo_117k_reaches_lr_and_beats_the_constant(criteo_r
     # calibrated: LogLoss well below the constant's
     assert m["valid"]["auc"] > 0.761 and m["test"]["auc"] > 0.750
     assert m["valid"]["logloss"] < const["valid"]["logloss"] - 0.08
-    # level with a well-trained LR in both (issue 11): the teacher learns the residual over the gate's
-    # LR (train.logistic_base). Measured at 2 threads, seeds 2024 / 2025 / 2026: valid AUC −0.0005 /
-    # +0.0004 / +0.0009 from LR, LogLoss +0.0004 / −0.0010 / −0.0011 (without the base −0.0015 AUC and
-    # +0.0026 LogLoss on seed 2024); at 1 thread +0.0004 / +0.0006 / +0.0009. Per seed the margin is
-    # within the run-to-run float noise (thread count alone moves seed 2024 by 0.0009), so this test
-    # bounds the distance instead of asserting the sign; the stage's gate itself stays strict.
+    # above a converged LR in both (issue 11): the teacher learns the residual over the gate's LR
+    # (train.logistic_base) with the embedding L2 and min count 5 of 2026-12-07. Measured at 1 thread,
+    # seeds 2024 / 2025 / 2026: valid AUC +0.0032 / +0.0029 / +0.0027 over LR, LogLoss below LR's in
+    # every seed; the run-to-run float noise (thread count) moved a seed by up to 0.0009, so the sign
+    # is asserted, not the size.
     assert m["hparams"].get("logistic_base") is True
-    assert m["valid"]["auc"] >= lr["valid"]["auc"] - 0.0015
-    assert m["valid"]["logloss"] <= lr["valid"]["logloss"] + 0.0015
-    assert m["test"]["auc"] >= lr["test"]["auc"] - 0.0015  # measured −0.0000 (base) / −0.0001 (without)
+    assert m["valid"]["auc"] > lr["valid"]["auc"] and m["valid"]["logloss"] < lr["valid"]["logloss"]
+    assert m["test"]["auc"] > lr["test"]["auc"]
+    assert m["gate"]["passed"] is True
     assert lr["valid"]["auc"] > 0.762 and lr["epochs"] > 3  # the gate's LR is trained, not a strawman

@@ -254,7 +254,7 @@ def test_interrupted_training_leaves_the_teacher_and_resumes_from_the_staged_sta
     assert any("resuming" in m and "after epoch 2" in m for m in quiet), quiet
     assert res.metrics["epochs"] == 3 and not staged.exists()
     assert sorted(p.name for p in Path(base.out_dir).iterdir()) == [
-        "baseline_lr", "model.json", "model.safetensors", "resume-3.safetensors", "resume.json"]
+        "baseline_lr", "logistic_base", "model.json", "model.safetensors", "resume-3.safetensors", "resume.json"]
 
     # without resume a kept state is dropped, and a failure leaves no staged directory
     with pytest.raises(Killed):

@@ -95,7 +95,7 @@ class FSDNetSettings(_Optimisation):
     """FSDNet self-distillation (models.md §3), optionally plus an external teacher's logit MSE."""
 
     batch_size: int | Literal["auto"] = "auto"
-    embedding_l2: float = Field(1e-5, ge=0)
+    embedding_l2: float = Field(1e-5, ge=0)  # params.yaml: 1e-3 (the teacher's; measured in distillation.md)
     net_l2: float = Field(0.0, ge=0)
     lr_decay: float = Field(0.1, gt=0, le=1)
     grad_clip: float = Field(10.0, ge=0)

@@ -114,7 +114,7 @@ def _default_search_space() -> dict[str, dict[str, ParamSpec]]:
 def _default_defaults() -> dict[str, dict[str, Choice]]:
     return {
         "dagfm": {"alpha": 0.1, "beta": 921.6, "lr": 1e-3, "depth": 3, "embedding_l2": 1e-5},
-        "fsdnet": {"mu": 0.5, "tau": 1.0, "hint_weight": 0.01, "lr": 1e-3, "embedding_l2": 1e-5},
+        "fsdnet": {"mu": 0.5, "tau": 1.0, "hint_weight": 0.01, "lr": 1e-3, "embedding_l2": 1e-3},
     }
 
 

@@ -245,6 +245,7 @@ def apply_first_order_l2(model, params: TrainParams, lr: FittedLR | None, log=pr
 
 def _copy_checkpoint(src: Path, dst: Path) -> None:
     """Copy the checkpoint (weights + metadata) in ``src`` to ``dst``, replacing what is there."""
+    from components.atomic_dir import replace_dir
     from components.train.checkpoint import MODEL_META, read_model_metadata
 
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
@@ -252,8 +253,7 @@ def _copy_checkpoint(src: Path, dst: Path) -> None:
     tmp.mkdir(parents=True)
     shutil.copy2(src / MODEL_META, tmp / MODEL_META)
     shutil.copy2(src / read_model_metadata(src)["weights_file"], tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    replace_dir(tmp, dst)
 
 
 def fit_gate_lr(params: TrainParams, processed_dir: str | Path, fmap: FeatureMap, dev, *,
@@ -278,7 +278,8 @@ def fit_gate_lr(params: TrainParams, processed_dir: str | Path, fmap: FeatureMap
     lr_dir = Path(lr_params.out_dir)
     base_dir = Path(params.out_dir) / gate.LOGISTIC_BASE_DIR
     base_cap = min(params.logistic_base_max_epochs, lr_params.max_epochs)
-    shutil.rmtree(base_dir, ignore_errors=True)
+    if with_base:  # a base from an earlier fit must not outlive this one
+        shutil.rmtree(base_dir, ignore_errors=True)
 
     def snapshot(record: dict) -> None:  # the best of the first base_cap epochs is on disk now
         if with_base and record.get("epochs_done") == base_cap:

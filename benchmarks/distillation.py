@@ -107,8 +107,10 @@ from benchmarks.quality import (  # noqa: E402  (needs REPO on sys.path)
     _scratch_params,
     _stamp,
     begin_invocation,
+    cpu_kernels,
     fill_constant_baselines,
     find_run,
+    kernel_counts,
     load_results,
     log,
     prepare,
@@ -421,7 +423,7 @@ def _params(prep, settings: dict, dirs: SeedDirs, run_dir: Path):
 def _context(t0: float, cpu0: float, load0: float) -> dict:
     return {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
             "load_avg_start": round(load0, 2), "load_avg_end": round(os.getloadavg()[0], 2),
-            "finished": _dt.datetime.now().isoformat(timespec="seconds")}
+            "finished": _dt.datetime.now().isoformat(timespec="seconds"), "cpu_kernels": cpu_kernels()}
 
 
 def train_teacher_run(prep, seed: int, settings: dict, dirs: SeedDirs, flops_batch: int) -> dict:
@@ -579,6 +581,22 @@ def paired(a: dict[int, dict], b: dict[int, dict], metric: str = "test_auc") -> 
             "std_diff": cmp["std_diff"], "p_value": cmp["p_value"], "wins": sum(d > 0 for d in diffs)}
 
 
+def _distilled_from_the_teacher(runs: dict[int, dict], teacher: dict[int, dict]) -> dict[int, dict]:
+    """The seeds of ``runs`` whose teacher weights are the stored teacher run's of that seed.
+
+    A student is compared with the teacher it learned from: after a merge, or a teacher re-trained on
+    another machine (torch's CPU kernels differ between machines: the same seed may train another
+    model; ``cpu_kernels`` in each run), a seed's student may hold another teacher's hash. Runs without a recorded hash
+    (older records) are kept.
+    """
+    out = {}
+    for seed, run in runs.items():
+        mine, theirs = run.get("teacher_sha"), (teacher.get(seed) or {}).get("teacher_sha")
+        if not mine or not theirs or mine == theirs:
+            out[seed] = run
+    return out
+
+
 def aggregate(results: dict) -> dict:
     """{dataset: {model: mean ± std of the metrics, FLOPs/params, Δ vs teacher and vs twin (paired)}}."""
     from components.evaluate.aggregate import aggregate_seeds
@@ -597,6 +615,7 @@ def aggregate(results: dict) -> dict:
             arith = _mean([r["flops_excl_gather_per_sample"] for r in runs.values()])
             spec = SPECS.get(model)
             twin = spec.twin if spec else None
+            same_teacher = _distilled_from_the_teacher(runs, teacher)
             a = {**agg,
                  "kind": runs[next(iter(runs))]["kind"],
                  "flops_per_sample": flops, "flops_excl_gather_per_sample": arith,
@@ -605,7 +624,8 @@ def aggregate(results: dict) -> dict:
                  "train_samples_per_s": _mean([r.get("train_samples_per_s") for r in runs.values()]),
                  "flops_fraction": flops / t_flops if t_flops else None,
                  "flops_fraction_excl_gather": arith / t_arith if t_arith else None,
-                 "vs_teacher": paired(runs, teacher) if model != "teacher" else None,
+                 "vs_teacher": paired(same_teacher, teacher) if model != "teacher" else None,
+                 "other_teacher_seeds": sorted(set(runs) - set(same_teacher)) if model != "teacher" else [],
                  "twin": twin if twin in by else None,
                  "vs_twin": paired(runs, by[twin]) if twin in by else None,
                  "settings": [json.loads(s) for s in sorted({json.dumps(_seedless(r["settings"]), sort_keys=True)
@@ -1061,7 +1081,8 @@ def render_markdown(results: dict) -> str:
               "invocations merged with --merge ran as parallel processes on the same cores.",
               (f"- Shared machine: other jobs ran at the same time. 1-minute load average over the runs: min "
                f"{min(loads):.2f}, median {statistics.median(loads):.2f}, max {max(loads):.2f}.") if loads else "- no runs yet",
-              f"- {len(runs)} runs, {wall / 60:.1f} min of wall time in total; s/run and samples/s are under that load.", ""]
+              f"- {len(runs)} runs, {wall / 60:.1f} min of wall time in total; s/run and samples/s are under that load.",
+              f"- torch's CPU kernels: {kernel_counts(runs)}.", ""]
     lines += ["## Deviations from params.yaml", ""] + [f"- {d}" for d in results["deviations"]] + [""]
     for ds, models in agg.items():
         info = results["datasets"].get(ds, {})
@@ -1100,6 +1121,11 @@ def render_markdown(results: dict) -> str:
         mixed = [m for m, a in models.items() if len(a["settings"]) > 1]
         if mixed:
             lines.append(f"\nWarning: the seeds of {mixed} ran under different settings (see {RESULTS_JSON}).")
+        other = {m: a["other_teacher_seeds"] for m, a in models.items() if a.get("other_teacher_seeds")}
+        if other:
+            lines.append("\nLeft out of the Δ vs teacher columns and the goals (distilled from another teacher than "
+                         "this table's, by its weights' hash; re-run them): "
+                         + "; ".join(f"{m} seeds {', '.join(map(str, s))}" for m, s in other.items()) + ".")
         lines += ["", "Rows: teacher = train_teacher stage; dagfm_* / kd_dagfm_plus = KD chain (distill → finetune); "
                       "dagfm_inner_full = params.yaml's 6 + 3 epochs, never capped; dagfm_inner_tuned = the dagfm_inner "
                       "chain tuned by Optuna (trial 0 = the untuned row; epochs and samples/s are its best trial's, "

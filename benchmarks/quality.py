@@ -391,6 +391,7 @@ def train_one(prep: Prepared, model: str, seed: int, settings: dict, work: Path)
         "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
         "load_avg_start": round(load0, 2), "load_avg_end": round(os.getloadavg()[0], 2),
         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+        "cpu_kernels": cpu_kernels(),
         "log": str(log_path),
         "curve": curve,
     }
@@ -507,7 +508,9 @@ def render_markdown(results: dict) -> str:
               f"runs: min {min(loads):.2f}, median {statistics.median(loads):.2f}, max {max(loads):.2f}"
               if loads else "- no runs yet",
               f"- {len(runs)} runs, {wall / 60:.1f} min of training wall time in total; the per-run time and "
-              "samples/s in the tables are under that load (not quiet-machine speed).", ""]
+              "samples/s in the tables are under that load (not quiet-machine speed).",
+              f"- torch's CPU kernels: {kernel_counts(runs)} (runs on different kernel paths need not be bit-identical: "
+              "the same seed may train a slightly different model on another machine).", ""]
     lines += ["## Deviations from the default recipe (params.yaml)", ""] + [f"- {d}" for d in results["deviations"]]
     lines += ["", "## Reading the numbers (observations from the 2026-12-06 runs)", ""]
     lines += [f"{i}. {o}" for i, o in enumerate(OBSERVATIONS, 1)]
@@ -847,6 +850,23 @@ def notes(results: dict) -> dict[str, list[str]]:
             out[ds].append(f"Ranking by mean test AUC here: {' > '.join(ours)}; BARS {bars[0]}: "
                            f"{' > '.join(theirs)}.")
     return out
+
+
+def cpu_kernels() -> str:
+    """torch's CPU kernel path on this machine (AVX2, AVX512, ...). Runs on different paths need not be
+    bit-identical: the same seed may train a slightly different model on another machine."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def kernel_counts(runs: list[dict]) -> str:
+    """'AVX2 (12 runs), AVX512 (3 runs)'; runs recorded before the field count as 'not recorded'."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        k = r.get("cpu_kernels") or "not recorded"
+        counts[k] = counts.get(k, 0) + 1
+    return ", ".join(f"{k} ({n} runs)" for k, n in sorted(counts.items())) or "no runs"
 
 
 def _curve(run: dict) -> list[dict]:

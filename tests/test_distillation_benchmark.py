@@ -309,3 +309,28 @@ def test_no_goal_is_judged_against_a_teacher_that_failed_the_baseline_gate(tmp_p
     write_outputs(results, tmp_path)
     assert results["goals"]["frappe"]["judged"] is True and results["goals"]["frappe"]["kd"]["met"] is True
     assert "seed 2: passed (+0.0020)" in (tmp_path / "distillation.md").read_text()
+
+
+def test_a_student_is_compared_only_with_the_teacher_it_was_distilled_from(tmp_path):
+    # seed 2's teacher was re-trained (another machine's kernels: other weights) after its students ran
+    results = _results()
+    for r in results["runs"]:
+        r["teacher_sha"] = f"sha-{r['seed']}"
+    teacher_2 = next(r for r in results["runs"] if r["model"] == "teacher" and r["seed"] == 2)
+    teacher_2["teacher_sha"] = "sha-2-retrained"
+    teacher_2["test_auc"] += 0.01  # against it every seed-2 student would look 0.01 worse
+    results["runs"][0]["cpu_kernels"] = "AVX2"
+    write_outputs(results, tmp_path)
+    agg = results["aggregates"]["frappe"]
+    assert agg["dagfm_outer"]["vs_teacher"]["seeds"] == [1]
+    assert agg["dagfm_outer"]["vs_teacher"]["mean_diff"] == pytest.approx(-0.0003)
+    assert agg["dagfm_outer"]["other_teacher_seeds"] == [2] and agg["teacher"]["other_teacher_seeds"] == []
+    assert results["goals"]["frappe"]["kd"]["met_by"] == ["dagfm_outer"]
+    md = (tmp_path / "distillation.md").read_text()
+    assert "Left out of the Δ vs teacher columns and the goals" in md and "dagfm_outer seeds 2" in md
+    assert "torch's CPU kernels: AVX2 (1 runs), not recorded (11 runs)." in md
+    # the same hash again: both seeds paired
+    teacher_2["teacher_sha"] = "sha-2"
+    write_outputs(results, tmp_path)
+    assert results["aggregates"]["frappe"]["dagfm_outer"]["vs_teacher"]["seeds"] == [1, 2]
+    assert "Left out of" not in (tmp_path / "distillation.md").read_text()

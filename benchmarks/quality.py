@@ -741,6 +741,26 @@ OBSERVATIONS = [
     "and DeepFM from 0.8308 (bucket-only, same seed; as fields of their own 0.8391 / 0.8355). The old "
     "BatchNorm recipe scored DeepFM 0.8393. The recipe follows the real samples; `model_params: {batch_norm: "
     "true}` or the teacher study can still be tried on synthetic logs.",
+    "**BatchNorm: no one setting wins** (2026-12-07 night, DCNv2, 3 seeds, `--set 'train.model_params={batch_norm: "
+    "true}'` against the same machine's runs without it; not kept in this file): test AUC frappe 0.9343 → "
+    "**0.9446** (LogLoss 0.2905 → 0.2595; every seed, and none stops early: the fragile frappe teacher of "
+    "observation 2 and 13 is a BatchNorm question), movielens100k 0.8669 → 0.8582, criteo117k 0.7576 → "
+    "0.7544, avazu10k 0.7248 → 0.7219. The default stays off (three samples of four lose with it); the "
+    "teacher study (`train.tune`, whose space holds `model_params.batch_norm`) is how a user gets frappe's "
+    "gain: `ctrflow --set train.tune.n_trials=10 train` on frappe's split (one thread, about 4 minutes: 3"
+    " trials finished, 7 pruned after their first evaluation) picks trial 1 — BatchNorm, MLP 256-256, "
+    "dropout 0.09, lr 5.7e-4, embedding L2 3.8e-5 — at valid AUC 0.9485 against trial 0's (params.yaml's "
+    "recipe) 0.9325: test AUC **0.9474** / LogLoss 0.2691 (peers.md's FuxiCTR 0.9462 is on another split:"
+    " context only).",
+    "**The machine moves the numbers**: this file's runs were made on machines whose torch CPU kernel path "
+    "was not recorded (each run now records it: `cpu_kernels`). Re-trained on a machine with AVX2 kernels "
+    "(2026-12-07 night), the same seeds and code train other models — DCNv2 test AUC per seed "
+    "criteo117k 0.7583 / 0.7589 / 0.7588 → 0.7574 / 0.7576 / 0.7579, movielens100k 0.8676 / 0.8658 / "
+    "0.8651 → 0.8689 / 0.8662 / 0.8655, frappe 0.9319 / 0.9449 / 0.9435 → 0.9318 / 0.9365 / 0.9345 "
+    "(seeds 2025 / 2026 peak at epoch 4 / 3 there instead of 7 / 6), avazu10k 0.7224 / 0.7214 / 0.7268 → "
+    "0.7252 / 0.7221 / 0.7271 (mean 0.7248, ahead of that machine's LR, 0.7233). Compare runs of one "
+    "machine; a difference below about 0.001 AUC (0.01 on frappe's teachers) is within what the machine "
+    "alone moves.",
 ]
 
 DEVIATIONS_TEXT = {

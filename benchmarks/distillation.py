@@ -73,7 +73,10 @@ Results are written after every run (atomically) to ``--out-dir``: ``distillatio
 aggregates, goal checks, settings, invocations) and ``distillation.md``. Runs already present with
 the same settings (their teacher's included) are skipped, so an interrupted benchmark resumes;
 ``--fresh`` re-runs them. A student whose teacher checkpoint is gone from ``--work-dir`` gets the
-teacher retrained first (deterministic on the CPU: the same weights). Torch runs on ``--threads``
+teacher retrained first (deterministic on one machine's CPU: the same weights; on another machine's
+kernels it may be another model, and a student is only compared with the teacher it learned from).
+A teacher's identity holds the ``train`` section and the ``--set`` keys outside ``distill.``: a
+student-only change re-runs the students over the stored teachers. Torch runs on ``--threads``
 threads (default 1), polars too unless ``POLARS_MAX_THREADS`` is set.
 """
 
@@ -257,8 +260,9 @@ def run_settings(dataset: str, run: str, seed: int, args: argparse.Namespace, ba
         s["baseline_recipe"] = args.baseline_recipe
     if dataset == "synthetic":
         s["synthetic_rows"] = args.synthetic_rows
-    if args.set:
-        s["set"] = dict(args.set)
+    own = {k: v for k, v in args.set if spec.kind != "teacher" or not k.startswith("distill.")}
+    if own:
+        s["set"] = own
     return s
 
 
@@ -325,10 +329,16 @@ def _seedless(settings: dict) -> dict:
     return out
 
 
-def base_params_sha(base) -> str:
-    """Hash of the resolved ``train`` and ``distill`` sections (params.yaml + --set): a change re-runs."""
-    blob = json.dumps({"train": base.train.model_dump(mode="json"), "distill": base.distill.model_dump(mode="json"),
-                       "flops_batch_size": _flops_batch(base)}, sort_keys=True, default=str)
+def base_params_sha(base, *, teacher: bool = False) -> str:
+    """Hash of the resolved ``train`` and ``distill`` sections (params.yaml + --set): a change re-runs.
+
+    ``teacher=True``: of the ``train`` section only — a student's setting (a ``distill`` default, a
+    ``--set distill....``) does not re-train the teachers (an hour a seed on the 2M-row set).
+    """
+    sections = {"train": base.train.model_dump(mode="json"), "flops_batch_size": _flops_batch(base)}
+    if not teacher:
+        sections["distill"] = base.distill.model_dump(mode="json")
+    blob = json.dumps(sections, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -1206,7 +1216,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"{RESULTS_JSON}, e.g. before --merge of the synthetic set rerun at another size")
     p.add_argument("--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
                    help="extra params override for every run, e.g. distill.dagfm.lr=1e-4 (repeatable; recorded, part "
-                        "of the run settings)")
+                        "of the run settings; a distill.* key is not the teacher's, so it keeps the teachers)")
     args = p.parse_args(argv)
     bad = [d for d in args.datasets if d not in ALL_DATASETS]
     if bad:
@@ -1251,6 +1261,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     base = load_params(REPO / "params.yaml", dict(args.set))
     base_sha = base_params_sha(base)
+    teacher_sha = base_params_sha(base, teacher=True)
     flops_batch = _flops_batch(base)
     inv = begin_invocation(results, "benchmarks/distillation.py", argv, args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -1269,7 +1280,7 @@ def main(argv: list[str] | None = None) -> None:
         results["datasets"][ds] = {**prep.info, "overrides": prep.overrides}
         oracle = prep.info.get("oracle")
         for seed in args.seeds:  # seed-major: the teacher and every student of a seed before the next seed
-            t_settings = run_settings(ds, "teacher", seed, args, base, base_sha)
+            t_settings = run_settings(ds, "teacher", seed, args, base, teacher_sha)
             dirs = seed_dirs(args.work_dir, ds, seed, t_settings)
             teacher = find_run(results, ds, "teacher", seed)
             todo = []

@@ -334,3 +334,22 @@ def test_a_student_is_compared_only_with_the_teacher_it_was_distilled_from(tmp_p
     write_outputs(results, tmp_path)
     assert results["aggregates"]["frappe"]["dagfm_outer"]["vs_teacher"]["seeds"] == [1, 2]
     assert "Left out of" not in (tmp_path / "distillation.md").read_text()
+
+
+def test_a_students_setting_keeps_the_teachers_identity():
+    from benchmarks.distillation import base_params_sha, run_settings
+    from components.config import load_params
+
+    def settings(run: str, sets: list[str]) -> dict:
+        args = parse_args([a for kv in sets for a in ("--set", kv)])
+        base = load_params(REPO_PARAMS, dict(args.set))
+        return run_settings("criteo117k", run, 2024, args, base, base_params_sha(base, teacher=run == "teacher"))
+
+    plain = settings("teacher", [])
+    assert settings("teacher", ["distill.fsdnet.max_epochs=20"]) == plain
+    assert settings("teacher", ["train.embedding_l2=0.002"]) != plain
+    assert settings("teacher", ["train.embedding_l2=0.002"])["set"] == {"train.embedding_l2": 0.002}
+    # the student's own identity still changes with it (and with a train key: its teacher changes)
+    fsd = settings("fsdnet", [])
+    assert settings("fsdnet", ["distill.fsdnet.max_epochs=20"]) != fsd
+    assert settings("fsdnet", ["distill.fsdnet.max_epochs=20"])["overrides"]["distill.fsdnet.max_epochs"] == 20

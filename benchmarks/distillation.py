@@ -901,7 +901,7 @@ def deviations(results: dict) -> list[str]:
         "distill.num_threads")) for r in runs})
     if threads:
         out.append(f"train/distill.num_threads = {', '.join(map(str, threads))} and device = cpu (params.yaml: 0 = all "
-                   "cores, auto): on the shared 2-core machine one torch thread per run.")
+                   "cores, auto): on the shared 2-core machine that many torch threads per run.")
     out.append("train.seed and distill.seed = the benchmark seed (params.yaml: 2024 and 2022), so each seed has its "
                "own teacher and its own students; the data split is the same for every seed (preprocess.seed 2022).")
     capped: dict[str, dict[int, list[str]]] = {}  # dataset → cap → runs it lowered a phase budget of

@@ -391,7 +391,7 @@ def train_one(prep: Prepared, model: str, seed: int, settings: dict, work: Path)
         "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
         "load_avg_start": round(load0, 2), "load_avg_end": round(os.getloadavg()[0], 2),
         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
-        "cpu_kernels": cpu_kernels(),
+        "cpu_kernels": cpu_kernels(), "precision": m.get("precision"),
         "log": str(log_path),
         "curve": curve,
     }
@@ -752,9 +752,10 @@ OBSERVATIONS = [
     "dropout 0.09, lr 5.7e-4, embedding L2 3.8e-5 — at valid AUC 0.9485 against trial 0's (params.yaml's "
     "recipe) 0.9325: test AUC **0.9474** / LogLoss 0.2691 (peers.md's FuxiCTR 0.9462 is on another split:"
     " context only).",
-    "**The machine moves the numbers**: this file's runs were made on machines whose torch CPU kernel path "
-    "was not recorded (each run now records it: `cpu_kernels`). Re-trained on a machine with AVX2 kernels "
-    "(2026-12-07 night), the same seeds and code train other models — DCNv2 test AUC per seed "
+    "**The machine moves the numbers**: this file's runs were made on machines with native bf16, where "
+    "`train.precision: auto` trains under bf16 autocast (each run now records its `precision` and torch's "
+    "CPU kernel path, `cpu_kernels`). Re-trained on a machine without it (AVX2 kernels, so `auto` trains in "
+    "fp32; 2026-12-07 night), the same seeds and code train other models — DCNv2 test AUC per seed "
     "criteo117k 0.7583 / 0.7589 / 0.7588 → 0.7574 / 0.7576 / 0.7579, movielens100k 0.8676 / 0.8658 / "
     "0.8651 → 0.8689 / 0.8662 / 0.8655, frappe 0.9319 / 0.9449 / 0.9435 → 0.9318 / 0.9365 / 0.9345 "
     "(seeds 2025 / 2026 peak at epoch 4 / 3 there instead of 7 / 6), avazu10k 0.7224 / 0.7214 / 0.7268 → "

@@ -433,7 +433,7 @@ def test_fsdnet_self_distillation_runs(world, tmp_path):
     with torch.no_grad():
         auc = evaluate_logits(label, model(cat, dense).numpy())["auc"]
     assert metrics["final"]["valid"]["auc"] == pytest.approx(auc, abs=1e-9)
-    assert max(h["valid_auc"] for h in hist) == pytest.approx(auc, abs=1e-9)
+    assert max(h["valid_auc"] for h in hist) == pytest.approx(auc, abs=1e-9)  # the default monitor: AUC
 
     with pytest.raises(ValueError, match="teacher_dir"):
         run_fsdnet(processed, _settings(tmp_path, fsdnet={"external_teacher_weight": 0.5}),
@@ -484,6 +484,12 @@ def test_settings_defaults_and_rules():
         DistillParams(students=["deepfm"])
     p = s.train_params(s.fsdnet, model="fsdnet", embedding_dim=16, lr=0.5, max_epochs=3, out_dir="x")
     assert (p.lr, p.max_epochs, p.batch_size, p.seed, p.lr_decay) == (0.5, 3, "auto", 2022, 0.1)
+    assert s.fsdnet.monitor == s.dagfm.monitor == "auc" == p.monitor  # the published trainers'
+    aml = s.model_copy(update={"dagfm": DAGFMSettings(monitor="auc_minus_logloss")})
+    p = aml.train_params(aml.dagfm, model="dagfm", embedding_dim=16, lr=0.1, max_epochs=1, out_dir="x")
+    assert p.monitor == "auc_minus_logloss"
+    with pytest.raises(ValidationError):
+        FSDNetSettings(monitor="gauc")
 
 
 def test_rescale_embedding_sets_rms_and_keeps_geometry():
@@ -531,9 +537,56 @@ def test_finetune_must_improve_keeps_the_distilled_student(world, tmp_path, must
         assert metrics["final"]["valid"]["auc"] == pytest.approx(dist["valid"]["auc"], abs=1e-12)
         assert metrics["final"]["test"]["auc"] == pytest.approx(dist["test"]["auc"], abs=1e-12)
     else:
-        # finetuning runs the train loop, which keeps the epoch of train.monitor (AUC − LogLoss)
-        kept = max(ft["history"], key=lambda h: h["valid_auc"] - h["valid_logloss"])
+        # finetuning runs the train loop, which keeps the epoch of the block's monitor (AUC here)
+        kept = max(ft["history"], key=lambda h: h["valid_auc"])
         assert ft["best_valid_auc"] == kept["valid_auc"] and metrics["final"]["valid"]["auc"] < dist["valid"]["auc"]
+
+
+def _scripted_validation(monkeypatch, scores):
+    """Every per-epoch validation (the distillation phases' and the train loop's) returns the next
+    (AUC, LogLoss) of ``scores``; the final scoring of the splits is left real."""
+    import components.train.loop as loop
+
+    it = iter(scores)
+
+    def scripted(*_args, **_kwargs):
+        auc, logloss = next(it)
+        return {"auc": auc, "logloss": logloss}
+
+    monkeypatch.setattr(phase, "evaluate", scripted)
+    monkeypatch.setattr(loop, "evaluate", scripted)
+
+
+@pytest.mark.parametrize(("monitor", "best_epoch"), [("auc", 2), ("auc_minus_logloss", 3)])
+def test_a_student_phase_keeps_the_epoch_its_monitor_prefers(world, tmp_path, monkeypatch, monitor, best_epoch):
+    processed, _, teacher_dir = world
+    # epoch 2 has the highest AUC, epoch 3 the highest AUC - LogLoss (0.20, 0.12, 0.26)
+    _scripted_validation(monkeypatch, [(0.70, 0.50), (0.72, 0.60), (0.71, 0.45)])
+    settings = _settings(tmp_path, fsdnet={"max_epochs": 3, "patience": 3, "monitor": monitor})
+    metrics = run_fsdnet(processed, settings, tmp_path / "fsd", log=quiet)
+    run = metrics["phases"]["self_distill"]
+    assert run["best_epoch"] == best_epoch
+    assert (run["best_valid_auc"], run["best_valid_logloss"]) == ((0.72, 0.60) if monitor == "auc" else (0.71, 0.45))
+    assert [h["improved"] for h in run["history"]] == ([True, True, False] if monitor == "auc" else [True, False, True])
+    # an epoch without a gain in the monitor decays the next epoch's LR (fsdnet lr_decay 0.1)
+    lrs = [h["lr"] for h in run["history"]]
+    assert lrs[2] == pytest.approx(lrs[0] * (1.0 if monitor == "auc" else 0.1))
+    assert lrs[1] == pytest.approx(lrs[0])
+    assert read_model_metadata(tmp_path / "fsd" / "self_distill")["epoch"] == best_epoch
+
+
+@pytest.mark.parametrize(("monitor", "kept"), [("auc", False), ("auc_minus_logloss", True)])
+def test_finetune_must_improve_compares_the_phases_by_the_monitor(world, tmp_path, monkeypatch, monitor, kept):
+    processed, _, teacher_dir = world
+    # distillation's best: AUC 0.71, LogLoss 0.40 (0.31); finetuning gains AUC (0.72) but its LogLoss
+    # costs more (best AUC - LogLoss 0.165): only AUC calls that an improvement
+    _scripted_validation(monkeypatch, [(0.70, 0.50), (0.71, 0.40), (0.72, 0.60), (0.715, 0.55)])
+    settings = _settings(tmp_path, dagfm={"finetune_must_improve": True, "monitor": monitor})
+    metrics = run_kd_dagfm(teacher_dir, processed, settings, tmp_path / "kd", "dagfm", log=quiet)
+    dist, ft = metrics["phases"]["distill"], metrics["phases"]["finetune"]
+    assert (dist["best_epoch"], dist["best_valid_auc"]) == (2, 0.71)
+    assert ft["kept_distilled"] is kept
+    assert (ft["best_epoch"], ft["best_valid_auc"]) == ((0, 0.71) if kept else (1 if monitor == "auc" else 2, 0.72))
 
 
 def test_max_train_rows_caps_every_student_epoch_and_the_teacher_logits(world, tmp_path):

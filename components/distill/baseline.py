@@ -2,7 +2,7 @@
 
 :func:`run_student_baseline` builds the student from the registry (its own fresh embeddings) and
 trains it with :func:`components.train.loop.fit` — the teacher recipe: BCE on the model's logit,
-early stop on validation AUC, best checkpoint restored. KD-DAGFM students get the chain's budget:
+early stop on the block's ``monitor`` (validation AUC − LogLoss, or AUC), best checkpoint restored. KD-DAGFM students get the chain's budget:
 their block's ``lr`` and ``distill_max_epochs + finetune_max_epochs`` epochs (until 2026-11-23 they
 got ``finetune_lr`` / ``finetune_max_epochs``, a fraction of what the distilled student trains for,
 which made "distillation helped" look larger than it is), FSDNet its ``lr`` / ``max_epochs`` with BCE on the inference output (no KL, no hint: the self-distillation

@@ -10,11 +10,12 @@
 3. **finetuning** (``<out_dir>/finetune/``): the distilled student, embeddings trainable again, BCE
    only, trained by :func:`components.train.loop.fit` (resume state cleared afterwards). With the
    block's ``finetune_must_improve`` (default False, the reference procedure) a finetuning phase
-   whose best validation AUC does not beat the distilled student's is discarded: ``finetune/`` then
+   whose best validation score (the block's ``monitor``) does not beat the distilled student's is discarded: ``finetune/`` then
    holds the distilled weights (``epoch`` 0, ``extra.kept`` = "distill"), so the chain's output is
    never worse on validation than its distillation phase.
 
-Each phase keeps its best-validation-AUC checkpoint (early stop with the block's ``patience``) in its
+Each phase keeps its best checkpoint by the block's ``monitor`` (valid AUC − LogLoss by default, or AUC;
+early stop with the block's ``patience``) in its
 own subdirectory; the next phase starts from those best weights. ``<out_dir>/metrics.json`` (also
 returned) holds per phase the training summary and history, valid/test AUC and LogLoss, and the
 student-vs-teacher logit MSE/MAE on the test split, plus the teacher's own scores from its cached
@@ -56,7 +57,7 @@ from components.train.checkpoint import (
     load_model_weights,
     save_model,
 )
-from components.train.loop import fit, resolve_device, seed_everything
+from components.train.loop import fit, monitor_score, resolve_device, seed_everything
 from components.train.metrics import evaluate_logits
 
 
@@ -235,7 +236,10 @@ def run_kd_dagfm(
                  on_epoch_end=on_epoch)  # fmt: skip
         clear_train_state(stage / "finetune")
         best_epoch, best_auc, best_logloss = ft.best_epoch, ft.best_valid_auc, ft.best_valid_logloss
-        kept_distilled = block.finetune_must_improve and not ft.best_valid_auc > summary["best_valid_auc"]
+        finetuned = {"auc": ft.best_valid_auc, "logloss": ft.best_valid_logloss}
+        distilled = {"auc": summary["best_valid_auc"], "logloss": summary["best_valid_logloss"]}
+        kept_distilled = block.finetune_must_improve and not monitor_score(finetuned, params) > monitor_score(
+            distilled, params)
         if kept_distilled:
             meta = load_model_weights(model, stage / "distill")
             save_model(model, stage / "finetune", model_name=meta["model"], hparams=meta["hparams"],
@@ -243,8 +247,9 @@ def run_kd_dagfm(
                        extra={"phase": "finetune", "kept": "distill"})
             best_epoch, best_auc = 0, summary["best_valid_auc"]
             best_logloss = summary.get("best_valid_logloss")
-            log(f"{student}: finetuning's best valid AUC {ft.best_valid_auc:.6f} does not beat the distilled "
-                f"student's {best_auc:.6f}; kept the distilled weights (finetune_must_improve)")
+            log(f"{student}: finetuning's best valid {params.monitor} {monitor_score(finetuned, params):.6f} does "
+                f"not beat the distilled student's {monitor_score(distilled, params):.6f}; kept the distilled "
+                f"weights (finetune_must_improve)")
         metrics["phases"]["finetune"] = {
             "phase": "finetune",
             "best_epoch": best_epoch,

@@ -5,8 +5,8 @@ other objectives (α·BCE + β·logit-MSE on cached teacher logits; FSDNet's mul
 loop takes a ``loss_fn(model, batch) -> (loss, parts)``. Everything else is the fit loop's recipe and
 helpers: :func:`seed_everything`, :func:`build_optimizer` (only parameters with ``requires_grad``, so a
 frozen embedding is neither updated nor decayed), the explicit L2 penalty, gradient-norm clipping,
-per-epoch reseeding, bf16 autocast on CUDA, validation AUC after every epoch, LR × ``lr_decay`` on
-an epoch without a gain, early stop after ``patience`` such epochs, the best checkpoint
+per-epoch reseeding, bf16 autocast on CUDA, validation after every epoch, LR × ``lr_decay`` on
+an epoch without a gain in ``params.monitor`` (:func:`monitor_score`: AUC, or AUC − LogLoss), early stop after ``patience`` such epochs, the best checkpoint
 (:func:`save_model`, safetensors) in ``out_dir`` and its weights loaded back at the end.
 
 Unlike ``fit`` there is no resume state: a distillation run is restarted from its phase start
@@ -38,6 +38,7 @@ from components.train.loop import (
     _to,
     build_optimizer,
     evaluate,
+    monitor_score,
     resolve_device,
     resolve_precision,
     seed_everything,
@@ -140,7 +141,7 @@ def fit_phase(
         epoch += 1
         losses, samples, secs = _train_epoch(model, train_loader, optimizer, params, dev, epoch, loss_fn)
         valid = evaluate(model, valid_loader, device=dev)
-        improved = valid["auc"] > best_auc
+        improved = monitor_score(valid, params) > monitor_score({"auc": best_auc, "logloss": best_logloss}, params)
         used_lr = lr
         if improved:
             best_auc, best_logloss, best_epoch, bad_epochs = valid["auc"], valid["logloss"], epoch, 0

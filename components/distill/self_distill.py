@@ -13,7 +13,7 @@ to every head's (:meth:`components.models.fsdnet.FSDNet.forward_heads`), so the 
 residual over LR as the teacher did (measured, 3 seeds, Δ test AUC vs the DCNv2 teacher without →
 with: Criteo 117k −0.0044 → −0.0020, MovieLens-100K −0.0032 → −0.0003, Frappe unchanged; README
 "Distillation"). Early stopping and model selection use
-the validation AUC of the model's inference output (``inference``: mean of heads or deepest).
+the block's ``monitor`` (AUC − LogLoss, or AUC) on the validation split of the model's inference output (``inference``: mean of heads or deepest).
 The best checkpoint is ``<out_dir>/self_distill/``; ``<out_dir>/metrics.json`` is also returned.
 """
 

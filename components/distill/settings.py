@@ -3,6 +3,11 @@
 One frozen pydantic model per block, unknown keys rejected (the ``components/config.py`` rules).
 Defaults are the published configurations (models.md §2.3 for KD-DAGFM, §3.4 for FSDNet, Criteo):
 
+Every block's ``monitor`` (as ``train.monitor``) is what its phases' early stop, best checkpoint and
+``finetune_must_improve`` maximise on the validation split: ``auc`` (default: the KD-DAGFM trainer's
+and FSDNet's released configs) or ``auc_minus_logloss`` (the teacher's; params.yaml says which the
+product uses); the Optuna studies maximise valid AUC either way.
+
 - ``dagfm`` / ``kd_dagfm_plus``: the KD-DAGFM chain (teacher → distillation → finetuning). Official
   trainer: Adam lr 1e-4, L2 1e-5 on every parameter (Adam's coupled weight decay = our explicit
   ``embedding_l2`` + ``net_l2`` penalties), batch 1024, no LR schedule (``lr_decay`` 1), no gradient
@@ -47,6 +52,9 @@ class _Optimisation(_Section):
     min_lr: float = Field(1e-6, ge=0)
     grad_clip: float = Field(0.0, ge=0)
     patience: int = Field(10, ge=1)
+    # what a phase's early stop and best checkpoint maximise, as train.monitor: valid AUC (the published
+    # trainers'), or AUC − LogLoss
+    monitor: Literal["auc", "auc_minus_logloss"] = "auc"
 
     _batch_size_ok = field_validator("batch_size")(classmethod(lambda cls, v: check_batch_size(v)))
 
@@ -65,7 +73,7 @@ class DAGFMSettings(_Optimisation):
     teacher_embedding_rms: float | None = Field(None, gt=0)  # None: the teacher's scale as is
     finetune_lr: float = Field(1e-4, gt=0)
     finetune_max_epochs: int = Field(1000, ge=1)
-    finetune_must_improve: bool = False  # True: keep the distilled student unless finetuning beats it on valid AUC
+    finetune_must_improve: bool = False  # True: keep the distilled student unless finetuning beats it in `monitor`
 
     def model_hparams(self) -> dict:
         """``build_model`` keyword arguments of the student, except ``embedding_dim``."""
@@ -192,6 +200,7 @@ class DistillParams(_Section):
             lr_decay=block.lr_decay,
             min_lr=block.min_lr,
             grad_clip=block.grad_clip,
+            monitor=block.monitor,
             device=self.device,
             precision=self.precision,
             num_threads=self.num_threads,
